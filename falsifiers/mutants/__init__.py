@@ -1,0 +1,1 @@
+"""Known-bad variants of the code under test, patched in by dotted name."""

@@ -1,0 +1,1 @@
+"""Checks that ship with the harness and work on any project (files, contracts)."""

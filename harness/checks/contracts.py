@@ -1,0 +1,159 @@
+"""Checks on contract sets themselves: they parse, validate, have unique IDs,
+and the loader rejects malformed contracts with a location."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from harness.context import CheckContext
+
+
+def _paths(ctx: CheckContext) -> list[Path]:
+    return [ctx.root / p for p in ctx.params.get("paths", ["contracts"])]
+
+
+def contracts_validate(ctx: CheckContext) -> dict[str, Any]:
+    """Every contract file loads against the schema and references resolve.
+    observations: files, errors, first_error."""
+    from harness.lint import lint_paths
+
+    contracts, diags = lint_paths(_paths(ctx), ctx.root, resolve=False)
+    errors = [d for d in diags if d.severity == "error"
+              and "has no falsifier" not in d.message]
+    return {"files": len(contracts) + len({d.file for d in errors} - {k.path for k in contracts}),
+            "errors": len(errors), "first_error": errors[0].format() if errors else ""}
+
+
+def ids_unique(ctx: CheckContext) -> dict[str, Any]:
+    """Count IDs defined more than once across every contract under ``paths``.
+    Reads the files as YAML directly, independent of the loader's own check."""
+    import yaml
+
+    from harness.loader import discover
+
+    seen: dict[str, int] = {}
+    files = discover(_paths(ctx))
+    for f in files:
+        data = yaml.safe_load(f.read_text(encoding="utf-8")) or {}
+        for section in ("criteria", "invariants", "falsifiers"):
+            for item in data.get(section, []) or []:
+                if isinstance(item, dict) and "id" in item:
+                    seen[item["id"]] = seen.get(item["id"], 0) + 1
+    dups = sorted(i for i, n in seen.items() if n > 1)
+    return {"ids": len(seen), "duplicates": len(dups), "duplicate_ids": dups,
+            "files": len(files)}
+
+
+def malformed_rejected(ctx: CheckContext) -> dict[str, Any]:
+    """Each file of a corpus of malformed contracts (params.corpus) must be refused
+    with a diagnostic at the line named by its first-line comment ``# expect-line: N``.
+    observations: cases, rejected_at_line, accepted (count of files wrongly loaded)."""
+    from harness.errors import ContractError
+    from harness.loader import load_contract
+
+    corpus = ctx.root / ctx.params.get("corpus", "tests/fixtures/malformed")
+    cases = sorted(corpus.glob("*.yaml"))
+    good = 0
+    accepted: list[str] = []
+    wrong: list[str] = []
+    crashed: list[str] = []
+    for case in cases:
+        m = re.search(r"#\s*expect-line:\s*(\d+)", case.read_text(encoding="utf-8"))
+        want = int(m.group(1)) if m else None
+        try:
+            load_contract(case)
+            accepted.append(case.name)
+        except ContractError as exc:
+            lines = [d.line for d in exc.diagnostics]
+            if want is None or want in lines:
+                good += 1
+            else:
+                wrong.append(f"{case.name}: lines {lines}, expected {want}")
+        except Exception as exc:  # a crash is not a refusal with a location
+            crashed.append(f"{case.name}: {type(exc).__name__}: {exc}")
+    return {"cases": len(cases), "rejected_at_line": good, "accepted": len(accepted),
+            "crashed": len(crashed), "misplaced": len(wrong), "accepted_files": accepted, "wrong_lines": wrong,
+            "crashes": crashed}
+
+
+def schema_published(ctx: CheckContext) -> dict[str, Any]:
+    """The schema file beside the contracts equals the schema the package validates with."""
+    from harness.loader import contract_schema
+
+    path = ctx.root / ctx.params.get("schema_file", "contracts/contract.schema.json")
+    if not path.is_file():
+        return {"exists": False, "in_sync": False}
+    published = json.loads(path.read_text(encoding="utf-8"))
+    return {"exists": True, "in_sync": published == contract_schema()}
+
+
+_VALID = """version: 1
+contract: {{name: generated, title: a generated contract}}
+criteria:
+  - id: AC-GEN-001
+{fields}invariants:
+  - id: INV-GEN-001
+    title: generated invariant
+    check: {{python: "harness.checks.files:files_exist"}}
+    expect: {{missing: {{eq: 0}}}}
+"""
+_FIELDS = {"id": None, "title": "title: generated criterion",
+           "severity": "severity: blocker", "references": "references: [generated]",
+           "invariants": "invariants: [INV-GEN-001]"}
+_WRONG = {"title": "title: [not, a, string]", "severity": "severity: 3",
+          "references": "references: generated", "invariants": "invariants: INV-GEN-001"}
+
+
+def generated_defect_rejected(ctx: CheckContext) -> dict[str, Any]:
+    """Build a valid contract, seed one defect (params: field, defect, junk) and
+    load it: the loader must refuse it with a diagnostic on the defect's line.
+    observations: rejected (bool), at_line (bool), lines, expected_line."""
+    from harness.errors import ContractError
+    from harness.loader import load_contract
+
+    field, defect = ctx.params.get("field", "severity"), ctx.params.get("defect", "wrong_type")
+    junk = re.sub(r"[^a-z]", "", str(ctx.params.get("junk", "x")).lower()) or "x"
+    rows, target = [], 5
+    for i, (name, line) in enumerate(_FIELDS.items()):
+        if name == "id":
+            continue
+        assert line is not None
+        if name == field:
+            target = 5 + len(rows)
+            if defect == "delete":
+                target = 4  # a missing key is reported at its mapping
+                continue
+            if defect == "misspell":
+                line = line.replace(name, name + junk, 1)
+            else:
+                line = _WRONG[name]
+        rows.append("    " + line + "\n")
+    if field == "id":
+        target = 4
+        if defect == "delete":
+            text = _VALID.format(fields="".join(rows)).replace("  - id: AC-GEN-001\n", "  - \n")
+            rows_text = None
+        else:
+            bad = {"misspell": f"  - id{junk}: AC-GEN-001", "wrong_type": "  - id: 42"}[defect]
+            text = _VALID.format(fields="".join(rows)).replace("  - id: AC-GEN-001", bad)
+            rows_text = text
+        if rows_text is None:
+            text = text.replace("  - \n    title", "  - title")
+    else:
+        text = _VALID.format(fields="".join(rows))
+    path = ctx.scratch / "generated.yaml"
+    path.write_text(text)
+    ctx.attach(path, "generated.yaml")
+    try:
+        load_contract(path)
+    except ContractError as exc:
+        lines = sorted({d.line for d in exc.diagnostics})
+        return {"rejected": True, "at_line": target in lines, "lines": lines,
+                "expected_line": target}
+    except Exception as exc:  # a crash is not a refusal with a location
+        return {"rejected": False, "at_line": False, "lines": [], "expected_line": target,
+                "crash": f"{type(exc).__name__}: {exc}"}
+    return {"rejected": False, "at_line": False, "lines": [], "expected_line": target}

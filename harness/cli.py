@@ -1,0 +1,269 @@
+"""The ``harness`` command. Commands parse arguments and call the library.
+
+Exit codes are set in one place, ``main``, from ``harness.exitcodes.ExitCode``.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from harness import __version__
+from harness.errors import (
+    ContractError,
+    HarnessError,
+    Interrupted,
+    NothingSelected,
+    UsageError,
+)
+from harness.exitcodes import ExitCode
+
+
+def _config() -> Any:
+    from harness.config import load_config
+
+    return load_config()
+
+
+def _paths(paths: tuple[str, ...], cfg: Any) -> list[Path]:
+    if paths:
+        return [Path(p) for p in paths]
+    return list(cfg.contracts)
+
+
+class _LazyGroup(click.Group):
+    """Mounts ``harness core`` (the kernels' CLI) without importing it at start-up."""
+
+    lazy = {"core": ("kernels.cli", "core")}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy:
+            import importlib
+
+            mod, attr = self.lazy[name]
+            try:
+                return getattr(importlib.import_module(mod), attr)  # type: ignore[no-any-return]
+            except (ImportError, AttributeError) as exc:
+                raise UsageError(f"'harness {name}' is unavailable: {exc}") from exc
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="harness")
+def cli() -> None:
+    """Declarative acceptance contracts for ML systems: YAML in, GO/NO-GO evidence out."""
+
+
+# --------------------------------------------------------------------------- run
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("-k", "keyword", help="Select criteria by keyword expression (like pytest -k).")
+@click.option("--tag", "tags", multiple=True, help="Select criteria with this tag (repeatable).")
+@click.option("--criterion", "criteria", multiple=True, metavar="AC-ID",
+              help="Select one criterion by ID (repeatable).")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), help="Worker processes [cores].")
+@click.option("--seed", type=click.IntRange(min=0), help="The run's seed [random, recorded].")
+@click.option("--profile", type=click.Choice(["full", "fast", "teeth"]), default=None,
+              help="full: everything; fast: skip mutants and slow falsifiers "
+                   "(criteria end UNPROVEN-FAST, never GO); teeth: only the mutants.")
+@click.option("--fast", is_flag=True, help="Same as --profile fast.")
+@click.option("--teeth", is_flag=True, help="Same as --profile teeth.")
+@click.option("--output", "outputs", multiple=True, metavar="FORMAT[=FILE]",
+              help="json=FILE, junit=FILE, markdown=FILE or github (repeatable).")
+@click.option("--evidence-dir", type=click.Path(), help="Where run bundles go [config].")
+@click.option("--no-evidence", is_flag=True, help="Write no evidence bundle.")
+@click.option("-v", "--verbose", is_flag=True, help="Print every reason of every criterion.")
+def run(paths: tuple[str, ...], keyword: str | None, tags: tuple[str, ...],
+        criteria: tuple[str, ...], jobs: int | None, seed: int | None, profile: str | None,
+        fast: bool, teeth: bool, outputs: tuple[str, ...], evidence_dir: str | None,
+        no_evidence: bool, verbose: bool) -> int:
+    """Run the contracts and print a verdict per acceptance criterion."""
+    from harness.evidence import EvidenceWriter
+    from harness.loader import load_contract_set
+    from harness.model import Verdict
+    from harness.reporters import make_writer
+    from harness.reporters.terminal import TerminalReporter
+    from harness.runner import run_contracts
+    from harness.selection import select
+
+    if sum(bool(x) for x in (profile, fast, teeth)) > 1:
+        raise UsageError("choose one of --profile, --fast, --teeth")
+    profile = profile or ("fast" if fast else "teeth" if teeth else "full")
+    cfg = _config()
+    contracts = load_contract_set(_paths(paths, cfg))
+    chosen = select(contracts, keyword, tags, criteria)
+    if not chosen:
+        raise NothingSelected(
+            f"no criterion matches the selection (-k {keyword!r}, --tag {list(tags)}, "
+            f"--criterion {list(criteria)}) among {len(contracts.criteria)} criteria")
+    listeners: list[Any] = [TerminalReporter(verbose=verbose)]
+    listeners += [make_writer(spec) for spec in outputs]
+    evidence_root = None
+    if not no_evidence:
+        evidence_root = Path(evidence_dir) if evidence_dir else cfg.evidence_dir
+        listeners.insert(0, EvidenceWriter(evidence_root, cfg.root))
+    selection = {"paths": list(paths), "keyword": keyword, "tags": list(tags),
+                 "criteria": list(criteria)}
+    result = run_contracts(
+        contracts, chosen, listeners=listeners, jobs=cfg.effective_jobs(jobs), seed=seed,
+        profile=profile, evidence_root=evidence_root, root=cfg.root,
+        default_timeout=cfg.default_timeout, allowed=cfg.allowed_packages,
+        selection=selection)
+    return int(ExitCode.GO if result.verdict is Verdict.GO else ExitCode.NOT_GO)
+
+
+# --------------------------------------------------------------------------- lint
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--no-resolve", is_flag=True, help="Skip importing bindings (schema and IDs only).")
+def lint(paths: tuple[str, ...], no_resolve: bool) -> int:
+    """Validate contracts without running them (exit 4 on any error)."""
+    from harness.lint import lint_paths
+
+    cfg = _config()
+    contracts, diags = lint_paths(_paths(paths, cfg), cfg.root, cfg.allowed_packages,
+                                  resolve=not no_resolve)
+    for d in diags:
+        click.echo(d.format(), err=d.severity == "error")
+    errors = sum(d.severity == "error" for d in diags)
+    warnings = len(diags) - errors
+    n_items = sum(len(k.criteria) + len(k.invariants) + len(k.falsifiers) for k in contracts)
+    click.echo(f"{len(contracts)} contract files, {n_items} items: {errors} errors, "
+               f"{warnings} warnings")
+    return int(ExitCode.USAGE_ERROR if errors else ExitCode.GO)
+
+
+# --------------------------------------------------------------------------- list/schema/explain
+
+
+@cli.command("list")
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--markdown", is_flag=True, help="A Markdown table mapping criteria to sources.")
+def list_(paths: tuple[str, ...], markdown: bool) -> int:
+    """Show criteria, invariants and falsifiers as a tree."""
+    from harness.listing import markdown_table, tree
+
+    contracts = _load(paths)
+    click.echo(markdown_table(contracts) if markdown else tree(contracts))
+    return 0
+
+
+@cli.command()
+def schema() -> int:
+    """Print the contract JSON Schema (draft 2020-12)."""
+    import json
+
+    from harness.loader import contract_schema
+
+    click.echo(json.dumps(contract_schema(), indent=2))
+    return 0
+
+
+@cli.command()
+@click.argument("item_id")
+@click.argument("paths", nargs=-1, type=click.Path())
+def explain(item_id: str, paths: tuple[str, ...]) -> int:
+    """Show one criterion, invariant or falsifier with its source location."""
+    from harness.listing import explain as explain_item
+
+    click.echo(explain_item(_load(paths), item_id))
+    return 0
+
+
+def _load(paths: tuple[str, ...]) -> Any:
+    from harness.loader import load_contract_set
+
+    return load_contract_set(_paths(paths, _config()))
+
+
+# --------------------------------------------------------------------------- authoring
+
+
+@cli.command()
+@click.argument("directory", default=".", type=click.Path(file_okay=False))
+@click.option("--owner", default="TODO-owner", help="Owner written into the example.")
+def init(directory: str, owner: str) -> int:
+    """Set up contracts/ and [tool.harness] in a project."""
+    from harness.scaffold import init_project
+
+    for line in init_project(Path(directory), owner):
+        click.echo(line)
+    click.echo("next: `harness lint`, then `harness run`")
+    return 0
+
+
+@cli.command()
+@click.argument("kind", type=click.Choice(["criterion", "invariant", "falsifier"]))
+@click.argument("file", type=click.Path(dir_okay=False))
+def new(kind: str, file: str) -> int:
+    """Append a skeleton with the next free ID to a contract file."""
+    from harness.scaffold import new_item
+
+    new_id = new_item(kind, Path(file))
+    click.echo(f"added {new_id} to {file}; fill in its TODO fields, then `harness lint {file}`")
+    return 0
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def _die(code: ExitCode, message: str) -> NoReturn:
+    if message:
+        click.echo(message, err=True)
+    sys.exit(int(code))
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    """Run the CLI and turn every outcome into one documented exit code."""
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        rv = cli.main(args=argv, prog_name="harness", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(int(ExitCode.USAGE_ERROR))
+    except click.exceptions.Abort:
+        _die(ExitCode.INTERRUPTED, "aborted")
+    except ContractError as exc:
+        for d in exc.diagnostics:
+            click.echo(d.format(), err=True)
+        n = len(exc.diagnostics)
+        _die(ExitCode.USAGE_ERROR, f"{n} contract error{'s' if n != 1 else ''}; "
+                                   "nothing was run (`harness lint` shows the same)")
+    except NothingSelected as exc:
+        _die(ExitCode.NO_SELECTION, f"harness: {exc}")
+    except Interrupted as exc:
+        _die(ExitCode.INTERRUPTED, f"harness: {exc}")
+    except KeyboardInterrupt:
+        _die(ExitCode.INTERRUPTED, "harness: interrupted")
+    except UsageError as exc:
+        _die(ExitCode.USAGE_ERROR, f"harness: error: {exc}")
+    except HarnessError as exc:
+        _die(ExitCode.USAGE_ERROR, f"harness: error: {exc}")
+    except Exception:
+        import traceback
+
+        traceback.print_exc()
+        _die(ExitCode.INTERNAL_ERROR, "harness: internal error (a bug in the harness; "
+                                      "please report it with the traceback above)")
+    sys.exit(int(rv or 0) if isinstance(rv, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""``[tool.harness]`` in pyproject.toml: where contracts live, where evidence goes."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.errors import UsageError
+
+DEFAULT_TIMEOUT = 600.0
+KNOWN_KEYS = {"contracts", "evidence-dir", "default-timeout", "allowed-packages", "jobs",
+              "sign-key", "allowed-keys", "profile"}
+
+
+@dataclass(frozen=True)
+class Config:
+    root: Path
+    contracts: tuple[Path, ...] = ()
+    evidence_dir: Path = Path("evidence")
+    default_timeout: float = DEFAULT_TIMEOUT
+    allowed_packages: tuple[str, ...] = ()  # empty: any importable module
+    jobs: int = 0  # 0: the number of cores
+    sign_key: Path | None = None
+    allowed_keys: tuple[Path, ...] = ()
+    pyproject: Path | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+    def effective_jobs(self, requested: int | None = None) -> int:
+        n = requested if requested else self.jobs
+        return n if n and n > 0 else (os.cpu_count() or 1)
+
+
+def find_project_root(start: Path | None = None) -> Path:
+    """The nearest directory upward holding a pyproject.toml, else ``start``."""
+    here = (start or Path.cwd()).resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / "pyproject.toml").is_file():
+            return candidate
+    return here
+
+
+def load_config(start: Path | None = None) -> Config:
+    root = find_project_root(start)
+    pyproject = root / "pyproject.toml"
+    table: dict[str, object] = {}
+    if pyproject.is_file():
+        try:
+            data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise UsageError(f"{pyproject}: invalid TOML: {exc}") from exc
+        table = data.get("tool", {}).get("harness", {})
+        if not isinstance(table, dict):
+            raise UsageError(f"{pyproject}: [tool.harness] must be a table")
+    unknown = sorted(set(table) - KNOWN_KEYS)
+    if unknown:
+        raise UsageError(
+            f"{pyproject}: unknown key(s) in [tool.harness]: {', '.join(unknown)} "
+            f"(known: {', '.join(sorted(KNOWN_KEYS))})")
+
+    def paths(key: str, default: list[str]) -> tuple[Path, ...]:
+        raw = table.get(key, default)
+        if isinstance(raw, str):
+            raw = [raw]
+        if not isinstance(raw, list) or not all(isinstance(p, str) for p in raw):
+            raise UsageError(f"{pyproject}: [tool.harness] {key} must be a list of paths")
+        return tuple(root / p for p in raw)
+
+    try:
+        timeout = float(table.get("default-timeout", DEFAULT_TIMEOUT))  # type: ignore[arg-type]
+        jobs = int(table.get("jobs", 0))  # type: ignore[call-overload]
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"{pyproject}: [tool.harness] default-timeout/jobs must be numbers") from exc
+    sign_key = table.get("sign-key")
+    allowed = table.get("allowed-packages", [])
+    if not isinstance(allowed, list):
+        raise UsageError(f"{pyproject}: [tool.harness] allowed-packages must be a list")
+    return Config(
+        root=root,
+        contracts=paths("contracts", ["contracts"]),
+        evidence_dir=paths("evidence-dir", ["evidence"])[0],
+        default_timeout=timeout,
+        allowed_packages=tuple(str(a) for a in allowed),
+        jobs=jobs,
+        sign_key=(root / str(sign_key)) if sign_key else None,
+        allowed_keys=paths("allowed-keys", []),
+        pyproject=pyproject if pyproject.is_file() else None,
+        extra={k: v for k, v in table.items() if k == "profile"},
+    )

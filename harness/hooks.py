@@ -1,0 +1,86 @@
+"""The extension points of a run, grouped by phase. The runner never prints:
+the terminal, JSON, JUnit, Markdown, GitHub and evidence writers all listen to
+these same events.
+
+Every listener subclasses ``Listener`` and overrides what it needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from harness.model import (
+        ContractSet,
+        CriterionResult,
+        FalsifierResult,
+        InvariantResult,
+        RunResult,
+    )
+    from harness.runner import Plan
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    run_id: str
+    seed: int
+    profile: str
+    started: str
+    selection: dict[str, object]
+    evidence_dir: str  # "" when the run writes no evidence
+    jobs: int
+
+
+class Listener:
+    # -- load / plan -------------------------------------------------------
+    def run_started(self, info: RunInfo, contracts: ContractSet, plan: Plan) -> None:
+        """Fires once, after the contracts loaded and the plan was made."""
+
+    # -- run ---------------------------------------------------------------
+    def check_started(self, key: str, kind: str) -> None:
+        """Fires when a worker picks up a check (an invariant or a falsifier)."""
+
+    def invariant_finished(self, result: InvariantResult) -> None:
+        """Fires when an invariant's check has been run and judged."""
+
+    def falsifier_finished(self, result: FalsifierResult) -> None:
+        """Fires when a falsifier has run (KILLED, MISSED, SURVIVED, REFUTED, ERROR)."""
+
+    # -- report ------------------------------------------------------------
+    def criterion_finished(self, result: CriterionResult) -> None:
+        """Fires when every invariant and falsifier of a criterion is done."""
+
+    def run_finished(self, result: RunResult) -> None:
+        """Fires once at the end, also after an interruption (result.interrupted)."""
+
+
+class Dispatcher(Listener):
+    """Forwards every event to each listener in order."""
+
+    def __init__(self, listeners: list[Listener]) -> None:
+        self.listeners = listeners
+
+    def run_started(self, info: RunInfo, contracts: ContractSet, plan: Plan) -> None:
+        for lst in self.listeners:
+            lst.run_started(info, contracts, plan)
+
+    def check_started(self, key: str, kind: str) -> None:
+        for lst in self.listeners:
+            lst.check_started(key, kind)
+
+    def invariant_finished(self, result: InvariantResult) -> None:
+        for lst in self.listeners:
+            lst.invariant_finished(result)
+
+    def falsifier_finished(self, result: FalsifierResult) -> None:
+        for lst in self.listeners:
+            lst.falsifier_finished(result)
+
+    def criterion_finished(self, result: CriterionResult) -> None:
+        for lst in self.listeners:
+            lst.criterion_finished(result)
+
+    def run_finished(self, result: RunResult) -> None:
+        for lst in self.listeners:
+            lst.run_finished(result)

@@ -1,0 +1,324 @@
+"""The data model every part of the harness imports. It imports nothing of ours.
+
+Two halves: what a contract declares (Contract, Criterion, Invariant,
+Falsifier, Check, Expectation) and what a run found (InvariantResult,
+FalsifierResult, CriterionResult, RunResult). Everything is frozen, slotted
+and picklable so that it crosses process boundaries unchanged; results
+round-trip through plain dicts (``to_dict``/``from_dict``) for the JSON report.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+RESULTS_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    file: str
+    line: int
+    col: int = 1
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}"
+
+
+# --------------------------------------------------------------------------- declared
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One typed binding: exactly one of python, pytest, command is set."""
+
+    kind: str  # "python" | "pytest" | "command"
+    target: str | tuple[str, ...]  # "module:function", a node id, or an argv tuple
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        if self.kind == "command":
+            return "command: " + " ".join(self.target)
+        return f"{self.kind}: {self.target}"
+
+
+@dataclass(frozen=True, slots=True)
+class Expectation:
+    """Thresholds on one named observation; every comparator must hold."""
+
+    observation: str
+    comparators: dict[str, Any]
+    location: Location | None = None
+
+    def describe(self) -> str:
+        parts = []
+        for op, value in self.comparators.items():
+            if op in ("rel", "abs"):
+                continue
+            if op == "approx":
+                tol = []
+                if "rel" in self.comparators:
+                    tol.append(f"rel={self.comparators['rel']}")
+                if "abs" in self.comparators:
+                    tol.append(f"abs={self.comparators['abs']}")
+                parts.append(f"≈ {value!r}" + (f" ({', '.join(tol)})" if tol else ""))
+            else:
+                parts.append(f"{_OP_TEXT.get(op, op)} {value!r}")
+        return " and ".join(parts)
+
+
+_OP_TEXT = {"eq": "==", "ne": "!=", "le": "<=", "lt": "<", "ge": ">=", "gt": ">",
+            "in": "in", "matches": "matches"}
+
+
+@dataclass(frozen=True, slots=True)
+class Invariant:
+    id: str
+    title: str
+    check: Check
+    expect: tuple[Expectation, ...]
+    timeout: float | None
+    location: Location
+    statement: str = ""
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Falsifier:
+    id: str
+    title: str
+    kind: str  # "property" | "fault" | "mutant"
+    target: str  # the invariant it attacks
+    spec: dict[str, Any]  # the kind's own block (patch/params, strategy/budget, injector)
+    location: Location
+    timeout: float | None = None
+    slow: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Criterion:
+    id: str
+    title: str
+    severity: str  # "blocker" | "warn"
+    invariants: tuple[str, ...]
+    references: tuple[str, ...]
+    location: Location
+    statement: str = ""
+    owner: str = ""
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Contract:
+    name: str
+    title: str
+    path: str
+    sha256: str
+    text: str
+    criteria: tuple[Criterion, ...]
+    invariants: tuple[Invariant, ...]
+    falsifiers: tuple[Falsifier, ...]
+    owner: str = ""
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ContractSet:
+    contracts: tuple[Contract, ...]
+    digest: str  # sha256 over the sorted (path, sha256) pairs
+
+    @property
+    def criteria(self) -> tuple[Criterion, ...]:
+        return tuple(c for k in self.contracts for c in k.criteria)
+
+    @property
+    def invariants(self) -> dict[str, Invariant]:
+        return {i.id: i for k in self.contracts for i in k.invariants}
+
+    @property
+    def falsifiers(self) -> tuple[Falsifier, ...]:
+        return tuple(f for k in self.contracts for f in k.falsifiers)
+
+    def falsifiers_of(self, invariant_id: str) -> tuple[Falsifier, ...]:
+        return tuple(f for f in self.falsifiers if f.target == invariant_id)
+
+    def contract_of(self, item_id: str) -> Contract:
+        for k in self.contracts:
+            ids = [c.id for c in k.criteria] + [i.id for i in k.invariants]
+            ids += [f.id for f in k.falsifiers]
+            if item_id in ids:
+                return k
+        raise KeyError(item_id)
+
+    def find(self, item_id: str) -> Criterion | Invariant | Falsifier:
+        for k in self.contracts:
+            for item in (*k.criteria, *k.invariants, *k.falsifiers):
+                if item.id == item_id:
+                    return item
+        raise KeyError(item_id)
+
+
+# --------------------------------------------------------------------------- outcomes
+
+
+class InvariantOutcome(str, enum.Enum):
+    PASS = "PASS"
+    FAIL = "FAIL"
+    ERROR = "ERROR"
+    SKIP = "SKIP"
+
+
+class FalsifierOutcome(str, enum.Enum):
+    SURVIVED = "SURVIVED"  # attack (property, fault): the invariant held
+    REFUTED = "REFUTED"  # attack: the invariant broke
+    KILLED = "KILLED"  # mutant: the check went red
+    MISSED = "MISSED"  # mutant: the check stayed green, it has no teeth
+    ERROR = "ERROR"  # the falsifier itself could not run (never a pass)
+    NOT_RUN = "NOT_RUN"  # skipped by the profile (--fast); never a pass
+
+
+class Verdict(str, enum.Enum):
+    GO = "GO"
+    NO_GO = "NO-GO"
+    UNPROVEN = "UNPROVEN"
+    UNPROVEN_FAST = "UNPROVEN-FAST"
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True, slots=True)
+class Judgement:
+    """One expectation applied to one observation."""
+
+    observation: str
+    expected: str
+    observed: Any
+    ok: bool
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class InvariantResult:
+    invariant_id: str
+    outcome: InvariantOutcome
+    observations: dict[str, Any]
+    judgements: tuple[Judgement, ...]
+    duration: float
+    seed: int
+    message: str = ""  # why FAIL/ERROR/SKIP, one line
+    logs: dict[str, str] = field(default_factory=dict)  # name -> path relative to the run dir
+    artifacts: tuple[str, ...] = ()
+    metrics: tuple[dict[str, Any], ...] = ()
+
+    def first_failure(self) -> Judgement | None:
+        return next((j for j in self.judgements if not j.ok), None)
+
+
+@dataclass(frozen=True, slots=True)
+class FalsifierResult:
+    falsifier_id: str
+    target: str
+    kind: str
+    outcome: FalsifierOutcome
+    duration: float
+    message: str = ""
+    detail: dict[str, Any] = field(default_factory=dict)  # counterexample, fault report...
+    logs: dict[str, str] = field(default_factory=dict)
+    artifacts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CriterionResult:
+    criterion_id: str
+    title: str
+    severity: str
+    verdict: Verdict
+    reasons: tuple[str, ...]
+    invariants: tuple[InvariantResult, ...]
+    falsifiers: tuple[FalsifierResult, ...]
+    location: Location
+    duration: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    run_id: str
+    verdict: Verdict  # the release verdict over blocker criteria
+    criteria: tuple[CriterionResult, ...]
+    seed: int
+    started: str
+    finished: str
+    profile: str = "full"
+    contract_digest: str = ""
+    tool_version: str = ""
+    interrupted: bool = False
+    evidence_dir: str = ""
+    schema_version: int = RESULTS_SCHEMA_VERSION
+
+    def counts(self) -> dict[str, int]:
+        out = {v.value: 0 for v in Verdict}
+        for c in self.criteria:
+            out[c.verdict.value] += 1
+        return out
+
+    def summary_line(self) -> str:
+        counts = self.counts()
+        n = len(self.criteria)
+        parts = [f"{counts[v.value]} {v.value}" for v in Verdict
+                 if counts[v.value] or v in (Verdict.GO, Verdict.NO_GO, Verdict.UNPROVEN)]
+        noun = "criterion" if n == 1 else "criteria"
+        return f"{n} {noun}: " + ", ".join(parts)
+
+    # -- JSON round trip ---------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return _encode(asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunResult:
+        version = data.get("schema_version")
+        if version != RESULTS_SCHEMA_VERSION:
+            raise ValueError(
+                f"results schema_version {version!r} is not supported "
+                f"(this harness reads version {RESULTS_SCHEMA_VERSION})")
+        crits = tuple(_criterion_from(c) for c in data["criteria"])
+        kw = {k: v for k, v in data.items() if k not in ("criteria", "verdict")}
+        return cls(verdict=Verdict(data["verdict"]), criteria=crits, **kw)
+
+
+def _encode(obj: Any) -> Any:
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if isinstance(obj, dict):
+        return {k: _encode(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_encode(v) for v in obj]
+    return obj
+
+
+def _criterion_from(d: dict[str, Any]) -> CriterionResult:
+    return CriterionResult(
+        criterion_id=d["criterion_id"], title=d["title"], severity=d["severity"],
+        verdict=Verdict(d["verdict"]), reasons=tuple(d["reasons"]),
+        invariants=tuple(_invariant_from(i) for i in d["invariants"]),
+        falsifiers=tuple(_falsifier_from(f) for f in d["falsifiers"]),
+        location=Location(**d["location"]), duration=d.get("duration", 0.0))
+
+
+def _invariant_from(d: dict[str, Any]) -> InvariantResult:
+    return InvariantResult(
+        invariant_id=d["invariant_id"], outcome=InvariantOutcome(d["outcome"]),
+        observations=d["observations"],
+        judgements=tuple(Judgement(**j) for j in d["judgements"]),
+        duration=d["duration"], seed=d["seed"], message=d.get("message", ""),
+        logs=d.get("logs", {}), artifacts=tuple(d.get("artifacts", ())),
+        metrics=tuple(d.get("metrics", ())))
+
+
+def _falsifier_from(d: dict[str, Any]) -> FalsifierResult:
+    return FalsifierResult(
+        falsifier_id=d["falsifier_id"], target=d["target"], kind=d["kind"],
+        outcome=FalsifierOutcome(d["outcome"]), duration=d["duration"],
+        message=d.get("message", ""), detail=d.get("detail", {}),
+        logs=d.get("logs", {}), artifacts=tuple(d.get("artifacts", ())))

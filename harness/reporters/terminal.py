@@ -1,0 +1,79 @@
+"""The terminal reporter: a line per criterion, denominators at the end."""
+
+from __future__ import annotations
+
+import sys
+from typing import IO
+
+import click
+
+from harness.hooks import Listener, RunInfo
+from harness.model import ContractSet, CriterionResult, FalsifierOutcome, RunResult, Verdict
+from harness.runner import Plan
+
+COLORS = {Verdict.GO: "green", Verdict.NO_GO: "red", Verdict.UNPROVEN: "yellow",
+          Verdict.UNPROVEN_FAST: "yellow"}
+
+
+def criterion_line(r: CriterionResult, width: int = 0) -> str:
+    verdict = click.style(f"{r.verdict.value:<13}", fg=COLORS[r.verdict], bold=True)
+    sev = "" if r.severity == "blocker" else " [warn]"
+    line = f"{verdict} {r.criterion_id:<18} {r.title}{sev}"
+    if r.verdict is not Verdict.GO and r.reasons:
+        more = f" (+{len(r.reasons) - 1} more)" if len(r.reasons) > 1 else ""
+        line += f" — {r.reasons[0]}{more}"
+    return line
+
+
+class TerminalReporter(Listener):
+    def __init__(self, stream: IO[str] | None = None, verbose: bool = False) -> None:
+        self.stream = stream or sys.stdout
+        self.live = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.verbose = verbose
+        self.total = 0
+        self.done = 0
+        self.plan: Plan | None = None
+
+    def echo(self, text: str = "") -> None:
+        click.echo(text, file=self.stream, color=self.live or None)
+
+    def run_started(self, info: RunInfo, contracts: ContractSet, plan: Plan) -> None:
+        self.plan = plan
+        self.total = len(plan.criteria)
+        self.echo(f"harness run {info.run_id}: {self.total} criteria, {len(plan.tasks)} checks, "
+                  f"profile {info.profile}, seed {info.seed}, {info.jobs} workers")
+
+    def criterion_finished(self, result: CriterionResult) -> None:
+        self.done += 1
+        if self.live:
+            self.echo(f"[{self.done}/{self.total}] " + criterion_line(result))
+
+    def run_finished(self, result: RunResult) -> None:
+        if not self.live:
+            for r in result.criteria:
+                self.echo(criterion_line(r))
+        if self.verbose or not self.live:
+            for r in result.criteria:
+                for reason in r.reasons[1:] if not self.verbose else r.reasons:
+                    self.echo(f"    {r.criterion_id}: {reason}")
+        if result.profile == "teeth":
+            self._teeth_table(result)
+        self.echo()
+        if result.interrupted:
+            self.echo(click.style("INTERRUPTED", fg="red", bold=True)
+                      + f": {len(result.criteria)} of {self.total} criteria finished")
+        self.echo(result.summary_line())
+        release = click.style(result.verdict.value, fg=COLORS[result.verdict], bold=True)
+        where = f" (evidence: {result.evidence_dir})" if result.evidence_dir else ""
+        self.echo(f"release verdict: {release}{where}")
+
+    def _teeth_table(self, result: RunResult) -> None:
+        rows = [(f.target, f.falsifier_id, f.outcome.value, f"{f.duration:.2f}s")
+                for r in result.criteria for f in r.falsifiers]
+        self.echo()
+        self.echo(f"{'invariant':<22} {'mutant':<26} {'outcome':<8} time")
+        for inv, mut, outcome, t in rows:
+            color = "green" if outcome == FalsifierOutcome.KILLED.value else "red"
+            self.echo(f"{inv:<22} {mut:<26} {click.style(f'{outcome:<8}', fg=color)} {t}")
+        killed = sum(1 for r in rows if r[2] == "KILLED")
+        self.echo(f"{len(rows)} mutants: {killed} KILLED, {len(rows) - killed} not killed")
