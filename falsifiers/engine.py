@@ -29,13 +29,18 @@ def run_falsifier(task: Task) -> FalsifierResult:
     return runner(task)
 
 
-def _result(task: Task, outcome: FalsifierOutcome, message: str = "",
-            detail: dict[str, Any] | None = None, artifacts: tuple[str, ...] = ()
-            ) -> FalsifierResult:
+def _result(
+    task: Task,
+    outcome: FalsifierOutcome,
+    message: str = "",
+    detail: dict[str, Any] | None = None,
+    artifacts: tuple[str, ...] = (),
+) -> FalsifierResult:
     f = task.falsifier
     assert f is not None
-    return FalsifierResult(f.id, f.target, f.kind, outcome, 0.0, message, detail or {},
-                           artifacts=artifacts)
+    return FalsifierResult(
+        f.id, f.target, f.kind, outcome, 0.0, message, detail or {}, artifacts=artifacts
+    )
 
 
 # --------------------------------------------------------------------------- mutant
@@ -71,16 +76,34 @@ def run_mutant(task: Task) -> FalsifierResult:
         return _result(task, FalsifierOutcome.ERROR, f"mutant cannot be applied: {exc}")
     ctx = make_context(task, spec.get("params"))
     outcome, judgements, message, observations = evaluate(task, ctx)
-    detail = {"observations": observations,
-              "judgements": [{"observation": j.observation, "expected": j.expected,
-                              "observed": j.observed, "ok": j.ok} for j in judgements]}
+    detail = {
+        "observations": observations,
+        "judgements": [
+            {
+                "observation": j.observation,
+                "expected": j.expected,
+                "observed": j.observed,
+                "ok": j.ok,
+            }
+            for j in judgements
+        ],
+    }
     if outcome is InvariantOutcome.FAIL:
         return _result(task, FalsifierOutcome.KILLED, message, detail, tuple(ctx.artifacts))
     if outcome is InvariantOutcome.PASS:
-        return _result(task, FalsifierOutcome.MISSED,
-                       "the check stayed green against the mutant", detail, tuple(ctx.artifacts))
-    return _result(task, FalsifierOutcome.ERROR,
-                   f"the check was {outcome.value} under the mutant, not red: {message}", detail)
+        return _result(
+            task,
+            FalsifierOutcome.MISSED,
+            "the check stayed green against the mutant",
+            detail,
+            tuple(ctx.artifacts),
+        )
+    return _result(
+        task,
+        FalsifierOutcome.ERROR,
+        f"the check was {outcome.value} under the mutant, not red: {message}",
+        detail,
+    )
 
 
 # --------------------------------------------------------------------------- property
@@ -104,9 +127,12 @@ def run_property(task: Task) -> FalsifierResult:
     except Exception as exc:
         return _result(task, FalsifierOutcome.ERROR, f"strategy {spec['strategy']} failed: {exc}")
     if not isinstance(strategy, st.SearchStrategy):
-        return _result(task, FalsifierOutcome.ERROR,
-                       f"strategy {spec['strategy']} returned {type(strategy).__name__}, "
-                       "not a Hypothesis strategy")
+        return _result(
+            task,
+            FalsifierOutcome.ERROR,
+            f"strategy {spec['strategy']} returned {type(strategy).__name__}, "
+            "not a Hypothesis strategy",
+        )
     store = Path(task.options.get("regressions_dir", Path(task.check_dir) / "regressions"))
     replay_file = store / f"{f.id}.json"
     counter = {"n": 0}
@@ -126,13 +152,17 @@ def run_property(task: Task) -> FalsifierResult:
                 return _refuted(task, params, message, replay_file, replayed=True)
 
     # 2. search
-    db = DirectoryBasedExampleDatabase(str(task.options.get(
-        "hypothesis_db", Path(task.check_dir) / "hypothesis-db")))
+    db = DirectoryBasedExampleDatabase(
+        str(task.options.get("hypothesis_db", Path(task.check_dir) / "hypothesis-db"))
+    )
     deadline = spec.get("deadline_ms")
     settings = hypothesis.settings(
-        max_examples=int(spec.get("max_examples", 50)), database=db,
+        max_examples=int(spec.get("max_examples", 50)),
+        database=db,
         deadline=None if deadline is None else deadline,
-        suppress_health_check=list(hypothesis.HealthCheck), print_blob=False)
+        suppress_health_check=list(hypothesis.HealthCheck),
+        print_blob=False,
+    )
     errors: list[str] = []
 
     @hypothesis.seed(task.seed)
@@ -154,17 +184,23 @@ def run_property(task: Task) -> FalsifierResult:
         return _refuted(task, failing["params"], failing["message"], replay_file)
     except Exception as exc:
         if errors:
-            return _result(task, FalsifierOutcome.ERROR,
-                           f"the check errored during the search: {errors[-1]}")
-        return _result(task, FalsifierOutcome.ERROR,
-                       f"property search failed: {type(exc).__name__}: {exc}")
-    return _result(task, FalsifierOutcome.SURVIVED,
-                   f"no counterexample in {counter['n']} examples",
-                   {"examples": counter["n"]})
+            return _result(
+                task, FalsifierOutcome.ERROR, f"the check errored during the search: {errors[-1]}"
+            )
+        return _result(
+            task, FalsifierOutcome.ERROR, f"property search failed: {type(exc).__name__}: {exc}"
+        )
+    return _result(
+        task,
+        FalsifierOutcome.SURVIVED,
+        f"no counterexample in {counter['n']} examples",
+        {"examples": counter["n"]},
+    )
 
 
-def _refuted(task: Task, params: dict[str, Any], message: str, replay_file: Path,
-             replayed: bool = False) -> FalsifierResult:
+def _refuted(
+    task: Task, params: dict[str, Any], message: str, replay_file: Path, replayed: bool = False
+) -> FalsifierResult:
     art_dir = Path(task.check_dir) / "artifacts"
     art_dir.mkdir(parents=True, exist_ok=True)
     text = json.dumps(params, indent=2, sort_keys=True, default=repr)
@@ -176,9 +212,13 @@ def _refuted(task: Task, params: dict[str, Any], message: str, replay_file: Path
         replay_file.write_text(json.dumps(saved, indent=2, sort_keys=True))
     how = "replayed saved counterexample" if replayed else "counterexample"
     compact = json.dumps(params, sort_keys=True, default=repr)
-    return _result(task, FalsifierOutcome.REFUTED, f"{how} {compact}: {message}",
-                   {"counterexample": json.loads(text), "replayed": replayed},
-                   ("counterexample.json",))
+    return _result(
+        task,
+        FalsifierOutcome.REFUTED,
+        f"{how} {compact}: {message}",
+        {"counterexample": json.loads(text), "replayed": replayed},
+        ("counterexample.json",),
+    )
 
 
 # --------------------------------------------------------------------------- fault
@@ -198,17 +238,38 @@ def run_fault(task: Task) -> FalsifierResult:
         outcome, _, message, observations = evaluate(task, ctx)
     except InjectionFailed as exc:
         return _result(task, FalsifierOutcome.ERROR, f"injector could not inject: {exc}")
-    detail = {"injected": injector.injected, "report": injector.report,
-              "observations": observations}
+    detail = {
+        "injected": injector.injected,
+        "report": injector.report,
+        "observations": observations,
+    }
     if not injector.injected:
         why = injector.failure or "the check never called ctx.fault.inject()"
-        return _result(task, FalsifierOutcome.ERROR,
-                       f"injector '{injector.name}' did not inject: {why}", detail)
+        return _result(
+            task,
+            FalsifierOutcome.ERROR,
+            f"injector '{injector.name}' did not inject: {why}",
+            detail,
+        )
     if outcome is InvariantOutcome.PASS:
-        return _result(task, FalsifierOutcome.SURVIVED, f"held under {injector.name}", detail,
-                       tuple(ctx.artifacts))
+        return _result(
+            task,
+            FalsifierOutcome.SURVIVED,
+            f"held under {injector.name}",
+            detail,
+            tuple(ctx.artifacts),
+        )
     if outcome is InvariantOutcome.FAIL:
-        return _result(task, FalsifierOutcome.REFUTED, f"under {injector.name}: {message}",
-                       detail, tuple(ctx.artifacts))
-    return _result(task, FalsifierOutcome.ERROR,
-                   f"the check was {outcome.value} under the fault: {message}", detail)
+        return _result(
+            task,
+            FalsifierOutcome.REFUTED,
+            f"under {injector.name}: {message}",
+            detail,
+            tuple(ctx.artifacts),
+        )
+    return _result(
+        task,
+        FalsifierOutcome.ERROR,
+        f"the check was {outcome.value} under the fault: {message}",
+        detail,
+    )

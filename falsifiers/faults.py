@@ -70,7 +70,9 @@ class TruncateFile(Injector):
     def _inject(self, **target: Any) -> None:
         p = _file(target)
         size = p.stat().st_size
-        keep = int(self.params.get("keep_bytes", size * float(self.params.get("keep_fraction", 0.5))))
+        keep = int(
+            self.params.get("keep_bytes", size * float(self.params.get("keep_fraction", 0.5)))
+        )
         if not 0 <= keep < size:
             raise InjectionFailed(f"cannot truncate {p} ({size} bytes) to {keep} bytes")
         os.truncate(p, keep)
@@ -90,9 +92,14 @@ class FlipBytes(Injector):
         if not data:
             raise InjectionFailed(f"{p} is empty")
         lo = int(self.params.get("min_offset", 0))
-        offsets = ([int(self.params["offset"])] if "offset" in self.params else
-                   [self.rng.randrange(min(lo, len(data) - 1), len(data))
-                    for _ in range(int(self.params.get("count", 1)))])
+        offsets = (
+            [int(self.params["offset"])]
+            if "offset" in self.params
+            else [
+                self.rng.randrange(min(lo, len(data) - 1), len(data))
+                for _ in range(int(self.params.get("count", 1)))
+            ]
+        )
         for off in offsets:
             data[off] ^= 0xFF
         p.write_bytes(bytes(data))
@@ -201,7 +208,7 @@ class SetMetadata(Injector):
             raise InjectionFailed(f"{p} is not a safetensors file")
         (n,) = struct.unpack("<Q", raw[:8])
         try:
-            header = json.loads(raw[8:8 + n])
+            header = json.loads(raw[8 : 8 + n])
         except ValueError as exc:
             raise InjectionFailed(f"{p} has no readable safetensors header") from exc
         meta = header.setdefault("__metadata__", {})
@@ -210,14 +217,15 @@ class SetMetadata(Injector):
         new = json.dumps(header, separators=(",", ":")).encode()
         new += b" " * ((8 - len(new) % 8) % 8)
         tmp = p.with_name(p.name + ".tmp")
-        tmp.write_bytes(struct.pack("<Q", len(new)) + new + raw[8 + n:])
+        tmp.write_bytes(struct.pack("<Q", len(new)) + new + raw[8 + n :])
         os.replace(tmp, p)
         self.report = {"path": str(p), "key": key, "before": before, "after": str(value)}
 
 
 INJECTORS: dict[str, type[Injector]] = {
-    cls.name: cls for cls in (TruncateFile, FlipBytes, RemoveFile, Unreadable, Sigkill,
-                              FillDisk, SetMetadata)}
+    cls.name: cls
+    for cls in (TruncateFile, FlipBytes, RemoveFile, Unreadable, Sigkill, FillDisk, SetMetadata)
+}
 
 
 def make_injector(name: str, params: dict[str, Any], seed: int) -> Injector:

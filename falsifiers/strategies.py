@@ -16,5 +16,10 @@ def malformed_contract_params() -> Any:
 
     fields = ["id", "title", "severity", "references", "invariants"]
     defect = st.sampled_from(["misspell", "delete", "wrong_type"])
-    return st.fixed_dictionaries({"field": st.sampled_from(fields), "defect": defect,
-                                  "junk": st.text(min_size=1, max_size=8)})
+    return st.fixed_dictionaries(
+        {
+            "field": st.sampled_from(fields),
+            "defect": defect,
+            "junk": st.text(min_size=1, max_size=8),
+        }
+    )

@@ -31,8 +31,10 @@ def import_dotted(target: str, allowed: Sequence[str] = ()) -> Any:
         raise BindingError(f"'{target}' is not of the form module:name")
     mod_name, _, attr = target.partition(":")
     if allowed and not any(mod_name == a or mod_name.startswith(a + ".") for a in allowed):
-        raise BindingError(f"module '{mod_name}' is outside the allowed packages "
-                           f"({', '.join(allowed)}); add it to [tool.harness] allowed-packages")
+        raise BindingError(
+            f"module '{mod_name}' is outside the allowed packages "
+            f"({', '.join(allowed)}); add it to [tool.harness] allowed-packages"
+        )
     try:
         obj: Any = importlib.import_module(mod_name)
     except ModuleNotFoundError as exc:
@@ -68,21 +70,40 @@ def resolve_pytest(node_ids: Sequence[str], root: Path) -> dict[str, str]:
         return {}
     files = sorted({n.split("::")[0] for n in node_ids})
     missing_files = {f for f in files if not (root / f).exists()}
-    problems = {n: f"test file '{n.split('::')[0]}' does not exist"
-                for n in node_ids if n.split("::")[0] in missing_files}
+    problems = {
+        n: f"test file '{n.split('::')[0]}' does not exist"
+        for n in node_ids
+        if n.split("::")[0] in missing_files
+    }
     present = [f for f in files if f not in missing_files]
     if present:
         proc = subprocess.run(
-            [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
-             "--rootdir", str(root), *present],
-            cwd=root, capture_output=True, text=True, timeout=300)
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "--collect-only",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "--rootdir",
+                str(root),
+                *present,
+            ],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         collected = {line.strip() for line in proc.stdout.splitlines() if "::" in line}
         for n in node_ids:
             if n in problems:
                 continue
-            if "::" in n and n not in collected and not any(c.startswith(n + "[")
-                                                             or c.startswith(n + "::")
-                                                             for c in collected):
+            if (
+                "::" in n
+                and n not in collected
+                and not any(c.startswith(n + "[") or c.startswith(n + "::") for c in collected)
+            ):
                 problems[n] = f"pytest collects no test '{n}'"
     return problems
 
@@ -96,8 +117,10 @@ def call_check(check: Check, ctx: CheckContext, allowed: Sequence[str] = ()) -> 
         fn = import_dotted(check.target, allowed)
         result = fn(ctx)
         if not isinstance(result, dict) or not all(isinstance(k, str) for k in result):
-            raise TypeError(f"check {check.target} returned {type(result).__name__}; "
-                            "a check must return a dict of observations")
+            raise TypeError(
+                f"check {check.target} returned {type(result).__name__}; "
+                "a check must return a dict of observations"
+            )
         return result
     if check.kind == "pytest":
         assert isinstance(check.target, str)
@@ -132,14 +155,23 @@ def _call_pytest(node_id: str, ctx: CheckContext) -> dict[str, Any]:
     if ran == 0:
         raise RuntimeError(f"pytest ran no test for {node_id} (exit code {code})")
     outcome = "passed" if code == 0 else ("failed" if c["failed"] else "error")
-    return {"exit_code": code, "outcome": outcome, "passed": c["passed"], "failed": c["failed"],
-            "errors": c["error"], "skipped": c["skipped"]}
+    return {
+        "exit_code": code,
+        "outcome": outcome,
+        "passed": c["passed"],
+        "failed": c["failed"],
+        "errors": c["error"],
+        "skipped": c["skipped"],
+    }
 
 
 def _call_command(argv: tuple[str, ...], ctx: CheckContext) -> dict[str, Any]:
     env = dict(os.environ)
-    env.update(HARNESS_SEED=str(ctx.seed), HARNESS_SCRATCH=str(ctx.scratch),
-               HARNESS_PARAMS=json.dumps(ctx.params))
+    env.update(
+        HARNESS_SEED=str(ctx.seed),
+        HARNESS_SCRATCH=str(ctx.scratch),
+        HARNESS_PARAMS=json.dumps(ctx.params),
+    )
     proc = subprocess.run(list(argv), cwd=ctx.root, env=env, capture_output=True, text=True)
     sys.stdout.write(proc.stdout)
     sys.stderr.write(proc.stderr)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import signal
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 
@@ -40,6 +40,21 @@ class _LazyGroup(click.Group):
 
     lazy = {"core": ("kernels.cli", "core")}
 
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        """Click's usage errors exit 4 (not click's 2); Ctrl-C at a prompt exits 2."""
+        try:
+            rv = super().main(*args, standalone_mode=False, **kwargs)  # type: ignore[call-overload]
+        except click.ClickException as exc:
+            exc.show()
+            rv = int(ExitCode.USAGE_ERROR)
+        except click.exceptions.Abort:
+            click.echo("harness: aborted", err=True)
+            rv = int(ExitCode.INTERRUPTED)
+        code = rv if isinstance(rv, int) else 0
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted([*super().list_commands(ctx), *self.lazy])
 
@@ -68,26 +83,50 @@ def cli() -> None:
 @click.argument("paths", nargs=-1, type=click.Path())
 @click.option("-k", "keyword", help="Select criteria by keyword expression (like pytest -k).")
 @click.option("--tag", "tags", multiple=True, help="Select criteria with this tag (repeatable).")
-@click.option("--criterion", "criteria", multiple=True, metavar="AC-ID",
-              help="Select one criterion by ID (repeatable).")
+@click.option(
+    "--criterion",
+    "criteria",
+    multiple=True,
+    metavar="AC-ID",
+    help="Select one criterion by ID (repeatable).",
+)
 @click.option("-j", "--jobs", type=click.IntRange(min=1), help="Worker processes [cores].")
 @click.option("--seed", type=click.IntRange(min=0), help="The run's seed [random, recorded].")
-@click.option("--profile", type=click.Choice(["full", "fast", "teeth"]), default=None,
-              help="full: everything; fast: skip mutants and slow falsifiers "
-                   "(criteria end UNPROVEN-FAST, never GO); teeth: only the mutants.")
+@click.option(
+    "--profile",
+    type=click.Choice(["full", "fast", "teeth"]),
+    default=None,
+    help="full: everything; fast: skip mutants and slow falsifiers "
+    "(criteria end UNPROVEN-FAST, never GO); teeth: only the mutants.",
+)
 @click.option("--fast", is_flag=True, help="Same as --profile fast.")
 @click.option("--teeth", is_flag=True, help="Same as --profile teeth.")
-@click.option("--output", "outputs", multiple=True, metavar="FORMAT[=FILE]",
-              help="json=FILE, junit=FILE, markdown=FILE or github (repeatable).")
+@click.option(
+    "--output",
+    "outputs",
+    multiple=True,
+    metavar="FORMAT[=FILE]",
+    help="json=FILE, junit=FILE, markdown=FILE or github (repeatable).",
+)
 @click.option("--evidence-dir", type=click.Path(), help="Where run bundles go [config].")
 @click.option("--no-evidence", is_flag=True, help="Write no evidence bundle.")
 @click.option("-v", "--verbose", is_flag=True, help="Print every reason of every criterion.")
-def run(paths: tuple[str, ...], keyword: str | None, tags: tuple[str, ...],
-        criteria: tuple[str, ...], jobs: int | None, seed: int | None, profile: str | None,
-        fast: bool, teeth: bool, outputs: tuple[str, ...], evidence_dir: str | None,
-        no_evidence: bool, verbose: bool) -> int:
+def run(
+    paths: tuple[str, ...],
+    keyword: str | None,
+    tags: tuple[str, ...],
+    criteria: tuple[str, ...],
+    jobs: int | None,
+    seed: int | None,
+    profile: str | None,
+    fast: bool,
+    teeth: bool,
+    outputs: tuple[str, ...],
+    evidence_dir: str | None,
+    no_evidence: bool,
+    verbose: bool,
+) -> int:
     """Run the contracts and print a verdict per acceptance criterion."""
-    from harness.evidence import EvidenceWriter
     from harness.loader import load_contract_set
     from harness.model import Verdict
     from harness.reporters import make_writer
@@ -104,20 +143,32 @@ def run(paths: tuple[str, ...], keyword: str | None, tags: tuple[str, ...],
     if not chosen:
         raise NothingSelected(
             f"no criterion matches the selection (-k {keyword!r}, --tag {list(tags)}, "
-            f"--criterion {list(criteria)}) among {len(contracts.criteria)} criteria")
+            f"--criterion {list(criteria)}) among {len(contracts.criteria)} criteria"
+        )
     listeners: list[Any] = [TerminalReporter(verbose=verbose)]
     listeners += [make_writer(spec) for spec in outputs]
     evidence_root = None
     if not no_evidence:
         evidence_root = Path(evidence_dir) if evidence_dir else cfg.evidence_dir
-        listeners.insert(0, EvidenceWriter(evidence_root, cfg.root))
-    selection = {"paths": list(paths), "keyword": keyword, "tags": list(tags),
-                 "criteria": list(criteria)}
+    selection: dict[str, object] = {
+        "paths": list(paths),
+        "keyword": keyword,
+        "tags": list(tags),
+        "criteria": list(criteria),
+    }
     result = run_contracts(
-        contracts, chosen, listeners=listeners, jobs=cfg.effective_jobs(jobs), seed=seed,
-        profile=profile, evidence_root=evidence_root, root=cfg.root,
-        default_timeout=cfg.default_timeout, allowed=cfg.allowed_packages,
-        selection=selection)
+        contracts,
+        chosen,
+        listeners=listeners,
+        jobs=cfg.effective_jobs(jobs),
+        seed=seed,
+        profile=profile,
+        evidence_root=evidence_root,
+        root=cfg.root,
+        default_timeout=cfg.default_timeout,
+        allowed=cfg.allowed_packages,
+        selection=selection,
+    )
     return int(ExitCode.GO if result.verdict is Verdict.GO else ExitCode.NOT_GO)
 
 
@@ -132,15 +183,17 @@ def lint(paths: tuple[str, ...], no_resolve: bool) -> int:
     from harness.lint import lint_paths
 
     cfg = _config()
-    contracts, diags = lint_paths(_paths(paths, cfg), cfg.root, cfg.allowed_packages,
-                                  resolve=not no_resolve)
+    contracts, diags = lint_paths(
+        _paths(paths, cfg), cfg.root, cfg.allowed_packages, resolve=not no_resolve
+    )
     for d in diags:
         click.echo(d.format(), err=d.severity == "error")
     errors = sum(d.severity == "error" for d in diags)
     warnings = len(diags) - errors
     n_items = sum(len(k.criteria) + len(k.invariants) + len(k.falsifiers) for k in contracts)
-    click.echo(f"{len(contracts)} contract files, {n_items} items: {errors} errors, "
-               f"{warnings} warnings")
+    click.echo(
+        f"{len(contracts)} contract files, {n_items} items: {errors} errors, {warnings} warnings"
+    )
     return int(ExitCode.USAGE_ERROR if errors else ExitCode.GO)
 
 
@@ -218,51 +271,60 @@ def new(kind: str, file: str) -> int:
 # --------------------------------------------------------------------------- entry point
 
 
-def _die(code: ExitCode, message: str) -> NoReturn:
-    if message:
+def _report(exc: BaseException) -> ExitCode:
+    """Print what went wrong in one place and choose the exit code."""
+
+    def say(message: str) -> None:
         click.echo(message, err=True)
-    sys.exit(int(code))
+
+    if isinstance(exc, ContractError):
+        for d in exc.diagnostics:
+            say(d.format())
+        n = len(exc.diagnostics)
+        say(
+            f"{n} contract error{'s' if n != 1 else ''}; nothing was run "
+            "(`harness lint` shows the same)"
+        )
+        return ExitCode.USAGE_ERROR
+    if isinstance(exc, NothingSelected):
+        say(f"harness: {exc}")
+        return ExitCode.NO_SELECTION
+    if isinstance(exc, (Interrupted, KeyboardInterrupt)):
+        say(f"harness: {exc or 'interrupted'}")
+        return ExitCode.INTERRUPTED
+    if isinstance(exc, HarnessError):
+        say(f"harness: error: {exc}")
+        return ExitCode.USAGE_ERROR
+    import traceback
+
+    traceback.print_exception(exc)
+    say("harness: internal error (a bug in the harness; please report it with the traceback above)")
+    return ExitCode.INTERNAL_ERROR
+
+
+def _invoke_mapped(self: click.Group, ctx: click.Context) -> Any:
+    try:
+        rv = click.Group.invoke(self, ctx)
+    except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+        raise
+    except (HarnessError, KeyboardInterrupt, Exception) as exc:
+        ctx.exit(int(_report(exc)))
+    if isinstance(rv, int) and rv:
+        ctx.exit(rv)
+    return rv
+
+
+_LazyGroup.invoke = _invoke_mapped  # type: ignore[method-assign]
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def main(argv: list[str] | None = None) -> NoReturn:
-    """Run the CLI and turn every outcome into one documented exit code."""
+def main(argv: list[str] | None = None) -> None:
+    """The console script: exit codes follow harness.exitcodes.ExitCode."""
     signal.signal(signal.SIGTERM, _on_sigterm)
-    try:
-        rv = cli.main(args=argv, prog_name="harness", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(int(ExitCode.USAGE_ERROR))
-    except click.exceptions.Abort:
-        _die(ExitCode.INTERRUPTED, "aborted")
-    except ContractError as exc:
-        for d in exc.diagnostics:
-            click.echo(d.format(), err=True)
-        n = len(exc.diagnostics)
-        _die(ExitCode.USAGE_ERROR, f"{n} contract error{'s' if n != 1 else ''}; "
-                                   "nothing was run (`harness lint` shows the same)")
-    except NothingSelected as exc:
-        _die(ExitCode.NO_SELECTION, f"harness: {exc}")
-    except Interrupted as exc:
-        _die(ExitCode.INTERRUPTED, f"harness: {exc}")
-    except KeyboardInterrupt:
-        _die(ExitCode.INTERRUPTED, "harness: interrupted")
-    except UsageError as exc:
-        _die(ExitCode.USAGE_ERROR, f"harness: error: {exc}")
-    except HarnessError as exc:
-        _die(ExitCode.USAGE_ERROR, f"harness: error: {exc}")
-    except Exception:
-        import traceback
-
-        traceback.print_exc()
-        _die(ExitCode.INTERNAL_ERROR, "harness: internal error (a bug in the harness; "
-                                      "please report it with the traceback above)")
-    sys.exit(int(rv or 0) if isinstance(rv, int) else 0)
+    cli.main(args=argv, prog_name="harness")
 
 
 if __name__ == "__main__":

@@ -10,8 +10,16 @@ from pathlib import Path
 from harness.errors import UsageError
 
 DEFAULT_TIMEOUT = 600.0
-KNOWN_KEYS = {"contracts", "evidence-dir", "default-timeout", "allowed-packages", "jobs",
-              "sign-key", "allowed-keys", "profile"}
+KNOWN_KEYS = {
+    "contracts",
+    "evidence-dir",
+    "default-timeout",
+    "allowed-packages",
+    "jobs",
+    "sign-key",
+    "allowed-keys",
+    "profile",
+}
 
 
 @dataclass(frozen=True)
@@ -57,7 +65,8 @@ def load_config(start: Path | None = None) -> Config:
     if unknown:
         raise UsageError(
             f"{pyproject}: unknown key(s) in [tool.harness]: {', '.join(unknown)} "
-            f"(known: {', '.join(sorted(KNOWN_KEYS))})")
+            f"(known: {', '.join(sorted(KNOWN_KEYS))})"
+        )
 
     def paths(key: str, default: list[str]) -> tuple[Path, ...]:
         raw = table.get(key, default)
@@ -71,7 +80,9 @@ def load_config(start: Path | None = None) -> Config:
         timeout = float(table.get("default-timeout", DEFAULT_TIMEOUT))  # type: ignore[arg-type]
         jobs = int(table.get("jobs", 0))  # type: ignore[call-overload]
     except (TypeError, ValueError) as exc:
-        raise UsageError(f"{pyproject}: [tool.harness] default-timeout/jobs must be numbers") from exc
+        raise UsageError(
+            f"{pyproject}: [tool.harness] default-timeout/jobs must be numbers"
+        ) from exc
     sign_key = table.get("sign-key")
     allowed = table.get("allowed-packages", [])
     if not isinstance(allowed, list):

@@ -26,8 +26,16 @@ class CheckContext:
     - ``ctx.fault``: the fault injector when a fault falsifier runs, else None.
     """
 
-    def __init__(self, params: dict[str, Any], seed: int, scratch: Path, artifact_dir: Path,
-                 check_id: str, fault: Any = None, root: Path | None = None) -> None:
+    def __init__(
+        self,
+        params: dict[str, Any],
+        seed: int,
+        scratch: Path,
+        artifact_dir: Path,
+        check_id: str,
+        fault: Any = None,
+        root: Path | None = None,
+    ) -> None:
         self.params = params
         self.seed = seed
         self.rng = random.Random(seed)

@@ -11,16 +11,27 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-PACKAGES = ("numpy", "numba", "llvmlite", "pyyaml", "jsonschema", "hypothesis", "click",
-            "safetensors", "cryptography", "pytest")
+PACKAGES = (
+    "numpy",
+    "numba",
+    "llvmlite",
+    "pyyaml",
+    "jsonschema",
+    "hypothesis",
+    "click",
+    "safetensors",
+    "cryptography",
+    "pytest",
+)
 ENV_PREFIXES = ("NUMBA_", "OMP_", "OPENBLAS_", "MKL_", "PYTHONHASHSEED")
 
 
 def git_state(root: Path) -> dict[str, Any]:
     def git(*args: str) -> str | None:
         try:
-            proc = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
-                                  timeout=20)
+            proc = subprocess.run(
+                ["git", *args], cwd=root, capture_output=True, text=True, timeout=20
+            )
         except (OSError, subprocess.TimeoutExpired):
             return None
         return proc.stdout.strip() if proc.returncode == 0 else None
@@ -38,8 +49,9 @@ def _version(name: str) -> str | None:
 
 
 def dependency_digest() -> str:
-    pins = sorted(f"{(d.metadata['Name'] or '').lower()}=={d.version}"
-                  for d in metadata.distributions())
+    pins = sorted(
+        f"{(d.metadata['Name'] or '').lower()}=={d.version}" for d in metadata.distributions()
+    )
     return hashlib.sha256("\n".join(pins).encode()).hexdigest()
 
 

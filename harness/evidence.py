@@ -44,6 +44,8 @@ from harness.model import (
 from harness.runner import Plan
 
 MARKER = "INCOMPLETE"
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
 def float_repr(value: Any) -> Any:
@@ -77,6 +79,7 @@ class EvidenceWriter(Listener):
         self.info: RunInfo | None = None
         self.run_meta: dict[str, Any] = {}
         self.check_dirs: dict[str, Path] = {}
+        self._yaml: dict[str, dict[str, Any]] = {}
 
     # -- events ------------------------------------------------------------
     def run_started(self, info: RunInfo, contracts: ContractSet, plan: Plan) -> None:
@@ -88,13 +91,20 @@ class EvidenceWriter(Listener):
         env = collect_environment(self.root)
         atomic_write_json(self.run_dir / "environment.json", env)
         self.run_meta = {
-            "run_id": info.run_id, "tool": "harness", "tool_version": __version__,
+            "run_id": info.run_id,
+            "tool": "harness",
+            "tool_version": __version__,
             "git": git_state(self.root) if "git" not in env else env["git"],
             "contract_digest": contracts.digest,
             "contracts": {k.path: k.sha256 for k in contracts.contracts},
-            "seed": info.seed, "profile": info.profile, "selection": info.selection,
-            "jobs": info.jobs, "started": info.started, "finished": None,
-            "complete": False, "verdict": None,
+            "seed": info.seed,
+            "profile": info.profile,
+            "selection": info.selection,
+            "jobs": info.jobs,
+            "started": info.started,
+            "finished": None,
+            "complete": False,
+            "verdict": None,
         }
         atomic_write_json(self.run_dir / "run.json", self.run_meta)
 
@@ -102,28 +112,41 @@ class EvidenceWriter(Listener):
         assert self.run_dir is not None and self.contracts is not None
         folder = self.run_dir / "criteria" / result.criterion_id
         folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(folder / "criterion.yaml", self._criterion_yaml(result.criterion_id),
-                          durable=False)
-        lines = [json.dumps(self._observation_line(r), sort_keys=True, default=str)
-                 for r in (*result.invariants, *result.falsifiers)]
+        atomic_write_text(
+            folder / "criterion.yaml", self._criterion_yaml(result.criterion_id), durable=False
+        )
+        checks: list[InvariantResult | FalsifierResult] = [*result.invariants, *result.falsifiers]
+        lines = [json.dumps(self._observation_line(r), sort_keys=True, default=str) for r in checks]
         atomic_write_text(folder / "observations.jsonl", "\n".join(lines) + "\n", durable=False)
-        metrics = [json.dumps({"check": r.invariant_id, **m}, sort_keys=True, default=str)
-                   for r in result.invariants for m in r.metrics]
-        atomic_write_text(folder / "metrics.jsonl", "".join(m + "\n" for m in metrics),
-                          durable=False)
-        for r in (*result.invariants, *result.falsifiers):
+        metrics = [
+            json.dumps({"check": r.invariant_id, **m}, sort_keys=True, default=str)
+            for r in result.invariants
+            for m in r.metrics
+        ]
+        atomic_write_text(
+            folder / "metrics.jsonl", "".join(m + "\n" for m in metrics), durable=False
+        )
+        for r in checks:
             key = r.invariant_id if isinstance(r, InvariantResult) else r.falsifier_id
             self._copy_check_files(key, folder)
-        verdict = {"criterion_id": result.criterion_id, "verdict": result.verdict.value,
-                   "severity": result.severity, "reasons": list(result.reasons)}
+        verdict = {
+            "criterion_id": result.criterion_id,
+            "verdict": result.verdict.value,
+            "severity": result.severity,
+            "reasons": list(result.reasons),
+        }
         atomic_write_json(folder / "verdict.json", verdict, durable=False)
         atomic_write_json(folder / "manifest.json", build_manifest(folder))
 
     def run_finished(self, result: RunResult) -> None:
         assert self.run_dir is not None
         atomic_write_json(self.run_dir / "results.json", result.to_dict())
-        self.run_meta.update(finished=result.finished, complete=not result.interrupted,
-                             verdict=result.verdict.value, summary=result.summary_line())
+        self.run_meta.update(
+            finished=result.finished,
+            complete=not result.interrupted,
+            verdict=result.verdict.value,
+            summary=result.summary_line(),
+        )
         atomic_write_json(self.run_dir / "run.json", self.run_meta)
         if not result.interrupted:
             (self.run_dir / MARKER).unlink(missing_ok=True)
@@ -131,36 +154,56 @@ class EvidenceWriter(Listener):
             (self.run_dir / MARKER).write_text("interrupted: the bundle is partial\n")
 
     # -- helpers -----------------------------------------------------------
+    def _parsed(self, path: str) -> dict[str, Any]:
+        """Each contract's YAML, parsed once per run (the loader validated it)."""
+        if path not in self._yaml:
+            assert self.contracts is not None
+            text = next(k.text for k in self.contracts.contracts if k.path == path)
+            self._yaml[path] = yaml.load(text, Loader=_Loader) or {}
+        return self._yaml[path]
+
     def _criterion_yaml(self, criterion_id: str) -> str:
         assert self.contracts is not None
         contract = self.contracts.contract_of(criterion_id)
-        data = yaml.safe_load(contract.text)
-        crit = next(c for c in data.get("criteria", []) if c["id"] == criterion_id)
-        invs = [i for i in data.get("invariants", []) if i["id"] in crit["invariants"]]
-        # invariants may live in other contract files
-        for inv_id in crit["invariants"]:
-            if not any(i["id"] == inv_id for i in invs):
-                other = self.contracts.contract_of(inv_id)
-                odata = yaml.safe_load(other.text)
-                invs += [i for i in odata.get("invariants", []) if i["id"] == inv_id]
-        fals = [f for k in self.contracts.contracts
-                for f in (yaml.safe_load(k.text) or {}).get("falsifiers", [])
-                if f["target"] in crit["invariants"]]
-        doc = {"contract": {"path": contract.path, "sha256": contract.sha256,
-                            "name": contract.name},
-               "criterion": crit, "invariants": invs, "falsifiers": fals}
-        return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
+        crit = next(c for c in self._parsed(contract.path).get("criteria", [])
+                    if c["id"] == criterion_id)
+        wanted = set(crit["invariants"])
+        invs, fals = [], []
+        for k in self.contracts.contracts:
+            data = self._parsed(k.path)
+            invs += [i for i in data.get("invariants", []) if i["id"] in wanted]
+            fals += [f for f in data.get("falsifiers", []) if f["target"] in wanted]
+        doc = {
+            "contract": {"path": contract.path, "sha256": contract.sha256, "name": contract.name},
+            "criterion": crit,
+            "invariants": invs,
+            "falsifiers": fals,
+        }
+        return yaml.dump(doc, Dumper=_Dumper, sort_keys=False, allow_unicode=True)
 
     def _observation_line(self, r: InvariantResult | FalsifierResult) -> dict[str, Any]:
         if isinstance(r, InvariantResult):
-            return {"id": r.invariant_id, "type": "invariant", "outcome": r.outcome.value,
-                    "expected": {j.observation: j.expected for j in r.judgements},
-                    "observed": float_repr(r.observations), "message": r.message,
-                    "duration": r.duration, "seed": r.seed}
-        return {"id": r.falsifier_id, "type": "falsifier", "kind": r.kind, "target": r.target,
-                "outcome": r.outcome.value, "message": r.message,
-                "detail": float_repr(r.detail), "duration": r.duration,
-                "seed": self._seed_of(r.falsifier_id)}
+            return {
+                "id": r.invariant_id,
+                "type": "invariant",
+                "outcome": r.outcome.value,
+                "expected": {j.observation: j.expected for j in r.judgements},
+                "observed": float_repr(r.observations),
+                "message": r.message,
+                "duration": r.duration,
+                "seed": r.seed,
+            }
+        return {
+            "id": r.falsifier_id,
+            "type": "falsifier",
+            "kind": r.kind,
+            "target": r.target,
+            "outcome": r.outcome.value,
+            "message": r.message,
+            "detail": float_repr(r.detail),
+            "duration": r.duration,
+            "seed": self._seed_of(r.falsifier_id),
+        }
 
     def _seed_of(self, key: str) -> int | None:
         from harness.worker import derive_seed

@@ -148,8 +148,7 @@ class LocalProcessExecutor:
                     result = worker.conn.recv()
                 except (EOFError, OSError):
                     worker.process.join(timeout=1)
-                    result = failure_result(task, _death_reason(worker.process.exitcode),
-                                            elapsed)
+                    result = failure_result(task, _death_reason(worker.process.exitcode), elapsed)
                     worker.kill()
                     self._busy.remove(worker)
                     yield ("done", task, result)
@@ -170,9 +169,16 @@ class LocalProcessExecutor:
             elif elapsed >= task.timeout:
                 worker.kill()
                 self._busy.remove(worker)
-                yield ("done", task, failure_result(
-                    task, f"timed out after {task.timeout:g}s (raise 'timeout' in the contract "
-                          "if the check needs longer)", elapsed))
+                yield (
+                    "done",
+                    task,
+                    failure_result(
+                        task,
+                        f"timed out after {task.timeout:g}s (raise 'timeout' in the contract "
+                        "if the check needs longer)",
+                        elapsed,
+                    ),
+                )
 
     def shutdown(self, kill: bool = False) -> None:
         for worker in self._busy + self._idle:

@@ -77,8 +77,13 @@ def judge_expectation(exp: Expectation, observations: Mapping[str, Any]) -> Judg
     described = exp.describe()
     if exp.observation not in observations:
         have = ", ".join(sorted(observations)) or "none"
-        return Judgement(exp.observation, described, None, False,
-                         f"observation '{exp.observation}' missing (the check returned: {have})")
+        return Judgement(
+            exp.observation,
+            described,
+            None,
+            False,
+            f"observation '{exp.observation}' missing (the check returned: {have})",
+        )
     observed = observations[exp.observation]
     for op, value in exp.comparators.items():
         if op in ("rel", "abs"):
@@ -89,19 +94,26 @@ def judge_expectation(exp: Expectation, observations: Mapping[str, Any]) -> Judg
     return Judgement(exp.observation, described, observed, True)
 
 
-def judge_observations(expect: Iterable[Expectation], observations: Mapping[str, Any]
-                       ) -> tuple[InvariantOutcome, tuple[Judgement, ...], str]:
+def judge_observations(
+    expect: Iterable[Expectation], observations: Mapping[str, Any]
+) -> tuple[InvariantOutcome, tuple[Judgement, ...], str]:
     """Outcome of one invariant whose check returned ``observations``."""
     judgements = tuple(judge_expectation(e, observations) for e in expect)
-    missing = [j for j in judgements if j.observed is None and not j.ok
-               and j.message.startswith("observation ")]
+    missing = [
+        j
+        for j in judgements
+        if j.observed is None and not j.ok and j.message.startswith("observation ")
+    ]
     if missing:
         return InvariantOutcome.ERROR, judgements, missing[0].message
     bad = next((j for j in judgements if not j.ok), None)
     if bad is None:
         return InvariantOutcome.PASS, judgements, ""
-    return (InvariantOutcome.FAIL, judgements,
-            f"{bad.observation}: observed {bad.observed!r}, expected {bad.expected} ({bad.message})")
+    return (
+        InvariantOutcome.FAIL,
+        judgements,
+        f"{bad.observation}: observed {bad.observed!r}, expected {bad.expected} ({bad.message})",
+    )
 
 
 # --------------------------------------------------------------------------- criteria
@@ -109,11 +121,16 @@ def judge_observations(expect: Iterable[Expectation], observations: Mapping[str,
 _ATTACK_KINDS = ("property", "fault")
 
 
-def judge_criterion(criterion_id: str, title: str, severity: str, location: Any,
-                    invariants: Sequence[InvariantResult],
-                    falsifiers: Sequence[FalsifierResult],
-                    falsifier_targets: Mapping[str, Sequence[str]],
-                    duration: float = 0.0) -> CriterionResult:
+def judge_criterion(
+    criterion_id: str,
+    title: str,
+    severity: str,
+    location: Any,
+    invariants: Sequence[InvariantResult],
+    falsifiers: Sequence[FalsifierResult],
+    falsifier_targets: Mapping[str, Sequence[str]],
+    duration: float = 0.0,
+) -> CriterionResult:
     """Apply the verdict rules of DESIGN.md.
 
     GO only when every invariant passed, every attack survived, and every
@@ -163,8 +180,17 @@ def judge_criterion(criterion_id: str, title: str, severity: str, location: Any,
         reasons = unproven
     else:
         verdict, reasons = Verdict.GO, []
-    return CriterionResult(criterion_id, title, severity, verdict, tuple(reasons),
-                           tuple(invariants), tuple(falsifiers), location, duration)
+    return CriterionResult(
+        criterion_id,
+        title,
+        severity,
+        verdict,
+        tuple(reasons),
+        tuple(invariants),
+        tuple(falsifiers),
+        location,
+        duration,
+    )
 
 
 def release_verdict(results: Iterable[CriterionResult]) -> Verdict:

@@ -27,13 +27,15 @@ from harness.model import Contract, Location
 TODO = re.compile(r"\bTODO\b")
 
 
-def _diag(loc: Location, message: str, keypath: str = "", hint: str = "",
-          severity: str = "error") -> Diagnostic:
+def _diag(
+    loc: Location, message: str, keypath: str = "", hint: str = "", severity: str = "error"
+) -> Diagnostic:
     return Diagnostic(loc.file, loc.line, loc.col, message, keypath, hint, severity)
 
 
-def lint_paths(paths: Iterable[Path], root: Path, allowed: Sequence[str] = (),
-               resolve: bool = True) -> tuple[list[Contract], list[Diagnostic]]:
+def lint_paths(
+    paths: Iterable[Path], root: Path, allowed: Sequence[str] = (), resolve: bool = True
+) -> tuple[list[Contract], list[Diagnostic]]:
     """Every problem of the contracts under ``paths`` (errors and warnings)."""
     diags: list[Diagnostic] = []
     contracts: list[Contract] = []
@@ -60,21 +62,37 @@ def _todos(contracts: Sequence[Contract]) -> list[Diagnostic]:
     for k in contracts:
         for n, line in enumerate(k.text.splitlines(), 1):
             if TODO.search(line) and not line.lstrip().startswith("#"):
-                out.append(Diagnostic(k.path, n, line.find("TODO") + 1,
-                                      "skeleton field still says TODO", "",
-                                      "fill it in (see CONTRIBUTING.md)"))
+                out.append(
+                    Diagnostic(
+                        k.path,
+                        n,
+                        line.find("TODO") + 1,
+                        "skeleton field still says TODO",
+                        "",
+                        "fill it in (see CONTRIBUTING.md)",
+                    )
+                )
     return out
 
 
 def _falsifier_coverage(contracts: Sequence[Contract]) -> list[Diagnostic]:
     targets = {f.target for k in contracts for f in k.falsifiers}
-    return [_diag(i.location, f"{i.id} has no falsifier: nothing shows its check can go red",
-                  i.id, "add a mutant, property or fault falsifier with target: " + i.id)
-            for k in contracts for i in k.invariants if i.id not in targets]
+    return [
+        _diag(
+            i.location,
+            f"{i.id} has no falsifier: nothing shows its check can go red",
+            i.id,
+            "add a mutant, property or fault falsifier with target: " + i.id,
+        )
+        for k in contracts
+        for i in k.invariants
+        if i.id not in targets
+    ]
 
 
-def _bindings(contracts: Sequence[Contract], root: Path,
-              allowed: Sequence[str]) -> list[Diagnostic]:
+def _bindings(
+    contracts: Sequence[Contract], root: Path, allowed: Sequence[str]
+) -> list[Diagnostic]:
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
     out: list[Diagnostic] = []
@@ -91,27 +109,50 @@ def _bindings(contracts: Sequence[Contract], root: Path,
                     assert isinstance(inv.check.target, str)
                     node_ids.setdefault(inv.check.target, []).append(inv.location)
             except BindingError as exc:
-                out.append(_diag(inv.location, f"{inv.id}: binding does not resolve: {exc}",
-                                 f"{inv.id}.check", "fix the module path or install the program"))
+                out.append(
+                    _diag(
+                        inv.location,
+                        f"{inv.id}: binding does not resolve: {exc}",
+                        f"{inv.id}.check",
+                        "fix the module path or install the program",
+                    )
+                )
         for f in k.falsifiers:
             for dotted in _falsifier_names(f.kind, f.spec):
                 try:
                     import_dotted(dotted, allowed if f.kind != "fault" else ())
                 except BindingError as exc:
-                    out.append(_diag(f.location, f"{f.id}: {exc}", f"{f.id}.{f.kind}",
-                                     "name an importable module:attribute"))
+                    out.append(
+                        _diag(
+                            f.location,
+                            f"{f.id}: {exc}",
+                            f"{f.id}.{f.kind}",
+                            "name an importable module:attribute",
+                        )
+                    )
             if f.kind == "fault":
                 from falsifiers.faults import INJECTORS
 
                 name = f.spec.get("injector", "")
                 if ":" not in name and name not in INJECTORS:
-                    out.append(_diag(f.location, f"{f.id}: unknown injector '{name}'",
-                                     f"{f.id}.fault.injector",
-                                     "one of " + ", ".join(sorted(INJECTORS))))
+                    out.append(
+                        _diag(
+                            f.location,
+                            f"{f.id}: unknown injector '{name}'",
+                            f"{f.id}.fault.injector",
+                            "one of " + ", ".join(sorted(INJECTORS)),
+                        )
+                    )
     for node, problem in resolve_pytest(sorted(node_ids), root).items():
         for loc in node_ids[node]:
-            out.append(_diag(loc, f"binding does not resolve: {problem}", "check.pytest",
-                             "run `pytest --collect-only -q` to see the node ids"))
+            out.append(
+                _diag(
+                    loc,
+                    f"binding does not resolve: {problem}",
+                    "check.pytest",
+                    "run `pytest --collect-only -q` to see the node ids",
+                )
+            )
     return out
 
 

@@ -65,13 +65,27 @@ def discover(paths: Iterable[Path]) -> list[Path]:
     found: list[Path] = []
     for p in paths:
         if p.is_dir():
-            found.extend(sorted(q for q in p.rglob("*") if q.suffix in CONTRACT_SUFFIXES
-                                and q.is_file() and not q.name.startswith(".")))
+            found.extend(
+                sorted(
+                    q
+                    for q in p.rglob("*")
+                    if q.suffix in CONTRACT_SUFFIXES and q.is_file() and not q.name.startswith(".")
+                )
+            )
         elif p.is_file():
             found.append(p)
         else:
-            raise ContractError([Diagnostic(display_path(p), 1, 1, "no such file or directory",
-                                            hint="check the path or [tool.harness] contracts")])
+            raise ContractError(
+                [
+                    Diagnostic(
+                        display_path(p),
+                        1,
+                        1,
+                        "no such file or directory",
+                        hint="check the path or [tool.harness] contracts",
+                    )
+                ]
+            )
     seen: set[Path] = set()
     unique = []
     for f in found:
@@ -96,44 +110,68 @@ def _schema_diagnostic(file: str, err: Any, pos: Positions) -> Diagnostic:
         line, col = pos.of(path + (key,), key=True)
         near = difflib.get_close_matches(str(key), allowed, n=1)
         hint = f"did you mean '{near[0]}'?" if near else f"allowed keys: {', '.join(allowed)}"
-        return Diagnostic(file, line, col, f"unknown key '{key}'", keypath_text(path + (key,)),
-                          hint)
+        return Diagnostic(
+            file, line, col, f"unknown key '{key}'", keypath_text(path + (key,)), hint
+        )
     line, col = pos.of(path)
     name = f"'{path[-1]}'" if path and isinstance(path[-1], str) else (kp or "document")
     if v == "required":
         missing = err.message.split("'")[1] if "'" in err.message else err.message
-        return Diagnostic(file, line, col, f"missing required key '{missing}'", kp,
-                          "add it (see `harness schema`)")
+        return Diagnostic(
+            file,
+            line,
+            col,
+            f"missing required key '{missing}'",
+            kp,
+            "add it (see `harness schema`)",
+        )
     if v == "enum":
         opts = ", ".join(str(o) for o in err.validator_value)
-        return Diagnostic(file, line, col, f"{name} must be one of {opts} (got {err.instance!r})",
-                          kp)
+        return Diagnostic(
+            file, line, col, f"{name} must be one of {opts} (got {err.instance!r})", kp
+        )
     if v == "const":
-        return Diagnostic(file, line, col,
-                          f"{name} must be {err.validator_value!r} (got {err.instance!r})", kp)
+        return Diagnostic(
+            file, line, col, f"{name} must be {err.validator_value!r} (got {err.instance!r})", kp
+        )
     if v == "type":
-        return Diagnostic(file, line, col,
-                          f"{name} must be of type {err.validator_value} "
-                          f"(got {type(err.instance).__name__} {err.instance!r})", kp)
+        return Diagnostic(
+            file,
+            line,
+            col,
+            f"{name} must be of type {err.validator_value} "
+            f"(got {type(err.instance).__name__} {err.instance!r})",
+            kp,
+        )
     if v == "pattern":
         hint = ""
         if path and path[-1] == "id":
             hint = "IDs look like AC-AREA-001, INV-AREA-001, FALSIFY-AREA-001"
         elif "python" in path or "strategy" in path or "patch" in path:
             hint = "write a dotted module path, a colon, then the name: pkg.module:function"
-        return Diagnostic(file, line, col,
-                          f"{name} {err.instance!r} does not match {err.validator_value}", kp,
-                          hint)
+        return Diagnostic(
+            file,
+            line,
+            col,
+            f"{name} {err.instance!r} does not match {err.validator_value}",
+            kp,
+            hint,
+        )
     if v == "oneOf" and path and path[-1] == "check":
-        return Diagnostic(file, line, col,
-                          "a check needs exactly one of 'python', 'pytest', 'command'", kp,
-                          "python: pkg.module:function  |  pytest: tests/x.py::test_y  |  "
-                          "command: [prog, arg]")
+        return Diagnostic(
+            file,
+            line,
+            col,
+            "a check needs exactly one of 'python', 'pytest', 'command'",
+            kp,
+            "python: pkg.module:function  |  pytest: tests/x.py::test_y  |  command: [prog, arg]",
+        )
     if v == "minItems" or v == "minProperties":
         return Diagnostic(file, line, col, f"{name} must not be empty", kp)
     if v == "dependentRequired":
-        return Diagnostic(file, line, col, f"{err.message}", kp,
-                          "'rel' and 'abs' are tolerances for 'approx'")
+        return Diagnostic(
+            file, line, col, f"{err.message}", kp, "'rel' and 'abs' are tolerances for 'approx'"
+        )
     return Diagnostic(file, line, col, err.message, kp)
 
 
@@ -146,24 +184,42 @@ def load_contract(path: Path) -> Contract:
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise ContractError([Diagnostic(shown, 1, 1, f"cannot read file: {exc.strerror}",
-                                        hint="check the path and its permissions")]) from exc
+        raise ContractError(
+            [
+                Diagnostic(
+                    shown,
+                    1,
+                    1,
+                    f"cannot read file: {exc.strerror}",
+                    hint="check the path and its permissions",
+                )
+            ]
+        ) from exc
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ContractError([Diagnostic(shown, 1, 1, "file is not valid UTF-8",
-                                        hint="save it as UTF-8")]) from exc
+        raise ContractError(
+            [Diagnostic(shown, 1, 1, "file is not valid UTF-8", hint="save it as UTF-8")]
+        ) from exc
     try:
         data, pos = load_yaml(text)
     except YamlSourceError as exc:
-        raise ContractError([Diagnostic(shown, exc.line, exc.col, exc.message,
-                                        hint=exc.hint)]) from exc
+        raise ContractError(
+            [Diagnostic(shown, exc.line, exc.col, exc.message, hint=exc.hint)]
+        ) from exc
     if not isinstance(data, dict):
-        raise ContractError([Diagnostic(
-            shown, 1, 1, "a contract must be a YAML mapping",
-            hint="start with 'version: 1' and 'contract: {name: ..., title: ...}'")])
-    errors = sorted(_validator().iter_errors(data),
-                    key=lambda e: pos.of(tuple(e.absolute_path)))
+        raise ContractError(
+            [
+                Diagnostic(
+                    shown,
+                    1,
+                    1,
+                    "a contract must be a YAML mapping",
+                    hint="start with 'version: 1' and 'contract: {name: ..., title: ...}'",
+                )
+            ]
+        )
+    errors = sorted(_validator().iter_errors(data), key=lambda e: pos.of(tuple(e.absolute_path)))
     diags = _dedupe([_schema_diagnostic(shown, e, pos) for e in errors])
     if diags:
         raise ContractError(diags)
@@ -181,18 +237,27 @@ def _dedupe(diags: list[Diagnostic]) -> list[Diagnostic]:
     return out
 
 
-def _build(path: Path, shown: str, raw: bytes, text: str, data: dict[str, Any],
-           pos: Positions) -> Contract:
+def _build(
+    path: Path, shown: str, raw: bytes, text: str, data: dict[str, Any], pos: Positions
+) -> Contract:
     def loc(p: tuple[Any, ...]) -> Location:
         line, col = pos.of(p)
         return Location(shown, line, col)
 
     criteria = tuple(
-        Criterion(id=c["id"], title=c["title"], severity=c["severity"],
-                  invariants=tuple(c["invariants"]), references=tuple(c["references"]),
-                  location=loc(("criteria", i)), statement=c.get("statement", ""),
-                  owner=c.get("owner", ""), tags=tuple(c.get("tags", ())))
-        for i, c in enumerate(data.get("criteria", [])))
+        Criterion(
+            id=c["id"],
+            title=c["title"],
+            severity=c["severity"],
+            invariants=tuple(c["invariants"]),
+            references=tuple(c["references"]),
+            location=loc(("criteria", i)),
+            statement=c.get("statement", ""),
+            owner=c.get("owner", ""),
+            tags=tuple(c.get("tags", ())),
+        )
+        for i, c in enumerate(data.get("criteria", []))
+    )
     invariants = []
     for i, inv in enumerate(data.get("invariants", [])):
         chk = inv["check"]
@@ -200,22 +265,46 @@ def _build(path: Path, shown: str, raw: bytes, text: str, data: dict[str, Any],
         target = tuple(chk[kind]) if kind == "command" else chk[kind]
         expect = tuple(
             Expectation(name, dict(comps), loc(("invariants", i, "expect", name)))
-            for name, comps in inv["expect"].items())
-        invariants.append(Invariant(
-            id=inv["id"], title=inv["title"], check=Check(kind, target, dict(chk.get("params", {}))),
-            expect=expect, timeout=inv.get("timeout"), location=loc(("invariants", i)),
-            statement=inv.get("statement", ""), tags=tuple(inv.get("tags", ()))))
+            for name, comps in inv["expect"].items()
+        )
+        invariants.append(
+            Invariant(
+                id=inv["id"],
+                title=inv["title"],
+                check=Check(kind, target, dict(chk.get("params", {}))),
+                expect=expect,
+                timeout=inv.get("timeout"),
+                location=loc(("invariants", i)),
+                statement=inv.get("statement", ""),
+                tags=tuple(inv.get("tags", ())),
+            )
+        )
     falsifiers = tuple(
-        Falsifier(id=f["id"], title=f["title"], kind=f["kind"], target=f["target"],
-                  spec=dict(f.get(f["kind"], {})), location=loc(("falsifiers", i)),
-                  timeout=f.get("timeout"), slow=bool(f.get("slow", False)))
-        for i, f in enumerate(data.get("falsifiers", [])))
+        Falsifier(
+            id=f["id"],
+            title=f["title"],
+            kind=f["kind"],
+            target=f["target"],
+            spec=dict(f.get(f["kind"], {})),
+            location=loc(("falsifiers", i)),
+            timeout=f.get("timeout"),
+            slow=bool(f.get("slow", False)),
+        )
+        for i, f in enumerate(data.get("falsifiers", []))
+    )
     meta = data["contract"]
     return Contract(
-        name=meta["name"], title=meta["title"], path=shown,
-        sha256=hashlib.sha256(raw).hexdigest(), text=text, criteria=criteria,
-        invariants=tuple(invariants), falsifiers=falsifiers, owner=meta.get("owner", ""),
-        description=meta.get("description", ""))
+        name=meta["name"],
+        title=meta["title"],
+        path=shown,
+        sha256=hashlib.sha256(raw).hexdigest(),
+        text=text,
+        criteria=criteria,
+        invariants=tuple(invariants),
+        falsifiers=falsifiers,
+        owner=meta.get("owner", ""),
+        description=meta.get("description", ""),
+    )
 
 
 # --------------------------------------------------------------------------- the set
@@ -235,8 +324,8 @@ def load_contract_set(paths: Iterable[Path]) -> ContractSet:
     if any(d.severity == "error" for d in diags):
         raise ContractError(diags)
     digest = hashlib.sha256(
-        "\n".join(f"{c.path}\0{c.sha256}" for c in sorted(contracts, key=lambda c: c.path))
-        .encode()).hexdigest()
+        "\n".join(f"{c.path}\0{c.sha256}" for c in sorted(contracts, key=lambda c: c.path)).encode()
+    ).hexdigest()
     return ContractSet(tuple(contracts), digest)
 
 
@@ -247,18 +336,31 @@ def cross_check(contracts: Sequence[Contract]) -> list[Diagnostic]:
     names: dict[str, str] = {}
     for k in contracts:
         if k.name in names:
-            diags.append(Diagnostic(k.path, 1, 1, f"contract name '{k.name}' is also used by "
-                                    f"{names[k.name]}", "contract.name",
-                                    "give each contract its own name"))
+            diags.append(
+                Diagnostic(
+                    k.path,
+                    1,
+                    1,
+                    f"contract name '{k.name}' is also used by {names[k.name]}",
+                    "contract.name",
+                    "give each contract its own name",
+                )
+            )
         names.setdefault(k.name, k.path)
-        for item in (*k.criteria, *k.invariants, *k.falsifiers):
+        for item in k.items():
             if item.id in first:
                 where = first[item.id]
-                diags.append(Diagnostic(item.location.file, item.location.line,
-                                        item.location.col,
-                                        f"duplicate ID {item.id} (first defined at {where})",
-                                        "id", "IDs must be unique across all contracts; "
-                                        "`harness new` picks the next free one"))
+                diags.append(
+                    Diagnostic(
+                        item.location.file,
+                        item.location.line,
+                        item.location.col,
+                        f"duplicate ID {item.id} (first defined at {where})",
+                        "id",
+                        "IDs must be unique across all contracts; "
+                        "`harness new` picks the next free one",
+                    )
+                )
             else:
                 first[item.id] = item.location
     invariant_ids = {i.id for k in contracts for i in k.invariants}
@@ -276,5 +378,11 @@ def cross_check(contracts: Sequence[Contract]) -> list[Diagnostic]:
 def _unresolved(loc: Location, owner: str, ref: str, known: set[str]) -> Diagnostic:
     near = difflib.get_close_matches(ref, sorted(known), n=1)
     hint = f"did you mean {near[0]}?" if near else "define the invariant or fix the ID"
-    return Diagnostic(loc.file, loc.line, loc.col,
-                      f"{owner} refers to {ref}, which no contract defines", owner, hint)
+    return Diagnostic(
+        loc.file,
+        loc.line,
+        loc.col,
+        f"{owner} refers to {ref}, which no contract defines",
+        owner,
+        hint,
+    )

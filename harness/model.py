@@ -68,8 +68,16 @@ class Expectation:
         return " and ".join(parts)
 
 
-_OP_TEXT = {"eq": "==", "ne": "!=", "le": "<=", "lt": "<", "ge": ">=", "gt": ">",
-            "in": "in", "matches": "matches"}
+_OP_TEXT = {
+    "eq": "==",
+    "ne": "!=",
+    "le": "<=",
+    "lt": "<",
+    "ge": ">=",
+    "gt": ">",
+    "in": "in",
+    "matches": "matches",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +130,9 @@ class Contract:
     owner: str = ""
     description: str = ""
 
+    def items(self) -> tuple[Criterion | Invariant | Falsifier, ...]:
+        return (*self.criteria, *self.invariants, *self.falsifiers)
+
 
 @dataclass(frozen=True, slots=True)
 class ContractSet:
@@ -153,7 +164,7 @@ class ContractSet:
 
     def find(self, item_id: str) -> Criterion | Invariant | Falsifier:
         for k in self.contracts:
-            for item in (*k.criteria, *k.invariants, *k.falsifiers):
+            for item in k.items():
                 if item.id == item_id:
                     return item
         raise KeyError(item_id)
@@ -162,14 +173,14 @@ class ContractSet:
 # --------------------------------------------------------------------------- outcomes
 
 
-class InvariantOutcome(str, enum.Enum):
+class InvariantOutcome(enum.StrEnum):
     PASS = "PASS"
     FAIL = "FAIL"
     ERROR = "ERROR"
     SKIP = "SKIP"
 
 
-class FalsifierOutcome(str, enum.Enum):
+class FalsifierOutcome(enum.StrEnum):
     SURVIVED = "SURVIVED"  # attack (property, fault): the invariant held
     REFUTED = "REFUTED"  # attack: the invariant broke
     KILLED = "KILLED"  # mutant: the check went red
@@ -178,7 +189,7 @@ class FalsifierOutcome(str, enum.Enum):
     NOT_RUN = "NOT_RUN"  # skipped by the profile (--fast); never a pass
 
 
-class Verdict(str, enum.Enum):
+class Verdict(enum.StrEnum):
     GO = "GO"
     NO_GO = "NO-GO"
     UNPROVEN = "UNPROVEN"
@@ -266,8 +277,11 @@ class RunResult:
     def summary_line(self) -> str:
         counts = self.counts()
         n = len(self.criteria)
-        parts = [f"{counts[v.value]} {v.value}" for v in Verdict
-                 if counts[v.value] or v in (Verdict.GO, Verdict.NO_GO, Verdict.UNPROVEN)]
+        parts = [
+            f"{counts[v.value]} {v.value}"
+            for v in Verdict
+            if counts[v.value] or v in (Verdict.GO, Verdict.NO_GO, Verdict.UNPROVEN)
+        ]
         noun = "criterion" if n == 1 else "criteria"
         return f"{n} {noun}: " + ", ".join(parts)
 
@@ -281,7 +295,8 @@ class RunResult:
         if version != RESULTS_SCHEMA_VERSION:
             raise ValueError(
                 f"results schema_version {version!r} is not supported "
-                f"(this harness reads version {RESULTS_SCHEMA_VERSION})")
+                f"(this harness reads version {RESULTS_SCHEMA_VERSION})"
+            )
         crits = tuple(_criterion_from(c) for c in data["criteria"])
         kw = {k: v for k, v in data.items() if k not in ("criteria", "verdict")}
         return cls(verdict=Verdict(data["verdict"]), criteria=crits, **kw)
@@ -299,26 +314,42 @@ def _encode(obj: Any) -> Any:
 
 def _criterion_from(d: dict[str, Any]) -> CriterionResult:
     return CriterionResult(
-        criterion_id=d["criterion_id"], title=d["title"], severity=d["severity"],
-        verdict=Verdict(d["verdict"]), reasons=tuple(d["reasons"]),
+        criterion_id=d["criterion_id"],
+        title=d["title"],
+        severity=d["severity"],
+        verdict=Verdict(d["verdict"]),
+        reasons=tuple(d["reasons"]),
         invariants=tuple(_invariant_from(i) for i in d["invariants"]),
         falsifiers=tuple(_falsifier_from(f) for f in d["falsifiers"]),
-        location=Location(**d["location"]), duration=d.get("duration", 0.0))
+        location=Location(**d["location"]),
+        duration=d.get("duration", 0.0),
+    )
 
 
 def _invariant_from(d: dict[str, Any]) -> InvariantResult:
     return InvariantResult(
-        invariant_id=d["invariant_id"], outcome=InvariantOutcome(d["outcome"]),
+        invariant_id=d["invariant_id"],
+        outcome=InvariantOutcome(d["outcome"]),
         observations=d["observations"],
         judgements=tuple(Judgement(**j) for j in d["judgements"]),
-        duration=d["duration"], seed=d["seed"], message=d.get("message", ""),
-        logs=d.get("logs", {}), artifacts=tuple(d.get("artifacts", ())),
-        metrics=tuple(d.get("metrics", ())))
+        duration=d["duration"],
+        seed=d["seed"],
+        message=d.get("message", ""),
+        logs=d.get("logs", {}),
+        artifacts=tuple(d.get("artifacts", ())),
+        metrics=tuple(d.get("metrics", ())),
+    )
 
 
 def _falsifier_from(d: dict[str, Any]) -> FalsifierResult:
     return FalsifierResult(
-        falsifier_id=d["falsifier_id"], target=d["target"], kind=d["kind"],
-        outcome=FalsifierOutcome(d["outcome"]), duration=d["duration"],
-        message=d.get("message", ""), detail=d.get("detail", {}),
-        logs=d.get("logs", {}), artifacts=tuple(d.get("artifacts", ())))
+        falsifier_id=d["falsifier_id"],
+        target=d["target"],
+        kind=d["kind"],
+        outcome=FalsifierOutcome(d["outcome"]),
+        duration=d["duration"],
+        message=d.get("message", ""),
+        detail=d.get("detail", {}),
+        logs=d.get("logs", {}),
+        artifacts=tuple(d.get("artifacts", ())),
+    )

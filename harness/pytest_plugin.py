@@ -1,1 +1,144 @@
-"""pytest plugin (filled in below)."""
+"""pytest collects contracts as items: ``pytest contracts/ -k repro``.
+
+A contract file (a YAML file under a ``[tool.harness] contracts`` path, or one
+starting with the harness's yaml-language-server schema line) becomes a
+``ContractFile``; each acceptance criterion in it becomes a ``CriterionItem``
+that runs the criterion's invariants and falsifiers through the harness's own
+worker pool and fails unless the criterion is GO. This module imports nothing
+heavy at start-up: the harness is imported only when a contract is collected.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+_SCHEMA_MARK = "yaml-language-server: $schema="
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("harness", "contract harness")
+    group.addoption(
+        "--harness-profile",
+        choices=("full", "fast", "teeth"),
+        default="full",
+        help="profile for contract items (default: full)",
+    )
+    group.addoption("--harness-seed", type=int, default=None, help="seed for contract items")
+    group.addoption("--harness-jobs", type=int, default=None, help="workers per criterion")
+
+
+def _contract_dirs(config: pytest.Config) -> list[Path]:
+    cached = getattr(config, "_harness_dirs", None)
+    if cached is None:
+        from harness.config import load_config
+
+        try:
+            cached = [p.resolve() for p in load_config(Path(config.rootpath)).contracts]
+        except Exception:
+            cached = []
+        config._harness_dirs = cached  # type: ignore[attr-defined]
+    return list(cached)
+
+
+def _is_contract(path: Path, config: pytest.Config) -> bool:
+    if path.suffix not in (".yaml", ".yml"):
+        return False
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            head = fh.readline()
+    except OSError:
+        return False
+    if _SCHEMA_MARK in head and "contract" in head:
+        return True
+    resolved = path.resolve()
+    return any(resolved.is_relative_to(d) for d in _contract_dirs(config))
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    if _is_contract(file_path, parent.config):
+        return ContractFile.from_parent(parent, path=file_path)
+    return None
+
+
+class ContractLoadError(Exception):
+    pass
+
+
+class ContractFile(pytest.File):
+    def collect(self) -> Any:
+        from harness.config import load_config
+        from harness.errors import ContractError
+        from harness.loader import display_path, load_contract_set
+
+        cfg = load_config(Path(self.config.rootpath))
+        try:
+            contracts = load_contract_set([*[p for p in cfg.contracts if p.exists()], self.path])
+        except ContractError as exc:
+            raise ContractLoadError(str(exc)) from None
+        shown = display_path(self.path)
+        for contract in contracts.contracts:
+            if Path(contract.path).resolve() == self.path.resolve() or contract.path == shown:
+                for criterion in contract.criteria:
+                    yield CriterionItem.from_parent(
+                        self,
+                        name=criterion.id,
+                        criterion=criterion,
+                        contracts=contracts,
+                        config_=cfg,
+                    )
+
+
+class CriterionNotGo(Exception):
+    def __init__(self, result: Any) -> None:
+        self.result = result
+        super().__init__(result.verdict.value)
+
+
+class CriterionItem(pytest.Item):
+    def __init__(self, *, criterion: Any, contracts: Any, config_: Any, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.criterion = criterion
+        self.contracts = contracts
+        self.harness_config = config_
+        self.extra_keyword_matches.update(
+            {*criterion.tags, *criterion.invariants, criterion.severity}
+        )
+
+    def runtest(self) -> None:
+        from harness.runner import run_contracts
+
+        cfg = self.harness_config
+        opt = self.config.getoption
+        result = run_contracts(
+            self.contracts,
+            [self.criterion],
+            jobs=cfg.effective_jobs(opt("--harness-jobs")),
+            seed=opt("--harness-seed"),
+            profile=opt("--harness-profile"),
+            evidence_root=None,
+            root=cfg.root,
+            default_timeout=cfg.default_timeout,
+            allowed=cfg.allowed_packages,
+        )
+        crit = result.criteria[0]
+        self.user_properties.append(("verdict", crit.verdict.value))
+        if crit.verdict.value != "GO":
+            raise CriterionNotGo(crit)
+
+    def repr_failure(self, excinfo: Any, style: Any = None) -> str:
+        if isinstance(excinfo.value, CriterionNotGo):
+            r = excinfo.value.result
+            lines = [f"{r.criterion_id} {r.title}: {r.verdict.value}"]
+            lines += [f"  {reason}" for reason in r.reasons]
+            return "\n".join(lines)
+        return str(super().repr_failure(excinfo))
+
+    def reportinfo(self) -> tuple[Path, int, str]:
+        return (
+            self.path,
+            self.criterion.location.line - 1,
+            f"{self.criterion.id}: {self.criterion.title}",
+        )

@@ -51,9 +51,18 @@ def now_iso() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
-def make_plan(contracts: ContractSet, criteria: Sequence[Criterion], *, seed: int,
-              profile: str, checks_dir: Path, root: Path, default_timeout: float,
-              allowed: Sequence[str] = (), options: dict[str, Any] | None = None) -> Plan:
+def make_plan(
+    contracts: ContractSet,
+    criteria: Sequence[Criterion],
+    *,
+    seed: int,
+    profile: str,
+    checks_dir: Path,
+    root: Path,
+    default_timeout: float,
+    allowed: Sequence[str] = (),
+    options: dict[str, Any] | None = None,
+) -> Plan:
     if not criteria:
         raise NothingSelected("the selection matched no criterion (see `harness list`)")
     invariants = contracts.invariants
@@ -65,13 +74,25 @@ def make_plan(contracts: ContractSet, criteria: Sequence[Criterion], *, seed: in
             return
         planned.add(key)
         inv = invariants[inv_id]
-        timeout = (falsifier.timeout if falsifier and falsifier.timeout else None) \
-            or inv.timeout or default_timeout
-        plan.tasks.append(Task(
-            key=key, invariant=inv, falsifier=falsifier, seed=derive_seed(seed, key),
-            check_dir=str(checks_dir / key), timeout=float(timeout), root=str(root),
-            allowed=tuple(allowed), fresh=falsifier is not None and falsifier.kind != "property",
-            options=dict(options or {})))
+        timeout = (
+            (falsifier.timeout if falsifier and falsifier.timeout else None)
+            or inv.timeout
+            or default_timeout
+        )
+        plan.tasks.append(
+            Task(
+                key=key,
+                invariant=inv,
+                falsifier=falsifier,
+                seed=derive_seed(seed, key),
+                check_dir=str(checks_dir / key),
+                timeout=float(timeout),
+                root=str(root),
+                allowed=tuple(allowed),
+                fresh=falsifier is not None and falsifier.kind != "property",
+                options=dict(options or {}),
+            )
+        )
 
     for c in criteria:
         keys: list[str] = []
@@ -80,14 +101,22 @@ def make_plan(contracts: ContractSet, criteria: Sequence[Criterion], *, seed: in
                 add(inv_id, inv_id, None)
                 keys.append(inv_id)
             for f in contracts.falsifiers_of(inv_id):
-                skip = (profile == "fast" and (f.kind == "mutant" or f.slow)) or \
-                       (profile == "teeth" and f.kind != "mutant")
+                skip = (profile == "fast" and (f.kind == "mutant" or f.slow)) or (
+                    profile == "teeth" and f.kind != "mutant"
+                )
                 if skip:
                     if profile == "fast" and f.id not in {r.falsifier_id for r in plan.not_run}:
                         why = "mutant" if f.kind == "mutant" else "slow"
-                        plan.not_run.append(FalsifierResult(
-                            f.id, f.target, f.kind, FalsifierOutcome.NOT_RUN, 0.0,
-                            f"{why} falsifier skipped by --fast"))
+                        plan.not_run.append(
+                            FalsifierResult(
+                                f.id,
+                                f.target,
+                                f.kind,
+                                FalsifierOutcome.NOT_RUN,
+                                0.0,
+                                f"{why} falsifier skipped by --fast",
+                            )
+                        )
                     continue
                 add(f.id, inv_id, f)
                 keys.append(f.id)
@@ -95,13 +124,22 @@ def make_plan(contracts: ContractSet, criteria: Sequence[Criterion], *, seed: in
     return plan
 
 
-def run_contracts(contracts: ContractSet, criteria: Sequence[Criterion], *,
-                  listeners: Sequence[Listener] = (), executor: Executor | None = None,
-                  jobs: int = 1, seed: int | None = None, profile: str = "full",
-                  evidence_root: Path | None = None, root: Path | None = None,
-                  default_timeout: float = 600.0, allowed: Sequence[str] = (),
-                  selection: dict[str, object] | None = None,
-                  run_id: str | None = None) -> RunResult:
+def run_contracts(
+    contracts: ContractSet,
+    criteria: Sequence[Criterion],
+    *,
+    listeners: Sequence[Listener] = (),
+    executor: Executor | None = None,
+    jobs: int = 1,
+    seed: int | None = None,
+    profile: str = "full",
+    evidence_root: Path | None = None,
+    root: Path | None = None,
+    default_timeout: float = 600.0,
+    allowed: Sequence[str] = (),
+    selection: dict[str, object] | None = None,
+    run_id: str | None = None,
+) -> RunResult:
     """Run the selected criteria. Raises Interrupted (after run_finished) on Ctrl-C."""
     seed = secrets.randbits(32) if seed is None else seed
     run_id = run_id or new_run_id()
@@ -110,27 +148,49 @@ def run_contracts(contracts: ContractSet, criteria: Sequence[Criterion], *,
     if evidence_root is not None:
         run_dir = evidence_root / run_id
         checks_dir = run_dir / "checks"
-        options = {"hypothesis_db": str(evidence_root / ".hypothesis"),
-                   "regressions_dir": str(evidence_root / "regressions")}
+        options = {
+            "hypothesis_db": str(evidence_root / ".hypothesis"),
+            "regressions_dir": str(evidence_root / "regressions"),
+        }
     else:
         tmp = tempfile.TemporaryDirectory(prefix="harness-")
         run_dir = Path(tmp.name)
         checks_dir = run_dir / "checks"
-        options = {"hypothesis_db": str(run_dir / ".hypothesis"),
-                   "regressions_dir": str(root / ".harness" / "regressions")}
-    plan = make_plan(contracts, criteria, seed=seed, profile=profile, checks_dir=checks_dir,
-                     root=root, default_timeout=default_timeout, allowed=allowed,
-                     options=options)
-    events = Dispatcher(list(listeners))
+        options = {
+            "hypothesis_db": str(run_dir / ".hypothesis"),
+            "regressions_dir": str(root / ".harness" / "regressions"),
+        }
+    plan = make_plan(
+        contracts,
+        criteria,
+        seed=seed,
+        profile=profile,
+        checks_dir=checks_dir,
+        root=root,
+        default_timeout=default_timeout,
+        allowed=allowed,
+        options=options,
+    )
+    listeners = list(listeners)
+    if evidence_root is not None:
+        from harness.evidence import EvidenceWriter
+
+        listeners.insert(0, EvidenceWriter(evidence_root, root))
+    events = Dispatcher(listeners)
     started = now_iso()
-    info = RunInfo(run_id, seed, profile, started, dict(selection or {}),
-                   str(run_dir) if evidence_root is not None else "",
-                   getattr(executor, "jobs", jobs))
+    info = RunInfo(
+        run_id,
+        seed,
+        profile,
+        started,
+        dict(selection or {}),
+        str(run_dir) if evidence_root is not None else "",
+        getattr(executor, "jobs", jobs),
+    )
     events.run_started(info, contracts, plan)
     executor = executor or LocalProcessExecutor(jobs)
     targets = {inv: [f.id for f in contracts.falsifiers_of(inv)] for inv in contracts.invariants}
-    done: dict[str, InvariantResult | FalsifierResult] = {
-        r.falsifier_id: r for r in plan.not_run}
+    done: dict[str, InvariantResult | FalsifierResult] = {r.falsifier_id: r for r in plan.not_run}
     for r in plan.not_run:
         events.falsifier_finished(r)
     finished: dict[str, CriterionResult] = {}
@@ -148,10 +208,15 @@ def run_contracts(contracts: ContractSet, criteria: Sequence[Criterion], *,
             fal_results = [done[f] for f in fal_ids if f in done]
             duration = sum(r.duration for r in (*inv_results, *fal_results))
             result = judge_criterion(
-                c.id, c.title, c.severity, c.location,
+                c.id,
+                c.title,
+                c.severity,
+                c.location,
                 [r for r in inv_results if isinstance(r, InvariantResult)],
                 [r for r in fal_results if isinstance(r, FalsifierResult)],
-                targets, duration)
+                targets,
+                duration,
+            )
             if profile == "teeth":
                 result = _teeth_verdict(result)
             finished[c.id] = result
@@ -174,21 +239,32 @@ def run_contracts(contracts: ContractSet, criteria: Sequence[Criterion], *,
     except KeyboardInterrupt:
         interrupted = True
     finally:
-        executor.shutdown(kill=interrupted) if isinstance(executor, LocalProcessExecutor) \
-            else executor.shutdown()
+        executor.shutdown(kill=interrupted) if isinstance(
+            executor, LocalProcessExecutor
+        ) else executor.shutdown()
     ordered = tuple(finished[c.id] for c in plan.criteria if c.id in finished)
     verdict = release_verdict(ordered) if not interrupted else Verdict.UNPROVEN
     result = RunResult(
-        run_id=run_id, verdict=verdict, criteria=ordered, seed=seed, started=started,
-        finished=now_iso(), profile=profile, contract_digest=contracts.digest,
-        tool_version=__version__, interrupted=interrupted,
-        evidence_dir=str(run_dir) if evidence_root is not None else "")
+        run_id=run_id,
+        verdict=verdict,
+        criteria=ordered,
+        seed=seed,
+        started=started,
+        finished=now_iso(),
+        profile=profile,
+        contract_digest=contracts.digest,
+        tool_version=__version__,
+        interrupted=interrupted,
+        evidence_dir=str(run_dir) if evidence_root is not None else "",
+    )
     events.run_finished(result)
     if tmp is not None:
         tmp.cleanup()
     if interrupted:
-        raise Interrupted(f"run {run_id} interrupted: {len(ordered)} of "
-                          f"{len(plan.criteria)} criteria finished; evidence marked incomplete")
+        raise Interrupted(
+            f"run {run_id} interrupted: {len(ordered)} of "
+            f"{len(plan.criteria)} criteria finished; evidence marked incomplete"
+        )
     return result
 
 
@@ -196,9 +272,12 @@ def _teeth_verdict(result: CriterionResult) -> CriterionResult:
     """Under --teeth only mutants run: GO means every mutant was killed."""
     import dataclasses
 
-    reasons = [f"{f.target}: mutant {f.falsifier_id} {f.outcome.value}"
-               + (f" ({f.message})" if f.outcome is FalsifierOutcome.ERROR else "")
-               for f in result.falsifiers if f.outcome is not FalsifierOutcome.KILLED]
+    reasons = [
+        f"{f.target}: mutant {f.falsifier_id} {f.outcome.value}"
+        + (f" ({f.message})" if f.outcome is FalsifierOutcome.ERROR else "")
+        for f in result.falsifiers
+        if f.outcome is not FalsifierOutcome.KILLED
+    ]
     if not result.falsifiers:
         reasons.append("no mutant declared")
     verdict = Verdict.GO if not reasons else Verdict.UNPROVEN

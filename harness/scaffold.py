@@ -116,27 +116,33 @@ def next_id(kind: str, area: str, taken: set[str]) -> str:
 
 def skeleton(kind: str, new_id: str, first_invariant: str = "INV-TODO-001") -> list[str]:
     if kind == "criterion":
-        return [f"- id: {new_id}",
-                "  title: TODO what a release manager signs off",
-                "  statement: TODO one or two sentences",
-                "  severity: blocker",
-                "  owner: TODO team",
-                "  references: [\"TODO document and line this comes from\"]",
-                f"  invariants: [{first_invariant}]"]
+        return [
+            f"- id: {new_id}",
+            "  title: TODO what a release manager signs off",
+            "  statement: TODO one or two sentences",
+            "  severity: blocker",
+            "  owner: TODO team",
+            '  references: ["TODO document and line this comes from"]',
+            f"  invariants: [{first_invariant}]",
+        ]
     if kind == "invariant":
-        return [f"- id: {new_id}",
-                "  title: TODO one falsifiable statement",
-                "  check:",
-                "    python: TODO.module:function",
-                "    params: {}",
-                "  expect:",
-                "    TODO_observation: {eq: true}"]
-    return [f"- id: {new_id}",
-            "  title: TODO the known-bad variant this check must catch",
-            "  kind: mutant",
-            f"  target: {first_invariant}",
-            "  mutant:",
-            "    patch: {\"TODO.module:name\": \"TODO.module:bad_name\"}"]
+        return [
+            f"- id: {new_id}",
+            "  title: TODO one falsifiable statement",
+            "  check:",
+            "    python: TODO.module:function",
+            "    params: {}",
+            "  expect:",
+            "    TODO_observation: {eq: true}",
+        ]
+    return [
+        f"- id: {new_id}",
+        "  title: TODO the known-bad variant this check must catch",
+        "  kind: mutant",
+        f"  target: {first_invariant}",
+        "  mutant:",
+        '    patch: {"TODO.module:name": "TODO.module:bad_name"}',
+    ]
 
 
 def new_item(kind: str, path: Path) -> str:
@@ -152,8 +158,10 @@ def new_item(kind: str, path: Path) -> str:
     else:
         name = re.sub(r"[^a-z0-9_-]+", "-", path.stem.lower()).strip("-") or "contract"
         write_schema(path.parent)
-        text = (f"{schema_header(path)}version: 1\ncontract:\n  name: {name}\n"
-                f"  title: TODO what this contract covers\n")
+        text = (
+            f"{schema_header(path)}version: 1\ncontract:\n  name: {name}\n"
+            f"  title: TODO what this contract covers\n"
+        )
     taken: set[str] = set(re.findall(r"\b(?:AC|INV|FALSIFY)-[A-Z0-9-]+\b", text))
     cfg = load_config(path.parent)
     for f in discover([p for p in cfg.contracts if p.exists()]):
@@ -178,8 +186,9 @@ def new_item(kind: str, path: Path) -> str:
 
 def _append_to_section(text: str, section: str, item: list[str]) -> str:
     lines = text.splitlines()
-    head = next((i for i, ln in enumerate(lines) if re.match(rf"^{section}:\s*(\[\])?\s*$", ln)),
-                None)
+    head = next(
+        (i for i, ln in enumerate(lines) if re.match(rf"^{section}:\s*(\[\])?\s*$", ln)), None
+    )
     if head is None:
         body = [f"{section}:", *("  " + ln for ln in item)]
         sep = [""] if lines and lines[-1].strip() else []

@@ -77,13 +77,18 @@ def haystack(contracts: ContractSet, c: Criterion) -> str:
     return " ".join(parts).lower()
 
 
-def select(contracts: ContractSet, keyword: str | None = None, tags: Sequence[str] = (),
-           criterion_ids: Sequence[str] = ()) -> list[Criterion]:
+def select(
+    contracts: ContractSet,
+    keyword: str | None = None,
+    tags: Sequence[str] = (),
+    criterion_ids: Sequence[str] = (),
+) -> list[Criterion]:
     known = {c.id for c in contracts.criteria}
     unknown = [i for i in criterion_ids if i not in known]
     if unknown:
-        raise UsageError(f"--criterion {', '.join(unknown)}: no such criterion "
-                         "(see `harness list`)")
+        raise UsageError(
+            f"--criterion {', '.join(unknown)}: no such criterion (see `harness list`)"
+        )
     pred = compile_keyword(keyword) if keyword else None
     chosen = []
     for c in contracts.criteria:

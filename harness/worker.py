@@ -10,6 +10,7 @@ ERROR by the executor with ``failure_result``.
 
 from __future__ import annotations
 
+import faulthandler
 import hashlib
 import os
 import sys
@@ -58,14 +59,20 @@ def captured_output(check_dir: Path) -> Any:
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
+    py_streams = sys.stdout, sys.stderr
     with open(check_dir / "stdout.txt", "ab") as out, open(check_dir / "stderr.txt", "ab") as err:
         os.dup2(out.fileno(), 1)
         os.dup2(err.fileno(), 2)
+        # Python-level writes go to the same files even if sys.stdout was replaced
+        sys.stdout = open(1, "w", closefd=False, buffering=1)  # noqa: SIM115
+        sys.stderr = open(2, "w", closefd=False, buffering=1)  # noqa: SIM115
+        faulthandler.enable(file=sys.stderr)  # a crash leaves its traceback in stderr.txt
         try:
             yield
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
+            sys.stdout, sys.stderr = py_streams
             os.dup2(saved[0], 1)
             os.dup2(saved[1], 2)
             os.close(saved[0])
@@ -73,22 +80,37 @@ def captured_output(check_dir: Path) -> Any:
 
 
 def log_paths(check_dir: Path) -> dict[str, str]:
-    return {name: str(check_dir / f"{name}.txt") for name in ("stdout", "stderr")
-            if (check_dir / f"{name}.txt").exists()}
+    return {
+        name: str(check_dir / f"{name}.txt")
+        for name in ("stdout", "stderr")
+        if (check_dir / f"{name}.txt").exists()
+    }
 
 
-def make_context(task: Task, params: dict[str, Any] | None = None, fault: Any = None,
-                 scratch_name: str = "scratch") -> CheckContext:
+def make_context(
+    task: Task,
+    params: dict[str, Any] | None = None,
+    fault: Any = None,
+    scratch_name: str = "scratch",
+) -> CheckContext:
     check_dir = Path(task.check_dir)
     merged = dict(task.invariant.check.params)
     if params:
         merged.update(params)
-    return CheckContext(merged, task.seed, check_dir / scratch_name, check_dir / "artifacts",
-                        task.invariant.id, fault=fault, root=Path(task.root))
+    return CheckContext(
+        merged,
+        task.seed,
+        check_dir / scratch_name,
+        check_dir / "artifacts",
+        task.invariant.id,
+        fault=fault,
+        root=Path(task.root),
+    )
 
 
-def evaluate(task: Task, ctx: CheckContext) -> tuple[InvariantOutcome, tuple[Any, ...], str,
-                                                     dict[str, Any]]:
+def evaluate(
+    task: Task, ctx: CheckContext
+) -> tuple[InvariantOutcome, tuple[Any, ...], str, dict[str, Any]]:
     """Call the check and judge it: (outcome, judgements, message, observations)."""
     from harness.bindings import call_check
 
@@ -115,11 +137,20 @@ def execute_task(task: Task) -> InvariantResult | FalsifierResult:
             ctx = make_context(task)
             outcome, judgements, message, observations = evaluate(task, ctx)
             return InvariantResult(
-                task.invariant.id, outcome, _jsonable(observations), judgements,
-                time.perf_counter() - start, task.seed, message, log_paths(check_dir),
-                tuple(ctx.artifacts), tuple(ctx.metrics))
+                task.invariant.id,
+                outcome,
+                _jsonable(observations),
+                judgements,
+                time.perf_counter() - start,
+                task.seed,
+                message,
+                log_paths(check_dir),
+                tuple(ctx.artifacts),
+                tuple(ctx.metrics),
+            )
         from falsifiers.engine import run_falsifier
 
+        result: InvariantResult | FalsifierResult
         try:
             result = run_falsifier(task)
         except Exception as exc:  # the falsifier machinery itself broke: ERROR, never a pass
@@ -128,8 +159,9 @@ def execute_task(task: Task) -> InvariantResult | FalsifierResult:
     return _with(result, time.perf_counter() - start, log_paths(check_dir))
 
 
-def _with(result: InvariantResult | FalsifierResult, duration: float,
-          logs: dict[str, str]) -> InvariantResult | FalsifierResult:
+def _with(
+    result: InvariantResult | FalsifierResult, duration: float, logs: dict[str, str]
+) -> InvariantResult | FalsifierResult:
     import dataclasses
 
     return dataclasses.replace(result, duration=duration, logs=logs)
@@ -139,11 +171,13 @@ def failure_result(task: Task, message: str, duration: float) -> InvariantResult
     """The ERROR result of a task that crashed, timed out or could not start."""
     logs = log_paths(Path(task.check_dir))
     if task.falsifier is None:
-        return InvariantResult(task.invariant.id, InvariantOutcome.ERROR, {}, (), duration,
-                               task.seed, message, logs)
+        return InvariantResult(
+            task.invariant.id, InvariantOutcome.ERROR, {}, (), duration, task.seed, message, logs
+        )
     f = task.falsifier
-    return FalsifierResult(f.id, f.target, f.kind, FalsifierOutcome.ERROR, duration, message,
-                           logs=logs)
+    return FalsifierResult(
+        f.id, f.target, f.kind, FalsifierOutcome.ERROR, duration, message, logs=logs
+    )
 
 
 def _jsonable(obs: dict[str, Any]) -> dict[str, Any]:

@@ -48,7 +48,7 @@ def _mark(node: yaml.Node) -> tuple[int, int]:
 
 
 class _Builder:
-    def __init__(self, loader: yaml.SafeLoader) -> None:
+    def __init__(self, loader: Any) -> None:
         self.loader = loader
         self.positions = Positions()
         self.count = 0
@@ -56,8 +56,11 @@ class _Builder:
     def build(self, node: yaml.Node, path: Path) -> Any:
         self.count += 1
         if self.count > MAX_NODES:
-            raise YamlSourceError(f"document has more than {MAX_NODES} nodes", *_mark(node),
-                                  hint="remove anchors/aliases that expand recursively")
+            raise YamlSourceError(
+                f"document has more than {MAX_NODES} nodes",
+                *_mark(node),
+                hint="remove anchors/aliases that expand recursively",
+            )
         self.positions.values[path] = _mark(node)
         if isinstance(node, yaml.MappingNode):
             if node.tag != "tag:yaml.org,2002:map":
@@ -65,17 +68,24 @@ class _Builder:
             out: dict[Any, Any] = {}
             for key_node, value_node in node.value:
                 if key_node.tag == "tag:yaml.org,2002:merge":
-                    raise YamlSourceError("merge keys ('<<') are not supported", *_mark(key_node),
-                                          hint="write the keys out in full")
+                    raise YamlSourceError(
+                        "merge keys ('<<') are not supported",
+                        *_mark(key_node),
+                        hint="write the keys out in full",
+                    )
                 if not isinstance(key_node, yaml.ScalarNode):
                     raise YamlSourceError("mapping keys must be plain scalars", *_mark(key_node))
                 key = self._scalar(key_node)
                 if not isinstance(key, (str, int, float, bool)) and key is not None:
-                    raise YamlSourceError(f"unsupported key type {type(key).__name__}",
-                                          *_mark(key_node))
+                    raise YamlSourceError(
+                        f"unsupported key type {type(key).__name__}", *_mark(key_node)
+                    )
                 if key in out:
-                    raise YamlSourceError(f"duplicate key {key!r}", *_mark(key_node),
-                                          hint="each key may appear once per mapping")
+                    raise YamlSourceError(
+                        f"duplicate key {key!r}",
+                        *_mark(key_node),
+                        hint="each key may appear once per mapping",
+                    )
                 self.positions.keys[path + (key,)] = _mark(key_node)
                 out[key] = self.build(value_node, path + (key,))
             return out
@@ -90,7 +100,8 @@ class _Builder:
             value = self.loader.construct_object(node, deep=True)
         except yaml.constructor.ConstructorError as exc:
             raise YamlSourceError(
-                f"unsupported YAML tag {node.tag!r}", *_mark(node),
+                f"unsupported YAML tag {node.tag!r}",
+                *_mark(node),
                 hint="only plain YAML values (strings, numbers, booleans, null) are allowed",
             ) from exc
         if isinstance(value, (bytes, bytearray)) or type(value).__name__ in ("date", "datetime"):
@@ -101,9 +112,13 @@ class _Builder:
 def load_yaml(text: str) -> tuple[Any, Positions]:
     """Parse one YAML document safely, returning (data, positions)."""
     if len(text.encode("utf-8", "surrogatepass")) > MAX_BYTES:
-        raise YamlSourceError(f"file is larger than {MAX_BYTES} bytes", 1, 1,
-                              hint="split the contract into several files")
-    loader = yaml.SafeLoader(text)
+        raise YamlSourceError(
+            f"file is larger than {MAX_BYTES} bytes",
+            1,
+            1,
+            hint="split the contract into several files",
+        )
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
     try:
         try:
             node = loader.get_single_node()

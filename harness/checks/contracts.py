@@ -21,10 +21,12 @@ def contracts_validate(ctx: CheckContext) -> dict[str, Any]:
     from harness.lint import lint_paths
 
     contracts, diags = lint_paths(_paths(ctx), ctx.root, resolve=False)
-    errors = [d for d in diags if d.severity == "error"
-              and "has no falsifier" not in d.message]
-    return {"files": len(contracts) + len({d.file for d in errors} - {k.path for k in contracts}),
-            "errors": len(errors), "first_error": errors[0].format() if errors else ""}
+    errors = [d for d in diags if d.severity == "error" and "has no falsifier" not in d.message]
+    return {
+        "files": len(contracts) + len({d.file for d in errors} - {k.path for k in contracts}),
+        "errors": len(errors),
+        "first_error": errors[0].format() if errors else "",
+    }
 
 
 def ids_unique(ctx: CheckContext) -> dict[str, Any]:
@@ -43,8 +45,7 @@ def ids_unique(ctx: CheckContext) -> dict[str, Any]:
                 if isinstance(item, dict) and "id" in item:
                     seen[item["id"]] = seen.get(item["id"], 0) + 1
     dups = sorted(i for i, n in seen.items() if n > 1)
-    return {"ids": len(seen), "duplicates": len(dups), "duplicate_ids": dups,
-            "files": len(files)}
+    return {"ids": len(seen), "duplicates": len(dups), "duplicate_ids": dups, "files": len(files)}
 
 
 def malformed_rejected(ctx: CheckContext) -> dict[str, Any]:
@@ -74,9 +75,16 @@ def malformed_rejected(ctx: CheckContext) -> dict[str, Any]:
                 wrong.append(f"{case.name}: lines {lines}, expected {want}")
         except Exception as exc:  # a crash is not a refusal with a location
             crashed.append(f"{case.name}: {type(exc).__name__}: {exc}")
-    return {"cases": len(cases), "rejected_at_line": good, "accepted": len(accepted),
-            "crashed": len(crashed), "misplaced": len(wrong), "accepted_files": accepted, "wrong_lines": wrong,
-            "crashes": crashed}
+    return {
+        "cases": len(cases),
+        "rejected_at_line": good,
+        "accepted": len(accepted),
+        "crashed": len(crashed),
+        "misplaced": len(wrong),
+        "accepted_files": accepted,
+        "wrong_lines": wrong,
+        "crashes": crashed,
+    }
 
 
 def schema_published(ctx: CheckContext) -> dict[str, Any]:
@@ -100,11 +108,19 @@ criteria:
     check: {{python: "harness.checks.files:files_exist"}}
     expect: {{missing: {{eq: 0}}}}
 """
-_FIELDS = {"id": None, "title": "title: generated criterion",
-           "severity": "severity: blocker", "references": "references: [generated]",
-           "invariants": "invariants: [INV-GEN-001]"}
-_WRONG = {"title": "title: [not, a, string]", "severity": "severity: 3",
-          "references": "references: generated", "invariants": "invariants: INV-GEN-001"}
+_FIELDS = {
+    "id": None,
+    "title": "title: generated criterion",
+    "severity": "severity: blocker",
+    "references": "references: [generated]",
+    "invariants": "invariants: [INV-GEN-001]",
+}
+_WRONG = {
+    "title": "title: [not, a, string]",
+    "severity": "severity: 3",
+    "references": "references: generated",
+    "invariants": "invariants: INV-GEN-001",
+}
 
 
 def generated_defect_rejected(ctx: CheckContext) -> dict[str, Any]:
@@ -116,34 +132,22 @@ def generated_defect_rejected(ctx: CheckContext) -> dict[str, Any]:
 
     field, defect = ctx.params.get("field", "severity"), ctx.params.get("defect", "wrong_type")
     junk = re.sub(r"[^a-z]", "", str(ctx.params.get("junk", "x")).lower()) or "x"
-    rows, target = [], 5
-    for i, (name, line) in enumerate(_FIELDS.items()):
-        if name == "id":
-            continue
-        assert line is not None
-        if name == field:
-            target = 5 + len(rows)
-            if defect == "delete":
-                target = 4  # a missing key is reported at its mapping
-                continue
-            if defect == "misspell":
-                line = line.replace(name, name + junk, 1)
-            else:
-                line = _WRONG[name]
-        rows.append("    " + line + "\n")
-    if field == "id":
-        target = 4
-        if defect == "delete":
-            text = _VALID.format(fields="".join(rows)).replace("  - id: AC-GEN-001\n", "  - \n")
-            rows_text = None
-        else:
-            bad = {"misspell": f"  - id{junk}: AC-GEN-001", "wrong_type": "  - id: 42"}[defect]
-            text = _VALID.format(fields="".join(rows)).replace("  - id: AC-GEN-001", bad)
-            rows_text = text
-        if rows_text is None:
-            text = text.replace("  - \n    title", "  - title")
+    rows = ["  - id: AC-GEN-001"] + ["    " + line for line in _FIELDS.values() if line]
+    index = {"id": 0, **{name: i for i, name in enumerate(list(_FIELDS)[1:], 1)}}[field]
+    target = 4 + index  # criteria[0] starts on line 4
+    line = rows[index]
+    if defect == "delete":
+        target = 4  # a missing key is reported at its mapping
+        rows[index] = "  - " + rows[1].strip() if index == 0 else ""
+        if index == 0:
+            del rows[1]
+    elif defect == "misspell":
+        rows[index] = line.replace(f"{field}:", f"{field}{junk}:", 1)
     else:
-        text = _VALID.format(fields="".join(rows))
+        rows[index] = "  - id: 42" if index == 0 else "    " + _WRONG[field]
+    text = _VALID.format(fields="".join(r + "\n" for r in rows[1:] if r)).replace(
+        "  - id: AC-GEN-001\n", rows[0] + "\n" if rows[0] else "", 1
+    )
     path = ctx.scratch / "generated.yaml"
     path.write_text(text)
     ctx.attach(path, "generated.yaml")
@@ -151,9 +155,18 @@ def generated_defect_rejected(ctx: CheckContext) -> dict[str, Any]:
         load_contract(path)
     except ContractError as exc:
         lines = sorted({d.line for d in exc.diagnostics})
-        return {"rejected": True, "at_line": target in lines, "lines": lines,
-                "expected_line": target}
+        return {
+            "rejected": True,
+            "at_line": target in lines,
+            "lines": lines,
+            "expected_line": target,
+        }
     except Exception as exc:  # a crash is not a refusal with a location
-        return {"rejected": False, "at_line": False, "lines": [], "expected_line": target,
-                "crash": f"{type(exc).__name__}: {exc}"}
+        return {
+            "rejected": False,
+            "at_line": False,
+            "lines": [],
+            "expected_line": target,
+            "crash": f"{type(exc).__name__}: {exc}",
+        }
     return {"rejected": False, "at_line": False, "lines": [], "expected_line": target}

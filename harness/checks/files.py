@@ -25,5 +25,11 @@ def files_exist(ctx: CheckContext) -> dict[str, Any]:
         p = ctx.root / rel
         text = p.read_text(encoding="utf-8", errors="replace") if p.is_file() else ""
         missing_text += [f"{rel}: {n!r}" for n in needles if n.lower() not in text.lower()]
-    return {"missing": len(missing), "empty": len(empty), "missing_text": len(missing_text),
-            "checked": len(paths), "missing_paths": missing, "missing_texts": missing_text}
+    return {
+        "missing": len(missing),
+        "empty": len(empty),
+        "missing_text": len(missing_text),
+        "checked": len(paths),
+        "missing_paths": missing,
+        "missing_texts": missing_text,
+    }

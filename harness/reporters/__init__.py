@@ -14,8 +14,10 @@ def make_writer(spec: str, *, stream: object = None) -> Listener:
     """``json=FILE``, ``junit=FILE``, ``markdown=FILE`` or ``github``."""
     kind, _, target = spec.partition("=")
     if kind not in FORMATS:
-        raise UsageError(f"--output {spec!r}: unknown format {kind!r} "
-                         f"(use one of: json=FILE, junit=FILE, markdown=FILE, github)")
+        raise UsageError(
+            f"--output {spec!r}: unknown format {kind!r} "
+            f"(use one of: json=FILE, junit=FILE, markdown=FILE, github)"
+        )
     if kind == "github":
         from harness.reporters.github import GithubAnnotations
 

@@ -28,5 +28,8 @@ class GithubAnnotations(Listener):
             level = "error" if c.verdict is Verdict.NO_GO else "warning"
             title = f"{c.criterion_id} {c.verdict.value}"
             message = "; ".join(c.reasons) or c.verdict.value
-            print(f"::{level} file={_prop(c.location.file)},line={c.location.line},"
-                  f"title={_prop(title)}::{_escape(message)}", file=self.stream)
+            print(
+                f"::{level} file={_prop(c.location.file)},line={c.location.line},"
+                f"title={_prop(title)}::{_escape(message)}",
+                file=self.stream,
+            )

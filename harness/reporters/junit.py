@@ -9,8 +9,12 @@ from harness.fsutil import atomic_write_bytes
 from harness.hooks import Listener
 from harness.model import FalsifierOutcome, InvariantOutcome, RunResult
 
-_BAD_FALSIFIER = {FalsifierOutcome.REFUTED: "failure", FalsifierOutcome.MISSED: "failure",
-                  FalsifierOutcome.ERROR: "error", FalsifierOutcome.NOT_RUN: "skipped"}
+_BAD_FALSIFIER = {
+    FalsifierOutcome.REFUTED: "failure",
+    FalsifierOutcome.MISSED: "failure",
+    FalsifierOutcome.ERROR: "error",
+    FalsifierOutcome.NOT_RUN: "skipped",
+}
 
 
 def _clean(text: str) -> str:
@@ -23,11 +27,17 @@ def junit_xml(result: RunResult) -> bytes:
         cases = []
         counts = {"failures": 0, "errors": 0, "skipped": 0}
         for inv in c.invariants:
-            case = ET.Element("testcase", classname=c.criterion_id, name=inv.invariant_id,
-                              time=f"{inv.duration:.3f}", file=c.location.file)
+            case = ET.Element(
+                "testcase",
+                classname=c.criterion_id,
+                name=inv.invariant_id,
+                time=f"{inv.duration:.3f}",
+                file=c.location.file,
+            )
             if inv.outcome is InvariantOutcome.FAIL:
                 ET.SubElement(case, "failure", message=_clean(inv.message)).text = _clean(
-                    inv.message)
+                    inv.message
+                )
                 counts["failures"] += 1
             elif inv.outcome is InvariantOutcome.ERROR:
                 ET.SubElement(case, "error", message=_clean(inv.message))
@@ -37,18 +47,28 @@ def junit_xml(result: RunResult) -> bytes:
                 counts["skipped"] += 1
             cases.append(case)
         for f in c.falsifiers:
-            case = ET.Element("testcase", classname=c.criterion_id,
-                              name=f"{f.falsifier_id} ({f.kind} vs {f.target})",
-                              time=f"{f.duration:.3f}", file=c.location.file)
+            case = ET.Element(
+                "testcase",
+                classname=c.criterion_id,
+                name=f"{f.falsifier_id} ({f.kind} vs {f.target})",
+                time=f"{f.duration:.3f}",
+                file=c.location.file,
+            )
             tag = _BAD_FALSIFIER.get(f.outcome)
             if tag:
                 ET.SubElement(case, tag, message=_clean(f"{f.outcome.value}: {f.message}"))
-                counts["failures" if tag == "failure" else
-                       "errors" if tag == "error" else "skipped"] += 1
+                counts[
+                    "failures" if tag == "failure" else "errors" if tag == "error" else "skipped"
+                ] += 1
             cases.append(case)
-        suite = ET.SubElement(suites, "testsuite", name=f"{c.criterion_id} {c.title}",
-                              tests=str(len(cases)), time=f"{c.duration:.3f}",
-                              **{k: str(v) for k, v in counts.items()})
+        suite = ET.SubElement(
+            suites,
+            "testsuite",
+            name=f"{c.criterion_id} {c.title}",
+            tests=str(len(cases)),
+            time=f"{c.duration:.3f}",
+            attrib={k: str(v) for k, v in counts.items()},
+        )
         props = ET.SubElement(suite, "properties")
         ET.SubElement(props, "property", name="verdict", value=c.verdict.value)
         ET.SubElement(props, "property", name="severity", value=c.severity)

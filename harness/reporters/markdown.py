@@ -10,8 +10,7 @@ from harness.fsutil import atomic_write_text
 from harness.hooks import Listener
 from harness.model import RunResult, Verdict
 
-ICON = {Verdict.GO: "✅", Verdict.NO_GO: "❌", Verdict.UNPROVEN: "⚠️",
-        Verdict.UNPROVEN_FAST: "⏩"}
+ICON = {Verdict.GO: "✅", Verdict.NO_GO: "❌", Verdict.UNPROVEN: "⚠️", Verdict.UNPROVEN_FAST: "⏩"}
 
 
 def _cell(text: str) -> str:
@@ -19,15 +18,21 @@ def _cell(text: str) -> str:
 
 
 def markdown_summary(result: RunResult) -> str:
-    lines = [f"## Release verdict: {ICON[result.verdict]} {result.verdict.value}", "",
-             f"**{result.summary_line()}** — run `{result.run_id}`, profile `{result.profile}`, "
-             f"seed `{result.seed}`", "",
-             "| verdict | criterion | title | severity | reason |",
-             "|---|---|---|---|---|"]
+    lines = [
+        f"## Release verdict: {ICON[result.verdict]} {result.verdict.value}",
+        "",
+        f"**{result.summary_line()}** — run `{result.run_id}`, profile `{result.profile}`, "
+        f"seed `{result.seed}`",
+        "",
+        "| verdict | criterion | title | severity | reason |",
+        "|---|---|---|---|---|",
+    ]
     for c in result.criteria:
         reason = c.reasons[0] if c.reasons else ""
-        lines.append(f"| {ICON[c.verdict]} {c.verdict.value} | {c.criterion_id} | "
-                     f"{_cell(c.title)} | {c.severity} | {_cell(reason)} |")
+        lines.append(
+            f"| {ICON[c.verdict]} {c.verdict.value} | {c.criterion_id} | "
+            f"{_cell(c.title)} | {c.severity} | {_cell(reason)} |"
+        )
     if result.interrupted:
         lines += ["", "**The run was interrupted; the evidence is incomplete.**"]
     return "\n".join(lines) + "\n"

@@ -11,8 +11,12 @@ from harness.hooks import Listener, RunInfo
 from harness.model import ContractSet, CriterionResult, FalsifierOutcome, RunResult, Verdict
 from harness.runner import Plan
 
-COLORS = {Verdict.GO: "green", Verdict.NO_GO: "red", Verdict.UNPROVEN: "yellow",
-          Verdict.UNPROVEN_FAST: "yellow"}
+COLORS = {
+    Verdict.GO: "green",
+    Verdict.NO_GO: "red",
+    Verdict.UNPROVEN: "yellow",
+    Verdict.UNPROVEN_FAST: "yellow",
+}
 
 
 def criterion_line(r: CriterionResult, width: int = 0) -> str:
@@ -40,8 +44,10 @@ class TerminalReporter(Listener):
     def run_started(self, info: RunInfo, contracts: ContractSet, plan: Plan) -> None:
         self.plan = plan
         self.total = len(plan.criteria)
-        self.echo(f"harness run {info.run_id}: {self.total} criteria, {len(plan.tasks)} checks, "
-                  f"profile {info.profile}, seed {info.seed}, {info.jobs} workers")
+        self.echo(
+            f"harness run {info.run_id}: {self.total} criteria, {len(plan.tasks)} checks, "
+            f"profile {info.profile}, seed {info.seed}, {info.jobs} workers"
+        )
 
     def criterion_finished(self, result: CriterionResult) -> None:
         self.done += 1
@@ -52,24 +58,29 @@ class TerminalReporter(Listener):
         if not self.live:
             for r in result.criteria:
                 self.echo(criterion_line(r))
-        if self.verbose or not self.live:
+        if self.verbose:
             for r in result.criteria:
-                for reason in r.reasons[1:] if not self.verbose else r.reasons:
+                for reason in r.reasons:
                     self.echo(f"    {r.criterion_id}: {reason}")
         if result.profile == "teeth":
             self._teeth_table(result)
         self.echo()
         if result.interrupted:
-            self.echo(click.style("INTERRUPTED", fg="red", bold=True)
-                      + f": {len(result.criteria)} of {self.total} criteria finished")
+            self.echo(
+                click.style("INTERRUPTED", fg="red", bold=True)
+                + f": {len(result.criteria)} of {self.total} criteria finished"
+            )
         self.echo(result.summary_line())
         release = click.style(result.verdict.value, fg=COLORS[result.verdict], bold=True)
         where = f" (evidence: {result.evidence_dir})" if result.evidence_dir else ""
         self.echo(f"release verdict: {release}{where}")
 
     def _teeth_table(self, result: RunResult) -> None:
-        rows = [(f.target, f.falsifier_id, f.outcome.value, f"{f.duration:.2f}s")
-                for r in result.criteria for f in r.falsifiers]
+        rows = [
+            (f.target, f.falsifier_id, f.outcome.value, f"{f.duration:.2f}s")
+            for r in result.criteria
+            for f in r.falsifiers
+        ]
         self.echo()
         self.echo(f"{'invariant':<22} {'mutant':<26} {'outcome':<8} time")
         for inv, mut, outcome, t in rows:

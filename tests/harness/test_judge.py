@@ -1,0 +1,190 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from harness.judge import judge_criterion, judge_expectation, judge_observations, release_verdict
+from harness.model import (
+    Expectation,
+    FalsifierOutcome,
+    FalsifierResult,
+    InvariantOutcome,
+    InvariantResult,
+    Location,
+    Verdict,
+)
+
+
+def ok(comparators, observed):
+    return judge_expectation(Expectation("x", comparators), {"x": observed}).ok
+
+
+@pytest.mark.parametrize(
+    "comparators,observed,expected",
+    [
+        ({"eq": 1}, 1, True),
+        ({"eq": 1}, 2, False),
+        ({"eq": True}, True, True),
+        ({"eq": True}, 1, False),
+        ({"eq": 1}, True, False),
+        ({"eq": "a"}, "a", True),
+        ({"eq": [1, 2]}, [1, 2], True),
+        ({"eq": [1, 2]}, [2, 1], False),
+        ({"ne": 0}, 1, True),
+        ({"ne": 0}, 0, False),
+        ({"le": 1}, 1, True),
+        ({"le": 1}, 1.0001, False),
+        ({"lt": 1}, 0.999, True),
+        ({"lt": 1}, 1, False),
+        ({"ge": 1}, 1, True),
+        ({"ge": 1}, 0, False),
+        ({"gt": 1}, 2, True),
+        ({"gt": 1}, 1, False),
+        ({"ge": 0, "le": 1}, 0.5, True),
+        ({"ge": 0, "le": 1}, 1.5, False),
+        ({"approx": 1.0}, 1.0 + 1e-9, True),
+        ({"approx": 1.0}, 1.1, False),
+        ({"approx": 1.0, "rel": 0.2}, 1.1, True),
+        ({"approx": 0.0, "abs": 1e-3}, 5e-4, True),
+        ({"approx": 0.0, "abs": 1e-3}, 2e-3, False),
+        ({"in": ["a", "b"]}, "b", True),
+        ({"in": ["a", "b"]}, "c", False),
+        ({"matches": "^v[0-9]+$"}, "v12", True),
+        ({"matches": "^v[0-9]+$"}, "x", False),
+        ({"matches": "x"}, 3, False),
+        ({"le": 1}, "1", False),
+        ({"le": 1}, None, False),
+        ({"le": 1}, True, False),
+    ],
+)
+def test_comparators(comparators, observed, expected):
+    assert ok(comparators, observed) is expected
+
+
+@pytest.mark.parametrize("op", ["le", "lt", "ge", "gt", "approx", "eq"])
+def test_nan_never_satisfies(op):
+    assert not ok({op: 1.0}, math.nan)
+    assert not ok({op: math.nan}, math.nan)
+
+
+def test_ne_nan_is_not_equal():
+    assert ok({"ne": 1.0}, math.nan)
+
+
+def test_infinities():
+    assert ok({"ge": 1e308}, math.inf)
+    assert not ok({"le": 1e308}, math.inf)
+    assert ok({"approx": math.inf}, math.inf)
+    assert not ok({"approx": 1.0}, math.inf)
+    assert not ok({"approx": math.inf}, 1e308)
+    assert ok({"lt": 0}, -math.inf)
+
+
+def test_missing_observation_is_error_not_fail():
+    outcome, _, message = judge_observations([Expectation("y", {"eq": 1})], {"x": 1})
+    assert outcome is InvariantOutcome.ERROR
+    assert "'y' missing" in message and "x" in message
+
+
+def test_failure_message_names_observed_and_expected():
+    outcome, _, message = judge_observations([Expectation("loss", {"le": 2.0})], {"loss": 3.5})
+    assert outcome is InvariantOutcome.FAIL
+    assert "observed 3.5" in message and "<= 2.0" in message
+
+
+def _inv(outcome, iid="INV-A-001"):
+    return InvariantResult(iid, outcome, {}, (), 0.0, 0)
+
+
+def _fal(outcome, kind="mutant", fid="FALSIFY-A-001", target="INV-A-001"):
+    return FalsifierResult(fid, target, kind, outcome, 0.0)
+
+
+LOC = Location("x.yaml", 1, 1)
+TARGETS = {"INV-A-001": ["FALSIFY-A-001"]}
+
+
+def verdict(invs, fals, targets=TARGETS):
+    return judge_criterion("AC-A-001", "t", "blocker", LOC, invs, fals, targets).verdict
+
+
+def test_go_needs_pass_and_killed_mutant():
+    assert verdict([_inv(InvariantOutcome.PASS)], [_fal(FalsifierOutcome.KILLED)]) is Verdict.GO
+
+
+def test_fail_is_no_go():
+    assert verdict([_inv(InvariantOutcome.FAIL)], [_fal(FalsifierOutcome.KILLED)]) is Verdict.NO_GO
+
+
+def test_error_is_no_go():
+    assert verdict([_inv(InvariantOutcome.ERROR)], [_fal(FalsifierOutcome.KILLED)]) is Verdict.NO_GO
+
+
+def test_skip_is_never_go():
+    assert (
+        verdict([_inv(InvariantOutcome.SKIP)], [_fal(FalsifierOutcome.KILLED)]) is Verdict.UNPROVEN
+    )
+
+
+def test_missed_mutant_is_unproven_with_reason():
+    r = judge_criterion(
+        "AC-A-001",
+        "t",
+        "blocker",
+        LOC,
+        [_inv(InvariantOutcome.PASS)],
+        [_fal(FalsifierOutcome.MISSED)],
+        TARGETS,
+    )
+    assert r.verdict is Verdict.UNPROVEN
+    assert any("mutant FALSIFY-A-001 survived" in x for x in r.reasons)
+
+
+def test_no_falsifier_is_unproven_with_reason():
+    r = judge_criterion("AC-A-001", "t", "blocker", LOC, [_inv(InvariantOutcome.PASS)], [], {})
+    assert r.verdict is Verdict.UNPROVEN
+    assert "INV-A-001: no falsifier" in r.reasons
+
+
+def test_refuted_attack_is_no_go():
+    targets = {"INV-A-001": ["FALSIFY-A-001", "FALSIFY-A-002"]}
+    fals = [
+        _fal(FalsifierOutcome.KILLED),
+        _fal(FalsifierOutcome.REFUTED, "property", "FALSIFY-A-002"),
+    ]
+    assert verdict([_inv(InvariantOutcome.PASS)], fals, targets) is Verdict.NO_GO
+
+
+def test_surviving_attack_without_mutant_is_unproven():
+    fals = [_fal(FalsifierOutcome.SURVIVED, "property")]
+    assert verdict([_inv(InvariantOutcome.PASS)], fals) is Verdict.UNPROVEN
+
+
+def test_falsifier_error_is_never_go():
+    assert (
+        verdict([_inv(InvariantOutcome.PASS)], [_fal(FalsifierOutcome.ERROR)]) is Verdict.UNPROVEN
+    )
+
+
+def test_fast_profile_gives_unproven_fast():
+    fals = [_fal(FalsifierOutcome.NOT_RUN)]
+    assert verdict([_inv(InvariantOutcome.PASS)], fals) is Verdict.UNPROVEN_FAST
+
+
+def test_release_verdict_ignores_warn_criteria():
+    go = judge_criterion(
+        "AC-A-001",
+        "t",
+        "blocker",
+        LOC,
+        [_inv(InvariantOutcome.PASS)],
+        [_fal(FalsifierOutcome.KILLED)],
+        TARGETS,
+    )
+    bad = judge_criterion("AC-B-001", "t", "warn", LOC, [_inv(InvariantOutcome.FAIL)], [], {})
+    assert release_verdict([go, bad]) is Verdict.GO
+    bad_blocker = judge_criterion(
+        "AC-B-001", "t", "blocker", LOC, [_inv(InvariantOutcome.FAIL)], [], {}
+    )
+    assert release_verdict([go, bad_blocker]) is Verdict.NO_GO

@@ -1,0 +1,334 @@
+"""End to end through the runner and the worker pool: crashes, timeouts,
+falsifiers of every kind winning and losing, isolation of mutants."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.executor import LocalProcessExecutor
+from harness.loader import load_contract_set
+from harness.model import FalsifierOutcome, InvariantOutcome, Verdict
+from harness.runner import run_contracts
+
+from .conftest import simple_contract
+
+
+def run(project, body: str, jobs: int = 2, **kw):
+    project.contract("c", body)
+    contracts = load_contract_set([project.root / "contracts"])
+    return run_contracts(
+        contracts,
+        contracts.criteria,
+        jobs=jobs,
+        seed=7,
+        root=project.root,
+        default_timeout=30,
+        **kw,
+    )
+
+
+def only(result):
+    assert len(result.criteria) == 1
+    return result.criteria[0]
+
+
+def test_passing_invariant_with_killed_mutant_is_go(project):
+    c = only(run(project, simple_contract()))
+    assert c.invariants[0].outcome is InvariantOutcome.PASS
+    assert c.falsifiers[0].outcome is FalsifierOutcome.KILLED
+    assert c.verdict is Verdict.GO
+
+
+def test_check_that_raises_is_error_and_run_goes_on(project):
+    body = simple_contract(check="demochecks:boom")
+    c = only(run(project, body))
+    assert c.invariants[0].outcome is InvariantOutcome.ERROR
+    assert "the check blew up" in c.invariants[0].message
+    assert c.verdict is Verdict.NO_GO
+
+
+def test_segfault_is_error_and_the_run_completes(project):
+    project.contract(
+        "ok",
+        simple_contract(cid="AC-OK-001", inv="INV-OK-001").replace("name: ac-ok-001", "name: ok"),
+    )
+    result = run(project, simple_contract(check="demochecks:segfault"))
+    by_id = {c.criterion_id: c for c in result.criteria}
+    crashed = by_id["AC-DEMO-001"].invariants[0]
+    assert crashed.outcome is InvariantOutcome.ERROR
+    assert "SIGSEGV" in crashed.message
+    assert by_id["AC-OK-001"].verdict is Verdict.GO
+
+
+def test_timeout_is_error_and_the_run_completes(project):
+    body = simple_contract(check="demochecks:sleepy", timeout=1)
+    c = only(run(project, body))
+    assert c.invariants[0].outcome is InvariantOutcome.ERROR
+    assert "timed out after 1s" in c.invariants[0].message
+    assert c.invariants[0].duration < 20
+
+
+def test_skip_is_unproven_never_go(project):
+    c = only(run(project, simple_contract(check="demochecks:skipper")))
+    assert c.invariants[0].outcome is InvariantOutcome.SKIP
+    assert c.verdict is Verdict.UNPROVEN
+    assert any("needs a GPU" in r for r in c.reasons)
+
+
+def test_mutant_that_stays_green_is_missed(project):
+    body = simple_contract(
+        falsifiers="""
+falsifiers:
+  - id: FALSIFY-DEMO-001
+    title: a mutant the check cannot see
+    kind: mutant
+    target: INV-DEMO-001
+    mutant:
+      patch: {"demochecks:boom": "demochecks:ok"}
+"""
+    )
+    c = only(run(project, body))
+    assert c.falsifiers[0].outcome is FalsifierOutcome.MISSED
+    assert c.verdict is Verdict.UNPROVEN
+    assert "INV-DEMO-001: mutant FALSIFY-DEMO-001 survived" in c.reasons
+
+
+def test_refuting_fixture_by_params_is_killed(project):
+    body = simple_contract(
+        falsifiers="""
+falsifiers:
+  - id: FALSIFY-DEMO-001
+    title: a known-bad input
+    kind: mutant
+    target: INV-DEMO-001
+    mutant:
+      params: {value: 5}
+"""
+    )
+    assert only(run(project, body)).falsifiers[0].outcome is FalsifierOutcome.KILLED
+
+
+def test_mutant_naming_nothing_is_error(project):
+    body = simple_contract(
+        falsifiers="""
+falsifiers:
+  - id: FALSIFY-DEMO-001
+    title: a mutant of a function that does not exist
+    kind: mutant
+    target: INV-DEMO-001
+    mutant:
+      patch: {"demochecks:no_such_function": "demochecks:ok"}
+"""
+    )
+    f = only(run(project, body)).falsifiers[0]
+    assert f.outcome is FalsifierOutcome.ERROR
+    assert "does not exist" in f.message
+
+
+PROPERTY = """
+falsifiers:
+  - id: FALSIFY-DEMO-001
+    title: mutant
+    kind: mutant
+    target: INV-DEMO-001
+    mutant: {{params: {{x: 0}}}}
+  - id: FALSIFY-DEMO-002
+    title: search
+    kind: property
+    target: INV-DEMO-001
+    property: {{strategy: "{strategy}", max_examples: 40}}
+"""
+
+
+def test_property_that_holds_survives(project):
+    body = simple_contract(
+        check="demochecks:square_is_nonneg",
+        expect="square: {ge: 1}",
+        params="{x: 3}",
+        falsifiers=PROPERTY.format(strategy="demochecks:strategy_ints"),
+    )
+    c = only(run(project, body))
+    prop = next(f for f in c.falsifiers if f.kind == "property")
+    # x = 0 gives square 0 < 1: the search must find it and shrink to it
+    assert prop.outcome is FalsifierOutcome.REFUTED
+    assert prop.detail["counterexample"] == {"x": 0}
+    assert c.verdict is Verdict.NO_GO
+
+
+def test_property_search_survives_when_invariant_holds(project):
+    body = simple_contract(
+        check="demochecks:square_is_nonneg",
+        expect="square: {ge: 0}",
+        params="{x: 3}",
+        falsifiers=PROPERTY.format(strategy="demochecks:strategy_ints").replace(
+            "{params: {x: 0}}", "{params: {x: 0.5j}}"
+        ),
+    )
+    c = only(
+        run(
+            project,
+            body.replace(
+                "{params: {x: 0.5j}}",
+                '{patch: {"demochecks:square_is_nonneg": "demochecks:always_value_2"}}',
+            ),
+        )
+    )
+    prop = next(f for f in c.falsifiers if f.kind == "property")
+    assert prop.outcome is FalsifierOutcome.SURVIVED
+    assert "40 examples" in prop.message or "examples" in prop.message
+
+
+def test_saved_counterexample_is_replayed_first(project, tmp_path):
+    body = simple_contract(
+        check="demochecks:positive_only",
+        expect="x: {ge: 0}",
+        params="{x: 1}",
+        falsifiers=PROPERTY.format(strategy="demochecks:strategy_positive"),
+    )
+    evidence = tmp_path / "ev"
+    first = only(run(project, body, evidence_root=evidence))
+    prop = next(f for f in first.falsifiers if f.kind == "property")
+    assert prop.outcome is FalsifierOutcome.REFUTED
+    assert (evidence / "regressions" / "FALSIFY-DEMO-002.json").exists()
+    second = only(run(project, body, evidence_root=evidence))
+    prop2 = next(f for f in second.falsifiers if f.kind == "property")
+    assert prop2.outcome is FalsifierOutcome.REFUTED
+    assert prop2.detail["replayed"] is True
+
+
+def test_property_strategy_that_errors_is_error(project):
+    body = simple_contract(falsifiers=PROPERTY.format(strategy="demochecks:strategy_broken"))
+    c = only(run(project, body))
+    prop = next(f for f in c.falsifiers if f.kind == "property")
+    assert prop.outcome is FalsifierOutcome.ERROR
+    assert "strategy exploded" in prop.message
+
+
+FAULT = """
+falsifiers:
+  - id: FALSIFY-DEMO-001
+    title: fault
+    kind: fault
+    target: INV-DEMO-001
+    fault: {{injector: {injector}}}
+"""
+
+
+def test_fault_that_breaks_the_invariant_refutes_it(project):
+    body = simple_contract(
+        check="demochecks:reads_file",
+        expect="intact: {eq: true}",
+        falsifiers=FAULT.format(injector="flip_bytes"),
+    )
+    f = only(run(project, body)).falsifiers[0]
+    assert f.outcome is FalsifierOutcome.REFUTED
+    assert f.detail["injected"] is True
+
+
+def test_fault_the_invariant_survives(project):
+    # the invariant "reading gives some bytes" holds when a byte is flipped
+    body = simple_contract(
+        check="demochecks:reads_file",
+        expect="intact: {in: [true, false]}",
+        falsifiers=FAULT.format(injector="flip_bytes"),
+    )
+    assert only(run(project, body)).falsifiers[0].outcome is FalsifierOutcome.SURVIVED
+
+
+def test_injector_that_never_injects_is_error(project):
+    body = simple_contract(
+        check="demochecks:ignores_fault", falsifiers=FAULT.format(injector="truncate_file")
+    )
+    f = only(run(project, body)).falsifiers[0]
+    assert f.outcome is FalsifierOutcome.ERROR
+    assert "did not inject" in f.message
+
+
+def test_unknown_injector_is_error(project):
+    body = simple_contract(
+        check="demochecks:reads_file",
+        expect="intact: {eq: true}",
+        falsifiers=FAULT.format(injector="no_such_injector"),
+    )
+    f = only(run(project, body)).falsifiers[0]
+    assert f.outcome is FalsifierOutcome.ERROR
+    assert "no such injector" in f.message
+
+
+def test_mutant_never_leaks_into_the_next_check_in_the_same_pool(project):
+    body = simple_contract(
+        check="demochecks:poisoned",
+        expect="poisoned: {eq: false}",
+        falsifiers="""
+falsifiers:
+  - id: FALSIFY-DEMO-001
+    title: poison the module global, then the clean check runs after it
+    kind: mutant
+    target: INV-DEMO-001
+    mutant:
+      patch: {"demochecks:poisoned": "demochecks:poison"}
+""",
+    )
+    project.contract("c", body)
+    contracts = load_contract_set([project.root / "contracts"])
+    inv = contracts.invariants["INV-DEMO-001"]
+    fal = contracts.falsifiers[0]
+    from harness.worker import Task
+
+    def task(key, falsifier):
+        return Task(
+            key,
+            inv,
+            falsifier,
+            1,
+            str(project.root / "checks" / key),
+            30,
+            str(project.root),
+            fresh=falsifier is not None,
+        )
+
+    ex = LocalProcessExecutor(jobs=1)
+    results = [
+        e[2]
+        for e in ex.run(
+            [task("INV-DEMO-001", None), task("FALSIFY-DEMO-001", fal), task("INV-DEMO-001b", None)]
+        )
+        if e[0] == "done"
+    ]
+    ex.shutdown()
+    assert results[0].outcome is InvariantOutcome.PASS
+    assert results[1].outcome is FalsifierOutcome.KILLED
+    assert results[2].outcome is InvariantOutcome.PASS  # the clean check after the mutant
+
+
+def test_logs_artifacts_and_metrics_reach_the_evidence(project, tmp_path):
+    result = run(project, simple_contract(check="demochecks:noisy"), evidence_root=tmp_path)
+    folder = Path(result.evidence_dir) / "criteria" / "AC-DEMO-001"
+    assert "to stdout" in (folder / "logs" / "INV-DEMO-001.stdout.txt").read_text()
+    assert "fd level" in (folder / "logs" / "INV-DEMO-001.stderr.txt").read_text()
+    assert (folder / "artifacts" / "INV-DEMO-001" / "thing.bin").read_bytes() == b"artifact bytes"
+    assert '"loss"' in (folder / "metrics.jsonl").read_text()
+    manifest = (folder / "manifest.json").read_text()
+    assert "observations.jsonl" in manifest and "criterion.yaml" in manifest
+    assert not (Path(result.evidence_dir) / "INCOMPLETE").exists()
+
+
+def test_fast_profile_skips_mutants_and_reports_unproven_fast(project):
+    c = only(run(project, simple_contract(), profile="fast"))
+    assert c.falsifiers[0].outcome is FalsifierOutcome.NOT_RUN
+    assert c.verdict is Verdict.UNPROVEN_FAST
+
+
+def test_teeth_profile_runs_only_mutants(project):
+    c = only(run(project, simple_contract(), profile="teeth"))
+    assert c.invariants == ()
+    assert c.falsifiers[0].outcome is FalsifierOutcome.KILLED
+    assert c.verdict is Verdict.GO
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_results_do_not_depend_on_jobs(project, jobs):
+    c = only(run(project, simple_contract(), jobs=jobs))
+    assert c.verdict is Verdict.GO
