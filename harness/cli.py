@@ -111,6 +111,17 @@ def cli() -> None:
 @click.option("--evidence-dir", type=click.Path(), help="Where run bundles go [config].")
 @click.option("--no-evidence", is_flag=True, help="Write no evidence bundle.")
 @click.option("-v", "--verbose", is_flag=True, help="Print every reason of every criterion.")
+@click.option(
+    "--sign-key",
+    type=click.Path(dir_okay=False),
+    help="Ed25519 private key (PEM) to sign the evidence "
+    "[$HARNESS_SIGN_KEY or [tool.harness] sign-key].",
+)
+@click.option(
+    "--require-signature",
+    is_flag=True,
+    help="Refuse to run without a signing key (release profile).",
+)
 def run(
     paths: tuple[str, ...],
     keyword: str | None,
@@ -125,6 +136,8 @@ def run(
     evidence_dir: str | None,
     no_evidence: bool,
     verbose: bool,
+    sign_key: str | None,
+    require_signature: bool,
 ) -> int:
     """Run the contracts and print a verdict per acceptance criterion."""
     from harness.loader import load_contract_set
@@ -133,6 +146,7 @@ def run(
     from harness.reporters.terminal import TerminalReporter
     from harness.runner import run_contracts
     from harness.selection import select
+    from harness.signing import load_signer, resolve_sign_key
 
     if sum(bool(x) for x in (profile, fast, teeth)) > 1:
         raise UsageError("choose one of --profile, --fast, --teeth")
@@ -148,8 +162,17 @@ def run(
     listeners: list[Any] = [TerminalReporter(verbose=verbose)]
     listeners += [make_writer(spec) for spec in outputs]
     evidence_root = None
+    signer = None
+    key_path = resolve_sign_key(sign_key, cfg.sign_key)
+    if require_signature and (key_path is None or no_evidence):
+        raise UsageError(
+            "--require-signature: no signing key (use --sign-key, "
+            "$HARNESS_SIGN_KEY or [tool.harness] sign-key; `harness keygen` makes one)"
+        )
     if not no_evidence:
         evidence_root = Path(evidence_dir) if evidence_dir else cfg.evidence_dir
+        if key_path is not None:
+            signer = load_signer(key_path)
     selection: dict[str, object] = {
         "paths": list(paths),
         "keyword": keyword,
@@ -168,6 +191,7 @@ def run(
         default_timeout=cfg.default_timeout,
         allowed=cfg.allowed_packages,
         selection=selection,
+        signer=signer,
     )
     return int(ExitCode.GO if result.verdict is Verdict.GO else ExitCode.NOT_GO)
 
@@ -265,6 +289,176 @@ def new(kind: str, file: str) -> int:
 
     new_id = new_item(kind, Path(file))
     click.echo(f"added {new_id} to {file}; fill in its TODO fields, then `harness lint {file}`")
+    return 0
+
+
+# --------------------------------------------------------------------------- evidence
+
+
+@cli.command()
+@click.option(
+    "-o",
+    "--out",
+    default="harness-signing.key",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="Private key path; the public key is OUT.pub.",
+)
+@click.option(
+    "--passphrase-env",
+    metavar="VAR",
+    help="Protect the private key with the passphrase in this environment variable.",
+)
+def keygen(out: str, passphrase_env: str | None) -> int:
+    """Write an Ed25519 key pair for signing evidence (private key mode 0600)."""
+    import os
+
+    from harness.signing import generate_keypair, keyid_of, load_public_key
+
+    passphrase = None
+    if passphrase_env:
+        if not os.environ.get(passphrase_env):
+            raise UsageError(f"--passphrase-env {passphrase_env}: the variable is not set")
+        passphrase = os.environ[passphrase_env].encode()
+    private, public = generate_keypair(Path(out), passphrase)
+    click.echo(f"private key: {private} (mode 0600; keep it out of the repository)")
+    click.echo(f"public key:  {public}")
+    click.echo(f"keyid:       {keyid_of(load_public_key(public))}")
+    return 0
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option(
+    "--key",
+    "keys",
+    multiple=True,
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Public key(s) (PEM) a valid signature must come from.",
+)
+def verify(run_dir: str, keys: tuple[str, ...]) -> int:
+    """Verify a run's bundle: digests, signatures, statements, audit chain, verdict."""
+    from harness.signing import load_public_key
+    from harness.verify import verify_run
+
+    problems = verify_run(Path(run_dir), [load_public_key(Path(k)) for k in keys])
+    for p in problems:
+        click.echo(p)
+    if problems:
+        click.echo(
+            f"FAILED: {len(problems)} problem{'s' if len(problems) != 1 else ''} in {run_dir}"
+        )
+        return int(ExitCode.NOT_GO)
+    click.echo(f"OK: {run_dir} verifies (digests, signatures, statements, audit chain, verdict)")
+    return 0
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
+@click.option(
+    "--criterion",
+    "criteria",
+    multiple=True,
+    metavar="AC-ID",
+    help="Rerun only this criterion (repeatable).",
+)
+@click.option("-j", "--jobs", type=click.IntRange(min=1), help="Worker processes [cores].")
+def rerun(run_dir: str, criteria: tuple[str, ...], jobs: int | None) -> int:
+    """Run again with the recorded seed, selection and contract text; compare."""
+    from harness.replay import compare_runs, environment_diff, load_recorded
+    from harness.reporters.terminal import TerminalReporter
+    from harness.runner import run_contracts
+    from harness.selection import select
+
+    cfg = _config()
+    old_dir = Path(run_dir)
+    meta, contracts, old = load_recorded(old_dir)
+    sel = meta.get("selection", {})
+    chosen = select(
+        contracts,
+        sel.get("keyword"),
+        sel.get("tags", ()),
+        list(criteria) or sel.get("criteria", ()),
+    )
+    chosen = [c for c in chosen if c.id in {r.criterion_id for r in old.criteria}]
+    if not chosen:
+        raise NothingSelected(f"nothing to rerun in {run_dir} with --criterion {list(criteria)}")
+    click.echo(
+        f"rerunning {len(chosen)} criteria of {meta['run_id']} with seed {meta['seed']}, "
+        f"profile {meta['profile']}"
+    )
+    new = run_contracts(
+        contracts,
+        chosen,
+        listeners=[TerminalReporter()],
+        jobs=cfg.effective_jobs(jobs),
+        seed=int(meta["seed"]),
+        profile=meta.get("profile", "full"),
+        evidence_root=cfg.evidence_dir,
+        root=cfg.root,
+        default_timeout=cfg.default_timeout,
+        allowed=cfg.allowed_packages,
+        selection={**sel, "rerun_of": meta["run_id"]},
+    )
+    diffs = compare_runs(contracts, old, new)
+    env = environment_diff(old_dir, Path(new.evidence_dir))
+    click.echo()
+    for line in env:
+        click.echo(f"note: {line}")
+    for line in diffs:
+        click.echo(f"DIFFERS {line}")
+    n_obs = sum(len(r.observations) for c in new.criteria for r in c.invariants)
+    if diffs:
+        click.echo(
+            f"rerun differs: {len(diffs)} differences over {len(new.criteria)} criteria "
+            f"and {n_obs} observations"
+        )
+        return int(ExitCode.NOT_GO)
+    click.echo(
+        f"rerun matches: {len(new.criteria)} criteria, {n_obs} observations identical "
+        "(bitwise, or within the declared tolerance)"
+    )
+    return 0
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
+@click.option("--to", "name", required=True, help="What the run is promoted to (e.g. production).")
+@click.option(
+    "--allowed-key",
+    "allowed",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="Public key allowed to have signed the run [[tool.harness] allowed-keys].",
+)
+@click.option(
+    "--sign-key",
+    type=click.Path(dir_okay=False),
+    help="The promoter's private key [$HARNESS_SIGN_KEY or [tool.harness] sign-key].",
+)
+def promote(run_dir: str, name: str, allowed: tuple[str, ...], sign_key: str | None) -> int:
+    """Sign off a run: refused unless it verifies, is GO and was signed by an allowed key."""
+    from harness.replay import PromotionRefused
+    from harness.replay import promote as do_promote
+    from harness.signing import load_signer, resolve_sign_key
+
+    cfg = _config()
+    keys = [Path(a) for a in allowed] or list(cfg.allowed_keys)
+    key_path = resolve_sign_key(sign_key, cfg.sign_key)
+    signer = load_signer(key_path) if key_path else None
+    ledger = Path(run_dir).resolve().parent / "promotions.jsonl"
+    try:
+        record = do_promote(Path(run_dir), name, keys, signer, ledger)
+    except PromotionRefused as exc:
+        click.echo("promotion REFUSED:", err=True)
+        for reason in exc.reasons:
+            click.echo(f"  {reason}", err=True)
+        return int(ExitCode.NOT_GO)
+    click.echo(
+        f"promoted {record['run_id']} to {name}, signed by {record['promoted_by'][:16]}; "
+        f"recorded in {ledger}"
+    )
     return 0
 
 

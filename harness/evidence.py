@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -31,8 +32,9 @@ from typing import Any
 import yaml
 
 from harness import __version__
+from harness.audit import AuditLog
 from harness.environment import collect_environment, git_state
-from harness.fsutil import atomic_write_json, atomic_write_text, sha256_file
+from harness.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
 from harness.hooks import Listener, RunInfo
 from harness.model import (
     ContractSet,
@@ -42,6 +44,13 @@ from harness.model import (
     RunResult,
 )
 from harness.runner import Plan
+from harness.signing import (
+    STATEMENT_TYPE,
+    VERDICT_TYPE,
+    Signer,
+    canonical_json,
+    make_envelope,
+)
 
 MARKER = "INCOMPLETE"
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -61,18 +70,85 @@ def float_repr(value: Any) -> Any:
     return value
 
 
+RUN_FILES = ("run.json", "environment.json", "results.json")
+SEALS = ("manifest.json", "statement.json", "statement.dsse.json")
+TEST_RESULT = "https://in-toto.io/attestation/test-result/v0.1"
+STATEMENT_V1 = "https://in-toto.io/Statement/v1"
+
+
+def _safe_rel(path: str) -> str:
+    parts = [p for p in Path(path).parts if p not in ("..", "/", ".")]
+    return "/".join(parts) or "contract.yaml"
+
+
 def build_manifest(folder: Path) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for p in sorted(folder.rglob("*")):
-        if p.is_file() and p.name != "manifest.json" and not p.name.startswith("."):
+        if p.is_file() and p.name not in SEALS and not p.name.startswith("."):
             rel = p.relative_to(folder).as_posix()
             out[rel] = {"sha256": sha256_file(p), "size": p.stat().st_size}
     return out
 
 
+def statement_result(verdict: str) -> str:
+    return {"GO": "PASSED", "NO-GO": "FAILED"}.get(verdict, "WARNED")
+
+
+def test_result_statement(
+    result: CriterionResult,
+    manifest: dict[str, dict[str, Any]],
+    manifest_sha256: str,
+    git: dict[str, Any],
+) -> dict[str, Any]:
+    """An in-toto Statement v1 with the test-result predicate for one criterion."""
+    passed: list[str] = []
+    warned: list[str] = []
+    failed: list[str] = []
+    for inv in result.invariants:
+        {"PASS": passed, "SKIP": warned}.get(inv.outcome.value, failed).append(inv.invariant_id)
+    for f in result.falsifiers:
+        bucket = {"KILLED": passed, "SURVIVED": passed, "REFUTED": failed}
+        bucket.get(f.outcome.value, warned).append(f.falsifier_id)
+    commit = git.get("commit")
+    subject = [
+        {
+            "name": f"git+commit:{commit}" if commit else "code-under-test",
+            "digest": {"gitCommit": commit}
+            if commit
+            else {"sha256": manifest["criterion.yaml"]["sha256"]},
+        }
+    ]
+    subject += [
+        {"name": path, "digest": {"sha256": meta["sha256"]}}
+        for path, meta in manifest.items()
+        if path.startswith("artifacts/")
+    ]
+    return {
+        "_type": STATEMENT_V1,
+        "subject": subject,
+        "predicateType": TEST_RESULT,
+        "predicate": {
+            "result": statement_result(result.verdict.value),
+            "configuration": [
+                {
+                    "name": "criterion.yaml",
+                    "digest": {"sha256": manifest["criterion.yaml"]["sha256"]},
+                },
+                {"name": "manifest.json", "digest": {"sha256": manifest_sha256}},
+            ],
+            "passedTests": passed,
+            "warnedTests": warned,
+            "failedTests": failed,
+        },
+    }
+
+
 class EvidenceWriter(Listener):
-    def __init__(self, evidence_root: Path, root: Path) -> None:
+    def __init__(self, evidence_root: Path, root: Path, signer: Signer | None = None) -> None:
         self.evidence_root = evidence_root
+        self.signer = signer
+        self.audit: AuditLog | None = None
+        self.envelopes: dict[str, str] = {}
         self.root = root
         self.run_dir: Path | None = None
         self.contracts: ContractSet | None = None
@@ -85,8 +161,11 @@ class EvidenceWriter(Listener):
     def run_started(self, info: RunInfo, contracts: ContractSet, plan: Plan) -> None:
         self.info, self.contracts = info, contracts
         self.run_dir = Path(info.evidence_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / MARKER).write_text("run in progress or interrupted\n")
+        # the folder appears under its name only once it carries the INCOMPLETE marker
+        staging = self.run_dir.with_name(f".{self.run_dir.name}.staging")
+        staging.mkdir(parents=True)
+        (staging / MARKER).write_text("run in progress or interrupted\n")
+        os.rename(staging, self.run_dir)
         self.check_dirs = {t.key: Path(t.check_dir) for t in plan.tasks}
         env = collect_environment(self.root)
         atomic_write_json(self.run_dir / "environment.json", env)
@@ -107,6 +186,42 @@ class EvidenceWriter(Listener):
             "verdict": None,
         }
         atomic_write_json(self.run_dir / "run.json", self.run_meta)
+        for k in contracts.contracts:  # the contract text exactly as run, for rerun
+            atomic_write_text(self.run_dir / "contracts" / _safe_rel(k.path), k.text, durable=False)
+        self.audit = AuditLog(self.run_dir / "audit.jsonl")
+        self.audit.append(
+            "run_start",
+            run_id=info.run_id,
+            seed=info.seed,
+            profile=info.profile,
+            contract_digest=contracts.digest,
+            git=self.run_meta["git"],
+            signed=self.signer is not None,
+            keyid=self.signer.keyid if self.signer else None,
+        )
+
+    def check_started(self, key: str, kind: str) -> None:
+        if self.audit:
+            self.audit.append("check_start", id=key, kind=kind)
+
+    def invariant_finished(self, result: InvariantResult) -> None:
+        if self.audit:
+            self.audit.append(
+                "check_finish",
+                id=result.invariant_id,
+                outcome=result.outcome.value,
+                duration=result.duration,
+            )
+
+    def falsifier_finished(self, result: FalsifierResult) -> None:
+        if self.audit:
+            self.audit.append(
+                "falsifier_outcome",
+                id=result.falsifier_id,
+                target=result.target,
+                kind=result.kind,
+                outcome=result.outcome.value,
+            )
 
     def criterion_finished(self, result: CriterionResult) -> None:
         assert self.run_dir is not None and self.contracts is not None
@@ -136,7 +251,24 @@ class EvidenceWriter(Listener):
             "reasons": list(result.reasons),
         }
         atomic_write_json(folder / "verdict.json", verdict, durable=False)
-        atomic_write_json(folder / "manifest.json", build_manifest(folder))
+        manifest = build_manifest(folder)
+        atomic_write_json(folder / "manifest.json", manifest)
+        statement = test_result_statement(
+            result, manifest, sha256_file(folder / "manifest.json"), self.run_meta["git"]
+        )
+        body = canonical_json(statement)
+        atomic_write_bytes(folder / "statement.json", body, durable=False)
+        envelope = make_envelope(body, STATEMENT_TYPE, self.signer)
+        atomic_write_json(folder / "statement.dsse.json", envelope)
+        digest = sha256_file(folder / "statement.dsse.json")
+        self.envelopes[result.criterion_id] = digest
+        if self.audit:
+            self.audit.append(
+                "bundle_sealed",
+                criterion=result.criterion_id,
+                verdict=result.verdict.value,
+                envelope_sha256=digest,
+            )
 
     def run_finished(self, result: RunResult) -> None:
         assert self.run_dir is not None
@@ -148,7 +280,54 @@ class EvidenceWriter(Listener):
             summary=result.summary_line(),
         )
         atomic_write_json(self.run_dir / "run.json", self.run_meta)
+        assert self.audit is not None
+        self.audit.append(
+            "verdict",
+            verdict=result.verdict.value,
+            interrupted=result.interrupted,
+            summary=result.summary_line(),
+        )
+        verdict = {
+            "run_id": result.run_id,
+            "verdict": result.verdict.value,
+            "complete": not result.interrupted,
+            "summary": result.summary_line(),
+            "criteria": {
+                c.criterion_id: {
+                    "verdict": c.verdict.value,
+                    "severity": c.severity,
+                    "envelope_sha256": self.envelopes.get(c.criterion_id),
+                }
+                for c in result.criteria
+            },
+            "contract_digest": result.contract_digest,
+            "git": self.run_meta["git"],
+            "seed": result.seed,
+            "profile": result.profile,
+            "audit_head": self.audit.head,
+            "audit_count": self.audit.count,
+            "run_files": {
+                name: sha256_file(self.run_dir / name)
+                for name in RUN_FILES
+                if (self.run_dir / name).exists()
+            }
+            | {
+                f"contracts/{p.relative_to(self.run_dir / 'contracts').as_posix()}": sha256_file(p)
+                for p in sorted((self.run_dir / "contracts").rglob("*"))
+                if p.is_file()
+            },
+            "signed": self.signer is not None,
+            "keyid": self.signer.keyid if self.signer else None,
+        }
+        self.audit.close()
+        body = canonical_json(verdict)
+        atomic_write_bytes(self.run_dir / "verdict.json", body)
+        atomic_write_json(
+            self.run_dir / "verdict.dsse.json", make_envelope(body, VERDICT_TYPE, self.signer)
+        )
         if not result.interrupted:
+            # everything a check left is now copied into its criteria folders
+            shutil.rmtree(self.run_dir / "checks", ignore_errors=True)
             (self.run_dir / MARKER).unlink(missing_ok=True)
         else:
             (self.run_dir / MARKER).write_text("interrupted: the bundle is partial\n")
@@ -165,8 +344,9 @@ class EvidenceWriter(Listener):
     def _criterion_yaml(self, criterion_id: str) -> str:
         assert self.contracts is not None
         contract = self.contracts.contract_of(criterion_id)
-        crit = next(c for c in self._parsed(contract.path).get("criteria", [])
-                    if c["id"] == criterion_id)
+        crit = next(
+            c for c in self._parsed(contract.path).get("criteria", []) if c["id"] == criterion_id
+        )
         wanted = set(crit["invariants"])
         invs, fals = [], []
         for k in self.contracts.contracts:

@@ -139,6 +139,7 @@ def run_contracts(
     allowed: Sequence[str] = (),
     selection: dict[str, object] | None = None,
     run_id: str | None = None,
+    signer: Any = None,
 ) -> RunResult:
     """Run the selected criteria. Raises Interrupted (after run_finished) on Ctrl-C."""
     seed = secrets.randbits(32) if seed is None else seed
@@ -175,7 +176,7 @@ def run_contracts(
     if evidence_root is not None:
         from harness.evidence import EvidenceWriter
 
-        listeners.insert(0, EvidenceWriter(evidence_root, root))
+        listeners.insert(0, EvidenceWriter(evidence_root, root, signer))
     events = Dispatcher(listeners)
     started = now_iso()
     info = RunInfo(

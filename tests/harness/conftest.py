@@ -148,7 +148,7 @@ falsifiers:
     kind: mutant
     target: {inv}
     mutant:
-      patch: {{"demochecks:ok": "demochecks:always_value_2"}}
+      patch: {{"{check}": "demochecks:always_value_2"}}
 """
     t = f"\n    timeout: {timeout}" if timeout else ""
     return f"""

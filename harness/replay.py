@@ -1,0 +1,155 @@
+"""``harness rerun`` and ``harness promote``: replay a run, sign off a run."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from harness.errors import UsageError
+from harness.model import ContractSet, RunResult
+
+ENV_KEYS = ("python", "packages", "blas", "threads", "dependency_digest")
+
+
+# --------------------------------------------------------------------------- rerun
+
+
+def load_recorded(run_dir: Path) -> tuple[dict[str, Any], ContractSet, RunResult]:
+    from harness.loader import load_contract_set
+
+    try:
+        meta = json.loads((run_dir / "run.json").read_text())
+        old = RunResult.from_dict(json.loads((run_dir / "results.json").read_text()))
+    except FileNotFoundError as exc:
+        raise UsageError(f"{run_dir}: not a finished run ({exc.filename} is missing)") from exc
+    except ValueError as exc:
+        raise UsageError(f"{run_dir}: run.json or results.json is unreadable: {exc}") from exc
+    contracts = load_contract_set([run_dir / "contracts"])
+    return meta, contracts, old
+
+
+def _tolerance(contracts: ContractSet, inv_id: str, name: str) -> tuple[float, float] | None:
+    inv = contracts.invariants.get(inv_id)
+    for e in inv.expect if inv else ():
+        if e.observation == name and "approx" in e.comparators:
+            return float(e.comparators.get("rel", 0.0)), float(e.comparators.get("abs", 0.0))
+    return None
+
+
+def _same(a: Any, b: Any, tol: tuple[float, float] | None) -> bool:
+    if isinstance(a, float) and isinstance(b, float):
+        if math.isnan(a) and math.isnan(b):
+            return True
+        if tol is None:
+            return a.hex() == b.hex()
+        return abs(a - b) <= max(tol[0] * abs(a), tol[1])
+    return bool(a == b and type(a) is type(b))
+
+
+def compare_runs(contracts: ContractSet, old: RunResult, new: RunResult) -> list[str]:
+    """Differences in verdicts and observations (bitwise unless a tolerance is declared)."""
+    diffs: list[str] = []
+    old_by = {c.criterion_id: c for c in old.criteria}
+    for c in new.criteria:
+        before = old_by.get(c.criterion_id)
+        if before is None:
+            diffs.append(f"{c.criterion_id}: not in the recorded run")
+            continue
+        if before.verdict != c.verdict:
+            diffs.append(f"{c.criterion_id}: verdict {before.verdict.value} -> {c.verdict.value}")
+        old_inv = {r.invariant_id: r for r in before.invariants}
+        for r in c.invariants:
+            prev = old_inv.get(r.invariant_id)
+            if prev is None:
+                continue
+            if prev.outcome != r.outcome:
+                diffs.append(f"{r.invariant_id}: {prev.outcome.value} -> {r.outcome.value}")
+            for name in sorted(set(prev.observations) | set(r.observations)):
+                a, b = prev.observations.get(name), r.observations.get(name)
+                if not _same(a, b, _tolerance(contracts, r.invariant_id, name)):
+                    diffs.append(f"{r.invariant_id}.{name}: {a!r} -> {b!r}")
+        old_fal = {f.falsifier_id: f for f in before.falsifiers}
+        for f in c.falsifiers:
+            prev_f = old_fal.get(f.falsifier_id)
+            if prev_f is not None and prev_f.outcome != f.outcome:
+                diffs.append(f"{f.falsifier_id}: {prev_f.outcome.value} -> {f.outcome.value}")
+    return diffs
+
+
+def environment_diff(old_dir: Path, new_dir: Path) -> list[str]:
+    try:
+        a = json.loads((old_dir / "environment.json").read_text())
+        b = json.loads((new_dir / "environment.json").read_text())
+    except (OSError, ValueError):
+        return ["environment: not recorded in one of the runs"]
+    out = []
+    for key in ENV_KEYS:
+        if a.get(key) != b.get(key):
+            out.append(f"environment.{key}: {a.get(key)!r} -> {b.get(key)!r}")
+    ca, cb = a.get("cpu", {}), b.get("cpu", {})
+    for key in ("model", "numba_cpu_name", "cores"):
+        if ca.get(key) != cb.get(key):
+            out.append(f"environment.cpu.{key}: {ca.get(key)!r} -> {cb.get(key)!r}")
+    return out
+
+
+# --------------------------------------------------------------------------- promote
+
+
+def promote(
+    run_dir: Path, name: str, allowed_keys: list[Path], signer: Any, ledger: Path
+) -> dict[str, Any]:
+    """Refuse unless the run verifies under an allowed key and its verdict is GO;
+    then append a signed promotion record to the hash-chained ``ledger``."""
+    import datetime as _dt
+
+    from harness.audit import AuditLog
+    from harness.fsutil import sha256_file
+    from harness.signing import PROMOTION_TYPE, canonical_json, load_public_key, make_envelope
+    from harness.verify import verify_run
+
+    if not allowed_keys:
+        raise PromotionRefused(
+            ["no allowed keys: pass --allowed-key PUB.pem or set [tool.harness] allowed-keys"]
+        )
+    if signer is None:
+        raise PromotionRefused(
+            ["a promotion must be signed: pass --sign-key (the promoter's private key)"]
+        )
+    problems = verify_run(run_dir, [load_public_key(k) for k in allowed_keys])
+    if problems:
+        raise PromotionRefused(["the run does not verify under an allowed key:", *problems])
+    verdict = json.loads((run_dir / "verdict.json").read_text())
+    if verdict.get("verdict") != "GO":
+        raise PromotionRefused([f"the run's verdict is {verdict.get('verdict')}, not GO"])
+    record = {
+        "name": name,
+        "run_id": verdict["run_id"],
+        "run_dir": str(run_dir),
+        "verdict": verdict["verdict"],
+        "verdict_sha256": sha256_file(run_dir / "verdict.json"),
+        "run_signed_by": verdict.get("keyid"),
+        "contract_digest": verdict.get("contract_digest"),
+        "git": verdict.get("git"),
+        "promoted_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "promoted_by": signer.keyid,
+    }
+    envelope = make_envelope(canonical_json(record), PROMOTION_TYPE, signer)
+    log = AuditLog(ledger)
+    try:
+        log.append("promotion", record=record, envelope=envelope)
+    finally:
+        log.close()
+    return record
+
+
+class PromotionRefused(UsageError):
+    def __init__(self, reasons: list[str]) -> None:
+        self.reasons = reasons
+        super().__init__(
+            "promotion refused: "
+            + "; ".join(reasons[:3])
+            + (f" (+{len(reasons) - 3} more)" if len(reasons) > 3 else "")
+        )

@@ -1,0 +1,177 @@
+"""Ed25519 keys and DSSE envelopes (https://github.com/secure-systems-lab/dsse).
+
+PAE(type, body) = "DSSEv1" SP LEN(type) SP type SP LEN(body) SP body, with
+LEN the decimal byte length; the signature is over PAE, never over the raw
+payload. A key's ``keyid`` is the sha256 of its raw 32-byte public key.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from harness.errors import UsageError
+
+STATEMENT_TYPE = "application/vnd.in-toto+json"
+VERDICT_TYPE = "application/vnd.harness.verdict+json"
+PROMOTION_TYPE = "application/vnd.harness.promotion+json"
+KEY_ENV = "HARNESS_SIGN_KEY"
+PASSPHRASE_ENV = "HARNESS_SIGN_KEY_PASSPHRASE"
+
+
+def pae(payload_type: str, body: bytes) -> bytes:
+    t = payload_type.encode("utf-8")
+    return b"DSSEv1 %d %s %d %s" % (len(t), t, len(body), body)
+
+
+def canonical_json(data: Any) -> bytes:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+# --------------------------------------------------------------------------- keys
+
+
+def generate_keypair(private_path: Path, passphrase: bytes | None = None) -> tuple[Path, Path]:
+    """Write an Ed25519 private key (PEM, mode 0600) and its public key beside it."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    public_path = private_path.with_name(private_path.name + ".pub")
+    for p in (private_path, public_path):
+        if p.exists():
+            raise UsageError(f"{p} exists; refusing to overwrite a key (move it away first)")
+    key = Ed25519PrivateKey.generate()
+    enc: Any = (
+        serialization.BestAvailableEncryption(passphrase)
+        if passphrase
+        else serialization.NoEncryption()
+    )
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, enc)
+    private_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(pem)
+    os.chmod(private_path, 0o600)
+    pub = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    public_path.write_bytes(pub)
+    return private_path, public_path
+
+
+class Signer:
+    def __init__(self, key: Any) -> None:
+        self._key = key
+        self.keyid = keyid_of(key.public_key())
+
+    def sign(self, data: bytes) -> bytes:
+        return bytes(self._key.sign(data))
+
+
+def load_signer(path: Path, passphrase: bytes | None = None) -> Signer:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    if passphrase is None and os.environ.get(PASSPHRASE_ENV):
+        passphrase = os.environ[PASSPHRASE_ENV].encode()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read signing key {path}: {exc.strerror}") from exc
+    try:
+        key = serialization.load_pem_private_key(data, password=passphrase)
+    except TypeError as exc:
+        raise UsageError(
+            f"signing key {path} is passphrase-protected: set {PASSPHRASE_ENV}"
+        ) from exc
+    except ValueError as exc:
+        raise UsageError(
+            f"{path} is not a readable Ed25519 private key (wrong passphrase?): {exc}"
+        ) from exc
+    if not isinstance(key, Ed25519PrivateKey):
+        raise UsageError(f"{path} is not an Ed25519 private key")
+    return Signer(key)
+
+
+def load_public_key(path: Path) -> Any:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    try:
+        key = serialization.load_pem_public_key(path.read_bytes())
+    except OSError as exc:
+        raise UsageError(f"cannot read public key {path}: {exc.strerror}") from exc
+    except ValueError as exc:
+        raise UsageError(f"{path} is not a PEM public key: {exc}") from exc
+    if not isinstance(key, Ed25519PublicKey):
+        raise UsageError(f"{path} is not an Ed25519 public key")
+    return key
+
+
+def keyid_of(public_key: Any) -> str:
+    from cryptography.hazmat.primitives import serialization
+
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()
+
+
+# --------------------------------------------------------------------------- envelopes
+
+
+def make_envelope(payload: bytes, payload_type: str, signer: Signer | None) -> dict[str, Any]:
+    sigs = []
+    if signer is not None:
+        sig = signer.sign(pae(payload_type, payload))
+        sigs.append({"keyid": signer.keyid, "sig": base64.b64encode(sig).decode()})
+    return {
+        "payload": base64.b64encode(payload).decode(),
+        "payloadType": payload_type,
+        "signatures": sigs,
+    }
+
+
+def open_envelope(
+    envelope: dict[str, Any], public_keys: list[Any], payload_type: str | None = None
+) -> tuple[bytes, list[str]]:
+    """Return (payload, problems). A problem-free result has a signature that
+    verifies under one of ``public_keys`` over PAE(type, payload)."""
+    from cryptography.exceptions import InvalidSignature
+
+    problems: list[str] = []
+    try:
+        payload = base64.b64decode(envelope["payload"], validate=True)
+        ptype = envelope["payloadType"]
+        sigs = envelope["signatures"]
+    except (KeyError, TypeError, ValueError) as exc:
+        return b"", [f"not a DSSE envelope ({exc})"]
+    if payload_type and ptype != payload_type:
+        problems.append(f"payloadType is {ptype!r}, expected {payload_type!r}")
+    if not sigs:
+        problems.append("unsigned (no signatures)")
+        return payload, problems
+    keys = {keyid_of(k): k for k in public_keys}
+    ok = False
+    for s in sigs:
+        key = keys.get(s.get("keyid", ""))
+        candidates = [key] if key is not None else list(keys.values())
+        for k in candidates:
+            try:
+                k.verify(base64.b64decode(s.get("sig", "")), pae(ptype, payload))
+                ok = True
+            except (InvalidSignature, ValueError):
+                continue
+    if not ok:
+        problems.append("no signature verifies with the given key(s)")
+    return payload, problems
+
+
+def resolve_sign_key(option: str | None, configured: Path | None) -> Path | None:
+    if option:
+        return Path(option)
+    if os.environ.get(KEY_ENV):
+        return Path(os.environ[KEY_ENV])
+    return configured

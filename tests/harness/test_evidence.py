@@ -1,0 +1,342 @@
+"""Evidence a skeptical auditor can check: tamper tests, keys, cross-checks."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.loader import load_contract_set
+from harness.runner import run_contracts
+from harness.signing import generate_keypair, load_public_key, load_signer
+from harness.verify import verify_run
+
+from .conftest import simple_contract
+
+
+@pytest.fixture
+def keys(tmp_path_factory):
+    d = tmp_path_factory.mktemp("keys")
+    priv, pub = generate_keypair(d / "signing.key")
+    other_priv, other_pub = generate_keypair(d / "other.key")
+    return {"priv": priv, "pub": pub, "other_priv": other_priv, "other_pub": other_pub}
+
+
+@pytest.fixture
+def signed_run(project, keys, tmp_path):
+    project.contract("a", simple_contract(check="demochecks:noisy"))
+    project.contract(
+        "b",
+        simple_contract(cid="AC-TWO-001", inv="INV-TWO-001").replace(
+            "name: ac-two-001", "name: two"
+        ),
+    )
+    contracts = load_contract_set([project.root / "contracts"])
+    result = run_contracts(
+        contracts,
+        contracts.criteria,
+        jobs=2,
+        seed=5,
+        root=project.root,
+        evidence_root=tmp_path / "evidence",
+        signer=load_signer(keys["priv"]),
+    )
+    return Path(result.evidence_dir)
+
+
+def problems(run_dir, keys, which="pub"):
+    return verify_run(run_dir, [load_public_key(keys[which])])
+
+
+def test_a_signed_run_verifies(signed_run, keys):
+    assert problems(signed_run, keys) == []
+    assert not (signed_run / "INCOMPLETE").exists()
+    verdict = json.loads((signed_run / "verdict.json").read_text())
+    assert verdict["signed"] is True and verdict["verdict"] == "GO"
+    statement = json.loads((signed_run / "criteria" / "AC-DEMO-001" / "statement.json").read_text())
+    assert statement["predicateType"] == "https://in-toto.io/attestation/test-result/v0.1"
+    assert statement["predicate"]["result"] == "PASSED"
+
+
+def _all_files(run_dir):
+    return sorted(p.relative_to(run_dir) for p in run_dir.rglob("*") if p.is_file())
+
+
+def test_flipping_any_byte_of_any_file_is_detected(signed_run, keys, tmp_path):
+    files = _all_files(signed_run)
+    assert len(files) > 15
+    for rel in files:
+        copy = tmp_path / "copy"
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(signed_run, copy)
+        target = copy / rel
+        data = bytearray(target.read_bytes())
+        if not data:
+            target.write_bytes(b"x")  # an empty log gains a byte
+        else:
+            data[len(data) // 2] ^= 0x01
+            target.write_bytes(bytes(data))
+        found = problems(copy, keys)
+        assert found, f"flipping a byte of {rel} went unnoticed"
+
+
+def test_deleting_any_file_is_detected(signed_run, keys, tmp_path):
+    for rel in _all_files(signed_run):
+        copy = tmp_path / "copy"
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(signed_run, copy)
+        (copy / rel).unlink()
+        assert problems(copy, keys), f"deleting {rel} went unnoticed"
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        "criteria/AC-DEMO-001/logs/extra.txt",
+        "extra.json",
+        "criteria/AC-DEMO-001/artifacts/INV-DEMO-001/new.bin",
+    ],
+)
+def test_adding_a_file_is_detected(signed_run, keys, where):
+    (signed_run / where).write_text("planted")
+    found = problems(signed_run, keys)
+    assert any("unexpected file" in p and where.split("/")[-1] in p for p in found), found
+
+
+def _audit(run_dir):
+    return (run_dir / "audit.jsonl").read_bytes().splitlines(keepends=True)
+
+
+def test_reordering_audit_lines_is_detected(signed_run, keys):
+    lines = _audit(signed_run)
+    lines[2], lines[3] = lines[3], lines[2]
+    (signed_run / "audit.jsonl").write_bytes(b"".join(lines))
+    assert any("audit.jsonl" in p for p in problems(signed_run, keys))
+
+
+def test_deleting_an_audit_line_is_detected(signed_run, keys):
+    lines = _audit(signed_run)
+    del lines[4]
+    (signed_run / "audit.jsonl").write_bytes(b"".join(lines))
+    assert any("audit.jsonl" in p for p in problems(signed_run, keys))
+
+
+def test_truncating_the_audit_log_is_detected(signed_run, keys):
+    lines = _audit(signed_run)
+    (signed_run / "audit.jsonl").write_bytes(b"".join(lines[:-1]))
+    found = problems(signed_run, keys)
+    assert any("truncated or altered" in p for p in found), found
+
+
+def test_swapping_two_criteria_envelopes_is_detected(signed_run, keys):
+    a = signed_run / "criteria" / "AC-DEMO-001"
+    b = signed_run / "criteria" / "AC-TWO-001"
+    for name in ("statement.dsse.json", "statement.json"):
+        da, db = (a / name).read_bytes(), (b / name).read_bytes()
+        (a / name).write_bytes(db)
+        (b / name).write_bytes(da)
+    found = problems(signed_run, keys)
+    assert any("AC-DEMO-001" in p and "envelope digest" in p for p in found), found
+    assert any("AC-TWO-001" in p for p in found)
+
+
+def test_resigning_with_another_key_is_detected(signed_run, keys):
+    from harness.signing import make_envelope
+
+    attacker = load_signer(keys["other_priv"])
+    for env_path in signed_run.rglob("*.dsse.json"):
+        env = json.loads(env_path.read_text())
+        forged = make_envelope(base64.b64decode(env["payload"]), env["payloadType"], attacker)
+        env_path.write_text(json.dumps(forged))
+    found = problems(signed_run, keys)
+    assert any("no signature verifies" in p for p in found), found
+    # and the attacker's own key does not make the verdict digests line up either
+    assert problems(signed_run, keys, "other_pub")
+
+
+def test_an_unsigned_run_does_not_verify(project, tmp_path, keys):
+    project.contract("a", simple_contract())
+    contracts = load_contract_set([project.root / "contracts"])
+    result = run_contracts(
+        contracts,
+        contracts.criteria,
+        jobs=1,
+        seed=1,
+        root=project.root,
+        evidence_root=tmp_path / "ev",
+    )
+    verdict = json.loads((Path(result.evidence_dir) / "verdict.json").read_text())
+    assert verdict["signed"] is False
+    assert any("unsigned" in p for p in problems(Path(result.evidence_dir), keys))
+
+
+def test_private_key_never_enters_the_evidence(signed_run, keys):
+    from cryptography.hazmat.primitives import serialization
+
+    pem = keys["priv"].read_bytes()
+    key = serialization.load_pem_private_key(pem, password=None)
+    raw = key.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+    needles = [pem, pem.splitlines()[1], raw, base64.b64encode(raw), raw.hex().encode()]
+    for p in signed_run.parent.rglob("*"):
+        if p.is_file():
+            data = p.read_bytes()
+            for needle in needles:
+                assert needle not in data, f"private key material in {p}"
+
+
+def test_private_key_file_mode_is_0600(keys):
+    assert (os.stat(keys["priv"]).st_mode & 0o777) == 0o600
+
+
+def test_passphrase_protected_key(tmp_path, monkeypatch):
+    from harness.errors import UsageError
+
+    priv, _ = generate_keypair(tmp_path / "k", passphrase=b"s3cret")
+    assert b"ENCRYPTED" in priv.read_bytes()
+    with pytest.raises(UsageError, match="passphrase"):
+        load_signer(priv)
+    monkeypatch.setenv("HARNESS_SIGN_KEY_PASSPHRASE", "s3cret")
+    assert len(load_signer(priv).keyid) == 64
+
+
+def test_keygen_refuses_to_overwrite(keys):
+    from harness.errors import UsageError
+
+    with pytest.raises(UsageError, match="refusing to overwrite"):
+        generate_keypair(keys["priv"])
+
+
+def test_envelopes_verify_with_securesystemslib(signed_run, keys):
+    from securesystemslib.dsse import Envelope
+    from securesystemslib.signer import SSlibKey
+
+    from harness.signing import keyid_of
+
+    public = load_public_key(keys["pub"])
+    key = SSlibKey.from_crypto(public, keyid=keyid_of(public))
+    envelopes = list(signed_run.rglob("*.dsse.json"))
+    assert len(envelopes) == 3
+    for path in envelopes:
+        env = Envelope.from_dict(json.loads(path.read_text()))
+        assert key.keyid in env.verify([key], 1)
+
+
+def test_promote_refuses_then_records(signed_run, keys, project, tmp_path):
+    from harness.replay import PromotionRefused, promote
+
+    ledger = tmp_path / "promotions.jsonl"
+    signer = load_signer(keys["priv"])
+    with pytest.raises(PromotionRefused, match="does not verify"):
+        promote(signed_run, "prod", [keys["other_pub"]], signer, ledger)
+    with pytest.raises(PromotionRefused, match="must be signed"):
+        promote(signed_run, "prod", [keys["pub"]], None, ledger)
+    record = promote(signed_run, "prod", [keys["pub"]], signer, ledger)
+    assert record["verdict"] == "GO" and record["promoted_by"] == signer.keyid
+    from harness.audit import verify_chain
+
+    _, count, chain_problems = verify_chain(ledger)
+    assert count == 1 and chain_problems == []
+
+
+def test_promote_refuses_a_no_go_run(project, keys, tmp_path):
+    from harness.replay import PromotionRefused, promote
+
+    project.contract("a", simple_contract(expect="value: {ge: 9}"))
+    contracts = load_contract_set([project.root / "contracts"])
+    signer = load_signer(keys["priv"])
+    result = run_contracts(
+        contracts,
+        contracts.criteria,
+        jobs=1,
+        seed=1,
+        root=project.root,
+        evidence_root=tmp_path / "ev",
+        signer=signer,
+    )
+    with pytest.raises(PromotionRefused, match="NO-GO, not GO"):
+        promote(Path(result.evidence_dir), "prod", [keys["pub"]], signer, tmp_path / "l.jsonl")
+
+
+def test_rerun_matches_and_notices_a_difference(project, tmp_path):
+    from click.testing import CliRunner
+
+    from harness.cli import cli
+
+    project.contract(
+        "a",
+        simple_contract(
+            check="demochecks:square_is_nonneg", expect="square: {ge: 0}", params="{x: 3}"
+        ),
+    )
+    r = CliRunner().invoke(cli, ["run", "-j", "1", "--seed", "4"])
+    run_dir = next(p for p in (project.root / "evidence").iterdir() if p.name[0].isdigit())
+    r = CliRunner().invoke(cli, ["rerun", str(run_dir)])
+    assert r.exit_code == 0, r.output
+    assert "rerun matches" in r.output
+    # the recorded contract text is what reruns, not today's file
+    project.contract(
+        "a",
+        simple_contract(
+            check="demochecks:square_is_nonneg", expect="square: {ge: 0}", params="{x: 5}"
+        ),
+    )
+    r = CliRunner().invoke(cli, ["rerun", str(run_dir)])
+    assert r.exit_code == 0, r.output
+    # a changed observation is reported
+    data = json.loads((run_dir / "results.json").read_text())
+    data["criteria"][0]["invariants"][0]["observations"]["square"] = 10
+    (run_dir / "results.json").write_text(json.dumps(data))
+    r = CliRunner().invoke(cli, ["rerun", str(run_dir)])
+    assert r.exit_code == 1 and "INV-DEMO-001.square: 10 -> 9" in r.output
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_never_leaves_a_half_written_complete_bundle(project, keys):
+    project.contract("a", simple_contract(check="demochecks:noisy"))
+    project.contract(
+        "b",
+        simple_contract(cid="AC-TWO-001", inv="INV-TWO-001").replace(
+            "name: ac-two-001", "name: two"
+        ),
+    )
+    env = {**os.environ, "PYTHONPATH": str(project.root)}
+    rng = random.Random(0)
+    cmd = [sys.executable, "-m", "harness.cli", "run", "-j", "2", "--sign-key", str(keys["priv"])]
+    for _ in range(30):
+        proc = subprocess.Popen(
+            cmd,
+            cwd=project.root,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        time.sleep(rng.uniform(0.05, 1.5))
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+    runs = [p for p in (project.root / "evidence").iterdir() if p.is_dir() and p.name[0].isdigit()]
+    assert runs
+    complete = 0
+    for run_dir in runs:
+        if (run_dir / "INCOMPLETE").exists():
+            continue
+        assert problems(run_dir, keys) == [], run_dir
+        complete += 1
+    print(
+        f"{len(runs)} runs killed at random: {complete} complete and verifying, "
+        f"{len(runs) - complete} marked incomplete"
+    )
