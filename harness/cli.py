@@ -106,7 +106,7 @@ def cli() -> None:
     "outputs",
     multiple=True,
     metavar="FORMAT[=FILE]",
-    help="json=FILE, junit=FILE, markdown=FILE or github (repeatable).",
+    help="json=FILE, junit=FILE, markdown=FILE, html=FILE, sarif=FILE or github (repeatable).",
 )
 @click.option("--evidence-dir", type=click.Path(), help="Where run bundles go [config].")
 @click.option("--no-evidence", is_flag=True, help="Write no evidence bundle.")
@@ -459,6 +459,120 @@ def promote(run_dir: str, name: str, allowed: tuple[str, ...], sign_key: str | N
         f"promoted {record['run_id']} to {name}, signed by {record['promoted_by'][:16]}; "
         f"recorded in {ledger}"
     )
+    return 0
+
+
+# --------------------------------------------------------------------------- reports
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
+@click.option("--html", "html_out", type=click.Path(dir_okay=False), help="Write the HTML report.")
+@click.option(
+    "--markdown", "md_out", type=click.Path(dir_okay=False), help="Write the Markdown summary."
+)
+@click.option("--sarif", "sarif_out", type=click.Path(dir_okay=False), help="Write SARIF 2.1.0.")
+@click.option(
+    "--key",
+    "keys",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="Public key(s) to verify the run's signatures in the report.",
+)
+def report(
+    run_dir: str,
+    html_out: str | None,
+    md_out: str | None,
+    sarif_out: str | None,
+    keys: tuple[str, ...],
+) -> int:
+    """Render a finished run's evidence as HTML, Markdown or SARIF."""
+    import json
+
+    from harness.fsutil import atomic_write_json, atomic_write_text
+    from harness.model import RunResult
+    from harness.reporters.html import render_html, signature_status
+    from harness.reporters.markdown import markdown_summary
+
+    rd = Path(run_dir)
+    try:
+        result = RunResult.from_dict(json.loads((rd / "results.json").read_text()))
+    except FileNotFoundError as exc:
+        raise UsageError(f"{rd}: no results.json (an interrupted or foreign folder?)") from exc
+    if not (html_out or md_out or sarif_out):
+        raise UsageError("say what to write: --html FILE, --markdown FILE or --sarif FILE")
+    if html_out:
+        status = signature_status(rd, [Path(k) for k in keys])
+        atomic_write_text(Path(html_out), render_html(result, rd, status))
+        click.echo(f"wrote {html_out} ({result.verdict.value}; signatures: {status})")
+    if md_out:
+        atomic_write_text(Path(md_out), markdown_summary(result))
+        click.echo(f"wrote {md_out}")
+    if sarif_out:
+        from harness.loader import load_contract_set
+        from harness.reporters.sarif import sarif_log
+
+        contracts = load_contract_set([rd / "contracts"]) if (rd / "contracts").is_dir() else None
+        atomic_write_json(Path(sarif_out), sarif_log(result, contracts))
+        click.echo(f"wrote {sarif_out}")
+    return 0
+
+
+@cli.command()
+@click.argument("run_a")
+@click.argument("run_b", default="latest")
+def diff(run_a: str, run_b: str) -> int:
+    """What changed between two runs (paths, run ids, 'latest' or 'previous').
+    Exits 1 when something regressed."""
+    from harness.history import diff_runs, resolve_run
+
+    cfg = _config()
+    a, b = resolve_run(cfg.evidence_dir, run_a), resolve_run(cfg.evidence_dir, run_b)
+    changes, env, regressed = diff_runs(a, b)
+    click.echo(f"diff {a.name} -> {b.name}")
+    for line in changes:
+        click.echo(f"  {line}")
+    for line in env:
+        click.echo(f"  {line}")
+    if not changes and not env:
+        click.echo("  no change in verdicts, observations or environment")
+    click.echo("REGRESSED" if regressed else "no regression")
+    return int(ExitCode.NOT_GO if regressed else ExitCode.GO)
+
+
+@cli.command()
+@click.argument("criterion_id", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def history(criterion_id: str | None, as_json: bool) -> int:
+    """Verdicts across the runs in the evidence directory, newest first."""
+    import json
+
+    from harness import history as hist
+
+    cfg = _config()
+    rows = hist.history(cfg.evidence_dir, criterion_id)
+    if as_json:
+        click.echo(json.dumps(hist.as_json(rows), indent=2))
+        return 0
+    if not rows:
+        what = f"criterion {criterion_id}" if criterion_id else "any run"
+        click.echo(f"no runs of {what} in {cfg.evidence_dir}")
+        return 0
+    for r in rows:
+        dirty = "+dirty" if r.dirty else ""
+        click.echo(
+            f"{r.started:<26} {r.run_id:<26} {(r.commit or 'no-git')[:10]}{dirty:<6} "
+            f"{r.verdict:<13} {r.profile}"
+        )
+    red = next((r for r in rows if r.verdict in ("NO-GO", "UNPROVEN")), None)
+    subject = criterion_id or "the release"
+    if red:
+        click.echo(
+            f"{subject} last went {red.verdict} in run {red.run_id} on commit "
+            f"{(red.commit or 'unknown')[:10]} ({red.started})"
+        )
+    else:
+        click.echo(f"{subject} has not gone red in {len(rows)} recorded runs")
     return 0
 
 

@@ -62,10 +62,20 @@ class Expectation:
                     tol.append(f"rel={self.comparators['rel']}")
                 if "abs" in self.comparators:
                     tol.append(f"abs={self.comparators['abs']}")
-                parts.append(f"≈ {value!r}" + (f" ({', '.join(tol)})" if tol else ""))
+                parts.append(f"≈ {_show(value)}" + (f" ({', '.join(tol)})" if tol else ""))
             else:
-                parts.append(f"{_OP_TEXT.get(op, op)} {value!r}")
+                parts.append(f"{_OP_TEXT.get(op, op)} {_show(value)}")
         return " and ".join(parts)
+
+
+def _show(value: Any) -> str:
+    """A threshold as it reads in YAML: true, null, 0.5, "text"."""
+    import json
+
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return repr(value)
 
 
 _OP_TEXT = {

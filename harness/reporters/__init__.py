@@ -11,12 +11,13 @@ FORMATS = ("json", "junit", "markdown", "github", "html", "sarif")
 
 
 def make_writer(spec: str, *, stream: object = None) -> Listener:
-    """``json=FILE``, ``junit=FILE``, ``markdown=FILE`` or ``github``."""
+    """``json=FILE``, ``junit=FILE``, ``markdown=FILE``, ``html=FILE``, ``sarif=FILE``
+    or ``github``."""
     kind, _, target = spec.partition("=")
     if kind not in FORMATS:
         raise UsageError(
             f"--output {spec!r}: unknown format {kind!r} "
-            f"(use one of: json=FILE, junit=FILE, markdown=FILE, github)"
+            f"(use one of: json=FILE, junit=FILE, markdown=FILE, html=FILE, sarif=FILE, github)"
         )
     if kind == "github":
         from harness.reporters.github import GithubAnnotations
@@ -37,4 +38,10 @@ def make_writer(spec: str, *, stream: object = None) -> Listener:
         from harness.reporters.markdown import MarkdownWriter
 
         return MarkdownWriter(path)
-    raise UsageError(f"--output {kind}: not available yet in this version")
+    if kind == "html":
+        from harness.reporters.html import HtmlWriter
+
+        return HtmlWriter(path)
+    from harness.reporters.sarif import SarifWriter
+
+    return SarifWriter(path)

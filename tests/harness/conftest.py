@@ -42,6 +42,7 @@ def noisy(ctx):
     os.write(2, b"to stderr at fd level\\n")
     ctx.attach(b"artifact bytes", "thing.bin")
     ctx.metric("loss", 0.5, step=1)
+    ctx.metric("loss", 0.25, step=2)
     return {"value": 1}
 
 

@@ -1,0 +1,175 @@
+"""Runs over time: ``harness history`` (an SQLite index rebuilt from the
+bundles, which stay the source of truth) and ``harness diff RUN_A RUN_B``."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.model import RunResult, Verdict
+
+INDEX = ".index.sqlite"
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (run_id TEXT PRIMARY KEY, started TEXT, commit_sha TEXT,
+                                 dirty INTEGER, verdict TEXT, profile TEXT, complete INTEGER);
+CREATE TABLE IF NOT EXISTS criteria (run_id TEXT, criterion_id TEXT, verdict TEXT,
+                                     severity TEXT, PRIMARY KEY (run_id, criterion_id));
+"""
+
+
+def _run_dirs(evidence: Path) -> list[Path]:
+    if not evidence.is_dir():
+        return []
+    return sorted(
+        p
+        for p in evidence.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and (p / "run.json").is_file()
+    )
+
+
+def open_index(evidence: Path) -> sqlite3.Connection:
+    """Open the index, adding any bundle it does not know yet (rebuilt when missing)."""
+    db = sqlite3.connect(evidence / INDEX)
+    db.executescript(SCHEMA)
+    known = {row[0] for row in db.execute("SELECT run_id FROM runs WHERE complete = 1")}
+    for run_dir in _run_dirs(evidence):
+        if run_dir.name in known:
+            continue
+        try:
+            meta = json.loads((run_dir / "run.json").read_text())
+            results = (
+                json.loads((run_dir / "results.json").read_text())
+                if (run_dir / "results.json").is_file()
+                else {"criteria": []}
+            )
+        except (OSError, ValueError):
+            continue
+        git = meta.get("git") or {}
+        db.execute(
+            "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                run_dir.name,
+                meta.get("started"),
+                git.get("commit"),
+                int(bool(git.get("dirty"))),
+                meta.get("verdict"),
+                meta.get("profile"),
+                int(bool(meta.get("complete"))),
+            ),
+        )
+        for c in results.get("criteria", []):
+            db.execute(
+                "INSERT OR REPLACE INTO criteria VALUES (?, ?, ?, ?)",
+                (run_dir.name, c["criterion_id"], c["verdict"], c["severity"]),
+            )
+    db.commit()
+    return db
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    run_id: str
+    started: str
+    commit: str | None
+    dirty: bool
+    verdict: str
+    profile: str
+
+
+def history(evidence: Path, criterion_id: str | None = None) -> list[HistoryRow]:
+    db = open_index(evidence)
+    try:
+        if criterion_id:
+            rows = db.execute(
+                "SELECT r.run_id, r.started, r.commit_sha, r.dirty, c.verdict, r.profile "
+                "FROM criteria c JOIN runs r USING (run_id) WHERE c.criterion_id = ? "
+                "ORDER BY r.started DESC, r.run_id DESC",
+                (criterion_id,),
+            ).fetchall()
+        else:
+            rows = db.execute(
+                "SELECT run_id, started, commit_sha, dirty, verdict, profile "
+                "FROM runs ORDER BY started DESC, run_id DESC"
+            ).fetchall()
+    finally:
+        db.close()
+    return [
+        HistoryRow(r[0], r[1] or "", r[2], bool(r[3]), r[4] or "INCOMPLETE", r[5] or "")
+        for r in rows
+    ]
+
+
+# --------------------------------------------------------------------------- diff
+
+
+def _load(run_dir: Path) -> RunResult:
+    return RunResult.from_dict(json.loads((run_dir / "results.json").read_text()))
+
+
+def diff_runs(a_dir: Path, b_dir: Path) -> tuple[list[str], list[str], bool]:
+    """(changes, environment differences, regressed)."""
+    from harness.loader import load_contract_set
+    from harness.replay import compare_runs, environment_diff
+
+    a, b = _load(a_dir), _load(b_dir)
+    try:
+        contracts = load_contract_set([b_dir / "contracts"])
+    except Exception:
+        contracts = None
+    changes: list[str] = []
+    regressed = False
+    a_by = {c.criterion_id: c for c in a.criteria}
+    b_by = {c.criterion_id: c for c in b.criteria}
+    rank = {Verdict.GO: 0, Verdict.UNPROVEN_FAST: 1, Verdict.UNPROVEN: 2, Verdict.NO_GO: 3}
+    for cid in sorted(set(a_by) | set(b_by)):
+        ca, cb = a_by.get(cid), b_by.get(cid)
+        if ca is None:
+            changes.append(f"{cid}: new in B ({cb.verdict.value if cb else '?'})")
+            continue
+        if cb is None:
+            changes.append(f"{cid}: not in B (was {ca.verdict.value})")
+            continue
+        if ca.verdict != cb.verdict:
+            worse = rank[cb.verdict] > rank[ca.verdict]
+            regressed |= worse
+            changes.append(
+                f"{cid}: {ca.verdict.value} -> {cb.verdict.value}"
+                + (" (REGRESSED)" if worse else " (improved)")
+            )
+    if contracts is not None:
+        for line in compare_runs(contracts, a, b):
+            if not line.startswith(tuple(f"{cid}:" for cid in b_by)):
+                changes.append(line)
+                if (
+                    "-> FAIL" in line
+                    or "-> ERROR" in line
+                    or "-> REFUTED" in line
+                    or "-> MISSED" in line
+                ):
+                    regressed = True
+    return changes, environment_diff(a_dir, b_dir), regressed
+
+
+def resolve_run(evidence: Path, ref: str) -> Path:
+    """A run directory from a path, a run id, or 'latest'/'previous'."""
+    p = Path(ref)
+    if p.is_dir():
+        return p
+    runs = _run_dirs(evidence)
+    if ref in ("latest", "previous") and runs:
+        idx = -1 if ref == "latest" else -2
+        if len(runs) >= -idx:
+            return runs[idx]
+    for r in runs:
+        if r.name == ref or r.name.startswith(ref):
+            return r
+    from harness.errors import UsageError
+
+    raise UsageError(f"no run {ref!r} in {evidence} (see `harness history`)")
+
+
+def as_json(rows: list[HistoryRow]) -> list[dict[str, Any]]:
+    return [row.__dict__ for row in rows]
