@@ -437,7 +437,10 @@ def rerun(run_dir: str, criteria: tuple[str, ...], jobs: int | None) -> int:
     type=click.Path(dir_okay=False),
     help="The promoter's private key [$HARNESS_SIGN_KEY or [tool.harness] sign-key].",
 )
-def promote(run_dir: str, name: str, allowed: tuple[str, ...], sign_key: str | None) -> int:
+@click.option("--as", "signer_name", default="", help="The promoter's name, recorded and signed.")
+def promote(
+    run_dir: str, name: str, allowed: tuple[str, ...], sign_key: str | None, signer_name: str
+) -> int:
     """Sign off a run: refused unless it verifies, is GO and was signed by an allowed key."""
     from harness.replay import PromotionRefused
     from harness.replay import promote as do_promote
@@ -449,7 +452,7 @@ def promote(run_dir: str, name: str, allowed: tuple[str, ...], sign_key: str | N
     signer = load_signer(key_path) if key_path else None
     ledger = Path(run_dir).resolve().parent / "promotions.jsonl"
     try:
-        record = do_promote(Path(run_dir), name, keys, signer, ledger)
+        record = do_promote(Path(run_dir), name, keys, signer, ledger, signer_name)
     except PromotionRefused as exc:
         click.echo("promotion REFUSED:", err=True)
         for reason in exc.reasons:

@@ -53,7 +53,8 @@ class _Worker:
     def __init__(self, ctx: Any) -> None:
         parent, child = ctx.Pipe(duplex=True)
         self.conn: Connection = parent
-        self.process = ctx.Process(target=_worker_main, args=(child,), daemon=True)
+        # not daemonic: a check may itself run the harness (a nested pool)
+        self.process = ctx.Process(target=_worker_main, args=(child,), daemon=False)
         self.process.start()
         child.close()
         self.task: Task | None = None

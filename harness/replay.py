@@ -98,32 +98,39 @@ def environment_diff(old_dir: Path, new_dir: Path) -> list[str]:
 # --------------------------------------------------------------------------- promote
 
 
-def promote(
-    run_dir: Path, name: str, allowed_keys: list[Path], signer: Any, ledger: Path
-) -> dict[str, Any]:
+def promotion_problems(run_dir: Path, allowed_keys: list[Path]) -> list[str]:
+    """Why ``run_dir`` may not be promoted (empty: it may)."""
+    from harness.signing import load_public_key
+    from harness.verify import verify_run
+
+    if not allowed_keys:
+        return ["no allowed keys: pass --allowed-key PUB.pem or set [tool.harness] allowed-keys"]
+    problems = verify_run(run_dir, [load_public_key(k) for k in allowed_keys])
+    if problems:
+        return ["the run does not verify under an allowed key:", *problems]
+    verdict = json.loads((run_dir / "verdict.json").read_text())
+    if verdict.get("verdict") != "GO":
+        return [f"the run's verdict is {verdict.get('verdict')}, not GO"]
+    return []
+
+
+def promote(run_dir: Path, name: str, allowed_keys: list[Path], signer: Any,
+            ledger: Path, signer_name: str = "") -> dict[str, Any]:
     """Refuse unless the run verifies under an allowed key and its verdict is GO;
     then append a signed promotion record to the hash-chained ``ledger``."""
     import datetime as _dt
 
     from harness.audit import AuditLog
     from harness.fsutil import sha256_file
-    from harness.signing import PROMOTION_TYPE, canonical_json, load_public_key, make_envelope
-    from harness.verify import verify_run
+    from harness.signing import PROMOTION_TYPE, canonical_json, make_envelope
 
-    if not allowed_keys:
-        raise PromotionRefused(
-            ["no allowed keys: pass --allowed-key PUB.pem or set [tool.harness] allowed-keys"]
-        )
     if signer is None:
-        raise PromotionRefused(
-            ["a promotion must be signed: pass --sign-key (the promoter's private key)"]
-        )
-    problems = verify_run(run_dir, [load_public_key(k) for k in allowed_keys])
+        raise PromotionRefused(["a promotion must be signed: pass --sign-key (the promoter's "
+                                "private key)"])
+    problems = promotion_problems(run_dir, allowed_keys)
     if problems:
-        raise PromotionRefused(["the run does not verify under an allowed key:", *problems])
+        raise PromotionRefused(problems)
     verdict = json.loads((run_dir / "verdict.json").read_text())
-    if verdict.get("verdict") != "GO":
-        raise PromotionRefused([f"the run's verdict is {verdict.get('verdict')}, not GO"])
     record = {
         "name": name,
         "run_id": verdict["run_id"],
@@ -135,6 +142,7 @@ def promote(
         "git": verdict.get("git"),
         "promoted_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "promoted_by": signer.keyid,
+        "signer_name": signer_name,
     }
     envelope = make_envelope(canonical_json(record), PROMOTION_TYPE, signer)
     log = AuditLog(ledger)
@@ -143,6 +151,25 @@ def promote(
     finally:
         log.close()
     return record
+
+
+def verify_ledger(ledger: Path, public_keys: list[Any]) -> list[str]:
+    """The promotion ledger's chain holds and every record's envelope verifies."""
+    from harness.audit import verify_chain
+    from harness.signing import PROMOTION_TYPE, canonical_json, open_envelope
+
+    _, count, problems = verify_chain(ledger)
+    problems = [f"{ledger}: {p}" for p in problems]
+    for n, line in enumerate(ledger.read_text().splitlines(), 1):
+        entry = json.loads(line)
+        payload, sig_problems = open_envelope(entry.get("envelope", {}), public_keys,
+                                              PROMOTION_TYPE)
+        problems += [f"{ledger}:{n}: {p}" for p in sig_problems]
+        if payload and payload != canonical_json(entry.get("record")):
+            problems.append(f"{ledger}:{n}: record differs from its signed payload")
+    if count == 0:
+        problems.append(f"{ledger}: no promotion recorded")
+    return problems
 
 
 class PromotionRefused(UsageError):

@@ -73,7 +73,9 @@ class TerminalReporter(Listener):
         self.echo(result.summary_line())
         release = click.style(result.verdict.value, fg=COLORS[result.verdict], bold=True)
         where = f" (evidence: {result.evidence_dir})" if result.evidence_dir else ""
-        self.echo(f"release verdict: {release}{where}")
+        warn = sum(1 for r in result.criteria if r.severity == "warn" and r.verdict is not Verdict.GO)
+        note = f"; {warn} warn criteria not GO, reported only" if warn else ""
+        self.echo(f"release verdict: {release}{where}{note}")
 
     def _teeth_table(self, result: RunResult) -> None:
         rows = [

@@ -1,4 +1,4 @@
-"""Hypothesis strategies for the shipped property falsifiers.
+"""Strategies for the meta contract (the contract loader itself).
 
 Each returns a strategy of params dicts that is merged into the invariant's
 params. Keep the values JSON-able so counterexamples can be saved and replayed.

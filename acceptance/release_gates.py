@@ -1,0 +1,175 @@
+"""Release checks on the harness's own sign-off machinery: promotion, audit, sign-off.
+
+Each check builds a small real project in its scratch directory, runs the
+harness on it (signed and unsigned, GO and NO-GO), and then exercises
+``harness promote`` / ``harness verify`` on the resulting evidence.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from harness.context import CheckContext
+
+CONTRACT = """version: 1
+contract: {{name: probe, title: a probe contract for release gates}}
+criteria:
+  - id: AC-PROBE-001
+    title: the probe file exists
+    severity: blocker
+    references: [release gate probe]
+    invariants: [INV-PROBE-001]
+invariants:
+  - id: INV-PROBE-001
+    title: probe.txt exists
+    check:
+      python: harness.checks.files:files_exist
+      params: {{paths: [{path}]}}
+    expect: {{missing: {{eq: 0}}}}
+falsifiers:
+  - id: FALSIFY-PROBE-001
+    title: a missing file is reported
+    kind: mutant
+    target: INV-PROBE-001
+    mutant: {{params: {{paths: [no-such-file.txt]}}}}
+"""
+
+
+def probe_run(root: Path, name: str, *, signer: Any = None, go: bool = True) -> Path:
+    """Run the harness on a one-criterion project under ``root``; return the run dir."""
+    from harness.executor import LocalProcessExecutor
+    from harness.loader import load_contract_set
+    from harness.runner import run_contracts
+
+    project = root / name
+    (project / "contracts").mkdir(parents=True, exist_ok=True)
+    (project / "probe.txt").write_text("present\n")
+    target = "probe.txt" if go else "absent.txt"
+    (project / "contracts" / "probe.yaml").write_text(CONTRACT.format(path=target))
+    contracts = load_contract_set([project / "contracts"])
+    result = run_contracts(contracts, contracts.criteria, executor=LocalProcessExecutor(1),
+                           seed=1, root=project, evidence_root=project / "evidence",
+                           signer=signer, default_timeout=60)
+    return Path(result.evidence_dir)
+
+
+def _keys(scratch: Path, *names: str) -> dict[str, tuple[Path, Path]]:
+    from harness.signing import generate_keypair
+
+    return {n: generate_keypair(scratch / "keys" / f"{n}.key") for n in names}
+
+
+def promotion_gate(ctx: CheckContext) -> dict[str, Any]:
+    """Promotion without a GO verdict, without a signature, or signed by a key not on
+    the allowed list is refused; a valid one is recorded, signed, in a chained ledger."""
+    from harness.replay import PromotionRefused, promote, verify_ledger
+    from harness.signing import load_public_key, load_signer
+
+    keys = _keys(ctx.scratch, "release", "intruder")
+    release = load_signer(keys["release"][0])
+    allowed = [keys["release"][1]]
+    ledger = ctx.scratch / "promotions.jsonl"
+    signed_go = probe_run(ctx.scratch, "signed-go", signer=release)
+    unsigned_go = probe_run(ctx.scratch, "unsigned-go")
+    signed_no_go = probe_run(ctx.scratch, "signed-no-go", signer=release, go=False)
+    intruder_go = probe_run(ctx.scratch, "intruder-go", signer=load_signer(keys["intruder"][0]))
+
+    def refused(run_dir: Path, signer: Any = release) -> bool:
+        try:
+            promote(run_dir, "production", allowed, signer, ledger, "release-manager")
+        except PromotionRefused:
+            return True
+        return False
+
+    obs: dict[str, Any] = {
+        "refused_without_signature": refused(unsigned_go),
+        "refused_without_go": refused(signed_no_go),
+        "refused_key_not_allowed": refused(intruder_go),
+        "refused_unsigned_promotion": refused(signed_go, signer=None),
+        "ledger_empty_after_refusals": not ledger.exists() or ledger.read_text() == "",
+    }
+    record = promote(signed_go, "production", allowed, release, ledger, "release-manager")
+    problems = verify_ledger(ledger, [load_public_key(keys["release"][1])])
+    lines = ledger.read_text().splitlines()
+    obs.update(
+        valid_recorded=record["run_id"] == signed_go.name and len(lines) == 1,
+        ledger_verifies=problems == [],
+        ledger_event=json.loads(lines[0]).get("event") if lines else "",
+        ledger_problems=problems[:3],
+    )
+    ctx.attach(ledger, "promotions.jsonl")
+    return obs
+
+
+def audit_trail(ctx: CheckContext) -> dict[str, Any]:
+    """Every step of a run is an audit event, the chain verifies, its head is in the
+    signed verdict, and a removed or edited line is detected."""
+    from harness.audit import verify_chain
+    from harness.signing import load_public_key, load_signer
+    from harness.verify import verify_run
+
+    keys = _keys(ctx.scratch, "release")
+    run_dir = probe_run(ctx.scratch, "audited", signer=load_signer(keys["release"][0]))
+    pub = [load_public_key(keys["release"][1])]
+    events = [json.loads(x)["event"] for x in (run_dir / "audit.jsonl").read_text().splitlines()]
+    head, count, problems = verify_chain(run_dir / "audit.jsonl")
+    verdict = json.loads((run_dir / "verdict.json").read_text())
+    results = json.loads((run_dir / "results.json").read_text())
+    n_inv = sum(len(c["invariants"]) for c in results["criteria"])
+    n_fal = sum(len(c["falsifiers"]) for c in results["criteria"])
+    expected = {"run_start": 1, "check_start": n_inv + n_fal, "check_finish": n_inv,
+                "falsifier_outcome": n_fal, "bundle_sealed": len(results["criteria"]),
+                "verdict": 1}
+    missing = {k: v - events.count(k) for k, v in expected.items() if events.count(k) != v}
+    ctx.attach(run_dir / "audit.jsonl", "audit.jsonl")
+    # tamper: a copy with one line removed, and one with an edited line
+    detected = []
+    for how in ("delete", "edit"):
+        copy = ctx.scratch / f"tampered-{how}"
+        shutil.copytree(run_dir, copy)
+        lines = (copy / "audit.jsonl").read_text().splitlines(keepends=True)
+        if how == "delete":
+            del lines[len(lines) // 2]
+        else:
+            lines[1] = lines[1].replace('"check_start"', '"check_skipped"')
+        (copy / "audit.jsonl").write_text("".join(lines))
+        detected.append(any("audit.jsonl" in p for p in verify_run(copy, pub)))
+    return {
+        "chain_problems": len(problems),
+        "events_missing": len(missing),
+        "missing_detail": missing,
+        "head_in_signed_verdict": head == verdict["audit_head"] and count == verdict["audit_count"],
+        "bundle_verifies": verify_run(run_dir, pub) == [],
+        "tamper_detected": all(detected),
+        "events": len(events),
+    }
+
+
+def signoff(ctx: CheckContext) -> dict[str, Any]:
+    """A sign-off is a signed promotion record naming its signer, whose key is the
+    named key on file (params.signers: names with a public key each)."""
+    from harness.replay import promote, verify_ledger
+    from harness.signing import keyid_of, load_public_key, load_signer
+
+    names = list(ctx.params.get("signers", ["security-engineer", "ml-lead"]))
+    keys = _keys(ctx.scratch, *names)
+    run_signer = load_signer(keys[names[0]][0])
+    run_dir = probe_run(ctx.scratch, "signoff", signer=run_signer)
+    ledger = ctx.scratch / "signoffs.jsonl"
+    allowed = [keys[n][1] for n in names]
+    for n in names:
+        promote(run_dir, "production", allowed, load_signer(keys[n][0]), ledger,
+                ctx.params.get("signer_name_override", n))
+    on_file = {keyid_of(load_public_key(keys[n][1])): n for n in names}
+    named = []
+    for line in ledger.read_text().splitlines():
+        record = json.loads(line)["record"]
+        named.append(on_file.get(record["promoted_by"]) == record.get("signer_name"))
+    return {
+        "signoffs": len(named),
+        "signed_by_named_key": sum(named),
+        "ledger_verifies": verify_ledger(ledger, [load_public_key(k) for k in allowed]) == [],
+    }
