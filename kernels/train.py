@@ -20,6 +20,7 @@ visits its training examples the same way (without the phase offset).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -57,6 +58,21 @@ class PreflightError(TrainError):
 # ---------------------------------------------------------------- config
 
 
+DATA_FAULTS = ("", "shuffle_labels", "corrupt_text")
+
+
+def apply_data_fault(fault: str, seed: int, train: Any) -> Any:
+    """A corrupted copy of the training split: shuffled labels (classifier) or
+    uniformly random tokens (LM). Evaluation data is never touched."""
+    rng = np.random.default_rng([seed, 0xFA17])
+    if fault == "shuffle_labels":
+        x, y = train
+        return x, y[rng.permutation(len(y))]
+    if fault == "corrupt_text":
+        return rng.integers(0, int(train.max()) + 1, size=train.shape).astype(train.dtype)
+    return train
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that determines a run's weights (plus ``threads``, which must match too)."""
@@ -80,10 +96,17 @@ class TrainConfig:
     threads: int = 1
     betas: tuple[float, float] = (0.9, 0.95)
     eps: float = 1e-8
+    # A deliberately broken candidate (release gates): "" | shuffle_labels | corrupt_text
+    data_fault: str = ""
 
     def __post_init__(self) -> None:
         if self.purpose not in PURPOSES:
             raise TrainError(f"purpose must be one of ship, ablation (got {self.purpose!r})")
+        if self.data_fault not in DATA_FAULTS:
+            raise TrainError(
+                f"data_fault must be one of {', '.join(repr(f) for f in DATA_FAULTS)} "
+                f"(got {self.data_fault!r})"
+            )
         if self.family not in ("gpt2", "llama", "mlp"):
             raise TrainError(f"family must be one of gpt2, llama, mlp (got {self.family!r})")
         for name in (
@@ -438,7 +461,11 @@ def build_task(cfg: TrainConfig, init_ckpt: ckpt_io.Checkpoint | None):
         from kernels.data.digits import digits_splits
         from kernels.models.mlp import MLPClassifier
 
-        splits = digits_splits(verify=True)
+        splits = dict(digits_splits(verify=True))
+        if cfg.data_fault == "shuffle_labels":
+            splits["train"] = apply_data_fault(cfg.data_fault, cfg.seed, splits["train"])
+        elif cfg.data_fault:
+            raise TrainError(f"data_fault {cfg.data_fault!r} does not apply to the classifier")
         if cfg.dataset != DIGITS_NAME:
             raise TrainError(f"the mlp classifier trains on {DIGITS_NAME!r} (got {cfg.dataset!r})")
         mcfg = resolve_model_config(cfg, 0, init_ckpt)
@@ -448,6 +475,12 @@ def build_task(cfg: TrainConfig, init_ckpt: ckpt_io.Checkpoint | None):
         return model, task, mcfg, records, None
 
     data = load_lm_data(cfg.dataset)
+    if cfg.data_fault == "corrupt_text":
+        data = dataclasses.replace(
+            data, train=apply_data_fault(cfg.data_fault, cfg.seed, data.train)
+        )
+    elif cfg.data_fault:
+        raise TrainError(f"data_fault {cfg.data_fault!r} does not apply to a language model")
     vocab = len_vocab(data.tokenizer_json)
     mcfg = resolve_model_config(cfg, vocab, init_ckpt)
     if mcfg.vocab_size < vocab:

@@ -1,0 +1,260 @@
+"""Release checks that train and serve the real core: metadata completeness,
+the offline canary (no regression), backup and restore, and performance."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.context import CheckContext
+
+
+def train_tiny(out: Path, **overrides: Any) -> Any:
+    """A real training run of a tiny model (seconds on one thread)."""
+    from kernels.train import TrainConfig, train
+
+    fields: dict[str, Any] = {"family": "gpt2", "steps": 8, "eval_every": 4, "ckpt_every": 8,
+                              "eval_windows": 16, "batch_size": 8, "threads": 1}
+    fields.update(overrides)
+    return train(TrainConfig(**fields), out)
+
+
+def metadata_release(ctx: CheckContext) -> dict[str, Any]:
+    """A trained checkpoint's inspect score and breakdown, and whether the model file
+    alone (copied away from its run, datasets and tokenizer files) generates text."""
+    from kernels.checkpoint import inspect_checkpoint, resolve_model_file
+    from kernels.serving import generate_from_checkpoint
+
+    run = train_tiny(ctx.scratch / "run", family=ctx.params.get("family", "gpt2"),
+                     seed=ctx.seed % 1000)
+    model_file = resolve_model_file(run.checkpoint)
+    alone = ctx.scratch / "alone" / "model.safetensors"
+    alone.parent.mkdir()
+    shutil.copyfile(model_file, alone)
+    report = inspect_checkpoint(alone)
+    ctx.attach_json("inspect.json", report)
+    try:
+        text = generate_from_checkpoint(alone, ctx.params.get("prompt", "def "),
+                                        max_new_tokens=16)
+        generated, error = len(text) > 0, ""
+    except Exception as exc:  # observed: the invariant says it must work
+        generated, error = False, f"{type(exc).__name__}: {exc}"
+    score = report["completeness"]
+    missing = [k for k, v in report.get("breakdown", {}).items() if not v.get("points")]
+    return {"score": score, "generated_from_embedded_tokenizer": generated,
+            "missing_stamps": missing, "error": error}
+
+
+def tokenizer_required(ctx: CheckContext) -> dict[str, Any]:
+    """Generation from a checkpoint whose embedded tokenizer was removed fails loudly,
+    naming the tokenizer, rather than falling back to another tokenizer. Under a fault
+    (e.g. flip_bytes on the model file), loading must fail loudly too."""
+    from kernels.checkpoint import patch_stamps, resolve_model_file
+    from kernels.serving import generate_from_checkpoint
+
+    run = train_tiny(ctx.scratch / "run", seed=ctx.seed % 1000)
+    model_file = resolve_model_file(run.checkpoint)
+    stripped = ctx.scratch / "stripped.safetensors"
+    patch_stamps(model_file, {"tokenizer": None, "tokenizer_sha256": None}, out=stripped)
+    target = stripped
+    if ctx.fault is not None:
+        target = ctx.scratch / "faulted.safetensors"
+        shutil.copyfile(model_file, target)
+        ctx.fault.inject(path=target)
+    try:
+        generate_from_checkpoint(target, "def ", max_new_tokens=4)
+        return {"refused": False, "names_the_problem": False, "error": ""}
+    except Exception as exc:
+        message = f"{type(exc).__name__}: {exc}"
+        expected_words = ctx.params.get("must_mention", ["tokenizer"]) if ctx.fault is None \
+            else [str(target.name)]
+        return {"refused": True, "error": message,
+                "names_the_problem": all(w.lower() in message.lower() for w in expected_words)}
+
+
+def no_regression(ctx: CheckContext) -> dict[str, Any]:
+    """The offline canary: candidates within ``margin`` of the current checkpoint are
+    accepted; candidates trained on shuffled labels or corrupted text are rejected."""
+    from kernels.release import accept_candidate
+
+    margin = float(ctx.params["margin"])
+    mlp = {"family": "mlp", "steps": int(ctx.params.get("mlp_steps", 150)), "eval_every": 50,
+           "ckpt_every": 150}
+    lm = {"steps": int(ctx.params.get("lm_steps", 24)), "eval_every": 8, "ckpt_every": 24}
+    s = ctx.scratch
+    current_mlp = train_tiny(s / "mlp-current", seed=1, **mlp).checkpoint
+    good_mlp = train_tiny(s / "mlp-good", seed=2, **mlp).checkpoint
+    bad_mlp = train_tiny(s / "mlp-shuffled", seed=2, data_fault="shuffle_labels", **mlp).checkpoint
+    current_lm = train_tiny(s / "lm-current", seed=1, **lm).checkpoint
+    good_lm = train_tiny(s / "lm-good", seed=2, **lm).checkpoint
+    bad_lm = train_tiny(s / "lm-corrupted", seed=2, data_fault="corrupt_text", **lm).checkpoint
+    decisions = {
+        "mlp_good": accept_candidate(current_mlp, good_mlp, margin),
+        "mlp_shuffled_labels": accept_candidate(current_mlp, bad_mlp, margin),
+        "lm_good": accept_candidate(current_lm, good_lm, margin),
+        "lm_corrupted_text": accept_candidate(current_lm, bad_lm, margin),
+    }
+    ctx.attach_json("decisions.json", {k: d.to_dict() for k, d in decisions.items()})
+    return {
+        "good_candidates_accepted": sum(decisions[k].accepted for k in ("mlp_good", "lm_good")),
+        "broken_candidates_rejected": sum(not decisions[k].accepted
+                                          for k in ("mlp_shuffled_labels", "lm_corrupted_text")),
+        **{f"{k}_loss": d.candidate_loss for k, d in decisions.items()},
+        "mlp_current_loss": decisions["mlp_good"].current_loss,
+        "lm_current_loss": decisions["lm_good"].current_loss,
+    }
+
+
+def _tampered_copy(archive: Path, out: Path) -> None:
+    """A well-formed archive whose manifest is intact but one file's bytes changed."""
+    import io
+    import tarfile
+
+    with tarfile.open(archive, "r:gz") as src, tarfile.open(out, "w:gz") as dst:
+        members = [m for m in src.getmembers() if m.isfile()]
+        victim = members[-1].name
+        for m in members:
+            fh = src.extractfile(m)
+            data = fh.read() if fh else b""
+            if m.name == victim:
+                data = bytes([data[0] ^ 0xFF]) + data[1:] if data else b"x"
+            info = tarfile.TarInfo(m.name)
+            info.size = len(data)
+            dst.addfile(info, io.BytesIO(data))
+
+
+def backup_restore(ctx: CheckContext) -> dict[str, Any]:
+    """Snapshot a signed evidence bundle and a checkpoint, restore them into a new
+    directory: the bundle verifies there and the checkpoint predicts identically; a
+    snapshot whose contents were altered behind its manifest is refused."""
+    from acceptance.release_gates import probe_run
+    from harness.signing import generate_keypair, load_public_key, load_signer
+    from harness.verify import verify_run
+    from kernels.backup import RestoreError, restore, snapshot
+    from kernels.checkpoint import load_checkpoint
+    from kernels.data.digits import digits_splits
+    from kernels.infer import predict
+    from kernels.serving import model_from_checkpoint
+
+    priv, pub = generate_keypair(ctx.scratch / "keys" / "release.key")
+    run_dir = probe_run(ctx.scratch, "bundle", signer=load_signer(priv))
+    ckpt = train_tiny(ctx.scratch / "mlp", family="mlp", steps=60, eval_every=30,
+                      ckpt_every=60).checkpoint
+    archive = ctx.scratch / "backup" / "snapshot.tar.gz"
+    snapshot({"evidence": run_dir, "checkpoint": ckpt}, archive)
+    tampered = ctx.scratch / "backup" / "tampered.tar.gz"
+    _tampered_copy(archive, tampered)
+    try:
+        restore(tampered, ctx.scratch / "restored-tampered")
+        tamper_refused = False
+    except RestoreError:
+        tamper_refused = True
+    try:
+        restored = restore(archive, ctx.scratch / "restored")
+    except RestoreError as exc:
+        return {"restored": False, "error": str(exc), "bundle_verifies": False,
+                "same_predictions": False, "tamper_refused": tamper_refused}
+    problems = verify_run(restored["evidence"], [load_public_key(pub)])
+    X, _ = digits_splits()["test"]
+
+    def predictions(path: Path) -> np.ndarray:
+        loaded = load_checkpoint(path)
+        model, _ = model_from_checkpoint(loaded)
+        return predict(model, loaded.params, X)
+
+    try:
+        same = bool(np.array_equal(predictions(ckpt), predictions(restored["checkpoint"])))
+        error = ""
+    except Exception as exc:  # a restored checkpoint that does not load predicts nothing
+        same, error = False, f"{type(exc).__name__}: {exc}"
+    return {"restored": True, "error": error, "bundle_verifies": problems == [],
+            "bundle_problems": problems[:3], "same_predictions": same,
+            "tamper_refused": tamper_refused}
+
+
+def _median_rate(fn: Any, units: float, repeats: int) -> float:
+    fn()
+    rates = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        rates.append(units / (time.perf_counter() - t0))
+    return statistics.median(rates)
+
+
+def performance(ctx: CheckContext) -> dict[str, Any]:
+    """Training throughput and p95 generation latency, each as a ratio to a baseline
+    measured in this same check (so thresholds hold on any machine): training steps of
+    the numba engine vs the plain-NumPy step (kernels.baseline), and KV-cached greedy
+    generation vs the same engine recomputing the whole prefix for every token."""
+    from kernels import baseline
+    from kernels.config import tiny_config
+    from kernels.infer import generate
+    from kernels.models.registry import build_model
+    from kernels.optim import AdamW
+    from kernels.train import limit_threads
+
+    limit_threads(1)
+    repeats = int(ctx.params.get("repeats", 7))
+    cfg = tiny_config("gpt2", int(ctx.params.get("vocab", 1024)))
+    model = build_model(cfg)
+    params = model.init_params(ctx.seed % 1000)
+    rng = ctx.numpy_rng()
+    batch = int(ctx.params.get("batch", 16))
+    tokens = rng.integers(0, cfg.vocab_size, size=(batch, cfg.n_ctx + 1)).astype(np.int32)
+    opt = AdamW(lr=1e-3)
+    p_ours = {k: v.copy() for k, v in params.items()}
+    p_np = {k: v.copy() for k, v in params.items()}
+    np_opt = baseline.NumpyAdamW(lr=1e-3)
+
+    def ours() -> None:
+        _, grads = model.loss_and_grads(p_ours, tokens)
+        opt.step(p_ours, grads)
+
+    def plain() -> None:
+        _, grads = baseline.np_gpt2_loss_and_grads(cfg, p_np, tokens)
+        np_opt.step(p_np, grads)
+
+    units = batch * cfg.n_ctx
+    ours_rate = _median_rate(ours, units, repeats)
+    numpy_rate = _median_rate(plain, units, repeats)
+    ctx.metric("train_tokens_per_s", ours_rate, engine="numba")
+    ctx.metric("train_tokens_per_s", numpy_rate, engine="numpy")
+
+    n_req, new = int(ctx.params.get("requests", 20)), int(ctx.params.get("new_tokens", 24))
+    prompts = [rng.integers(0, cfg.vocab_size, size=8).astype(np.int32) for _ in range(n_req)]
+
+    def latencies(use_cache: bool) -> list[float]:
+        generate(model, params, prompts[0], 2, use_cache=use_cache)  # warm
+        out = []
+        for prompt in prompts:
+            t0 = time.perf_counter()
+            generate(model, params, prompt, new, use_cache=use_cache)
+            out.append(time.perf_counter() - t0)
+        return out
+
+    cached, uncached = latencies(True), latencies(False)
+    p95 = float(np.percentile(cached, 95))
+    p95_base = float(np.percentile(uncached, 95))
+    ctx.attach_json("performance.json", {"train_tokens_per_s": {"numba": ours_rate,
+                                                                "numpy": numpy_rate},
+                                         "latency_s": {"cached": cached, "uncached": uncached}})
+    return {
+        "train_speedup_vs_numpy": ours_rate / numpy_rate,
+        "train_tokens_per_s": ours_rate,
+        "numpy_tokens_per_s": numpy_rate,
+        "p95_latency_s": p95,
+        "p95_latency_uncached_s": p95_base,
+        "p95_latency_ratio": p95 / p95_base,
+        "requests": n_req,
+    }
+
+
+def describe(obs: dict[str, Any]) -> str:
+    return json.dumps(obs, sort_keys=True, default=str)

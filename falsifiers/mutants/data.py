@@ -1,0 +1,100 @@
+"""Known-bad variants of the data layer (for contracts/data.yaml).
+
+Each is patched in by dotted name, in one worker only, where the caller looks it
+up at call time; the data contract's checks must go red against every one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from kernels.data import pii as _pii
+from kernels.data import pipeline as _pipeline
+
+# ----------------------------------------------------------------- manifest
+
+
+def verify_digest_skipped(name: str, path: Path, expected: str, manifest_path: Path) -> None:
+    """A loader that never checks the digest (kernels.data.manifest:verify_digest)."""
+    return None
+
+
+# ---------------------------------------------------------------------- PII
+
+#: the scanner's detectors without the card detector (kernels.data.pii:_DETECTORS)
+DETECTORS_WITHOUT_CARD = tuple(d for d in _pii._DETECTORS if d[0] != "card")
+
+#: the scanner's detectors without the SSN detector
+DETECTORS_WITHOUT_SSN = tuple(d for d in _pii._DETECTORS if d[0] != "ssn")
+
+
+def luhn_always_valid(digits: str) -> bool:
+    """A card detector that skips the Luhn check (kernels.data.pii:luhn_valid)."""
+    return digits.isdigit()
+
+
+def pii_gate_ignores_flag(*args: Any, **kwargs: Any) -> None:
+    """A training gate that never blocks PII (kernels.data.governance:pii_gate)."""
+    return None
+
+
+# ------------------------------------------------------------------- policy
+
+
+def policy_allows_everything(*args: Any, **kwargs: Any) -> None:
+    """A policy check that allows every dataset (kernels.data.governance:policy_check)."""
+    return None
+
+
+def record_nothing(*args: Any, **kwargs: Any) -> str:
+    """Decisions that never reach the audit log (kernels.data.governance:_record)."""
+    return ""
+
+
+# ----------------------------------------------------------------- pipeline
+
+
+def dedupe_does_nothing(docs: Sequence[Any]) -> tuple[list[Any], list[Any]]:
+    """deduplicate() that keeps every document (kernels.data.pipeline:deduplicate)."""
+    return list(docs), []
+
+
+def decontaminate_does_nothing(
+    train: Sequence[Any], eval_docs: Sequence[Any], n: int = 13
+) -> tuple[list[Any], list[Any]]:
+    """decontaminate() that keeps every train document (kernels.data.pipeline:decontaminate)."""
+    return list(train), []
+
+
+_real_shard = _pipeline.shard
+
+
+def shard_drops_last(docs: Sequence[Any], split: str, shard_bytes: int = 262144) -> list[Any]:
+    """shard() that loses the last document of each split (kernels.data.pipeline:shard)."""
+    return _real_shard(list(docs)[:-1], split, shard_bytes)
+
+
+def shard_duplicates_first(docs: Sequence[Any], split: str, shard_bytes: int = 262144) -> list[Any]:
+    """shard() that writes the first document of each split twice."""
+    docs = list(docs)
+    return _real_shard(docs[:1] + docs, split, shard_bytes)
+
+
+# -------------------------------------------------------------------- drift
+
+
+def never_alert(*args: Any, **kwargs: Any) -> bool:
+    """A drift rule that never fires (kernels.data.drift:_slice_drifted)."""
+    return False
+
+
+def always_alert(*args: Any, **kwargs: Any) -> bool:
+    """A drift rule that always fires."""
+    return True
+
+
+def ks_kernel_blind(a: Any, b: Any) -> float:
+    """A KS kernel that ignores its samples (kernels.data.drift:_ks_kernel)."""
+    return 0.0

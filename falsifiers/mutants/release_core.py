@@ -1,0 +1,102 @@
+"""Mutants of the core's release path (for contracts/release.yaml).
+
+Mutants that wrap the real function capture it here, when this module is
+imported: the worker imports a mutant before patching it in, so these names
+hold the unpatched originals.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from kernels.backup import snapshot as _snapshot
+from kernels.infer import generate as _generate
+from kernels.models.gpt2 import GPT2
+from kernels.train import build_stamps as _build_stamps
+
+_gpt2_loss_and_grads = GPT2.loss_and_grads
+
+
+def stamps_without_tokenizer(*args: Any, **kwargs: Any) -> Any:
+    """build_stamps that forgets to embed the tokenizer and the model config."""
+    stamps = dict(_build_stamps(*args, **kwargs))
+    for key in ("tokenizer", "tokenizer_sha256", "config"):
+        stamps.pop(key, None)
+    return stamps
+
+
+def generate_with_fallback_tokenizer(
+    path: Any,
+    prompt: str,
+    max_new_tokens: int = 64,
+    temperature: float = 0.0,
+    top_k: int = 0,
+    seed: int = 0,
+) -> str:
+    """A server that silently falls back to the shipped tokenizer when the checkpoint
+    carries none: the silent-fallback bug of seeds/001, on the serving side."""
+    from kernels import checkpoint as ckpt_io
+    from kernels.data.pipeline import shipped_tokenizer
+    from kernels.infer import generate
+    from kernels.serving import model_from_checkpoint
+
+    loaded = ckpt_io.load_checkpoint(path)
+    model, _ = model_from_checkpoint(loaded)
+    tok = shipped_tokenizer(verify=False)
+    ids = generate(model, loaded.params, tok.encode(prompt), max_new_tokens)
+    return tok.decode(ids).decode("utf-8", "replace")
+
+
+def never_regresses(current_loss: float, candidate_loss: float, margin: float) -> bool:
+    """A canary gate that accepts every candidate."""
+    return False
+
+
+def restore_without_verification(archive: Path, dest: Path) -> dict[str, Path]:
+    """A restore that unpacks whatever is in the archive, digests unchecked."""
+    import tarfile
+
+    dest.mkdir(parents=True)
+    with tarfile.open(archive, "r:*") as tar:
+        tar.extractall(dest, filter="data")
+    return {p.name: p for p in dest.iterdir() if p.is_dir()}
+
+
+def snapshot_dropping_a_file(sources: dict[str, Path], archive: Path) -> Any:
+    """A snapshot that silently leaves out the last file of the first folder."""
+    import tempfile
+
+    first = sorted(sources)[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / first
+        shutil_copytree(sources[first], copy)
+        files = sorted(p for p in copy.rglob("*") if p.is_file())
+        files[-1].unlink()
+        return _snapshot({**sources, first: copy}, archive)
+
+
+def shutil_copytree(src: Path, dst: Path) -> None:
+    import shutil
+
+    shutil.copytree(src, dst)
+
+
+def generate_without_cache(
+    model: Any,
+    params: dict,
+    prompt_ids: Any,
+    max_new: int,
+    temperature: float = 0.0,
+    top_k: int = 0,
+    seed: int = 0,
+    use_cache: bool = True,
+) -> Any:
+    """Generation that ignores the KV cache: a latency regression."""
+    return _generate(model, params, prompt_ids, max_new, temperature, top_k, seed, use_cache=False)
+
+
+def loss_and_grads_twice(self: Any, params: dict, tokens: Any) -> Any:
+    """A training step that computes its gradients twice (a debug check left on)."""
+    _gpt2_loss_and_grads(self, params, tokens)
+    return _gpt2_loss_and_grads(self, params, tokens)

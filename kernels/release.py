@@ -1,0 +1,66 @@
+"""The offline canary: accept a candidate checkpoint only if it does not regress.
+
+``accept_candidate`` evaluates the current and the candidate checkpoint on the
+same held-out split (recomputed from the weights, never read from stamps) and
+accepts the candidate only when its loss is within ``margin`` of the current
+one. A rejected candidate keeps the current checkpoint: the rollback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    accepted: bool
+    current_loss: float
+    candidate_loss: float
+    margin: float
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def candidate_regresses(current_loss: float, candidate_loss: float, margin: float) -> bool:
+    """True when the candidate is worse than the current by more than ``margin`` (nats)."""
+    return not candidate_loss <= current_loss + margin
+
+
+def accept_candidate(
+    current: Path | str, candidate: Path | str, margin: float, split: str = "val"
+) -> GateDecision:
+    from kernels.checkpoint import load_checkpoint
+    from kernels.serving import evaluate_checkpoint
+
+    if margin < 0:
+        raise ValueError(f"margin must be >= 0 (got {margin})")
+    a, b = load_checkpoint(current), load_checkpoint(candidate)
+    if a.family != b.family:
+        return GateDecision(
+            False,
+            float("nan"),
+            float("nan"),
+            margin,
+            f"candidate family {b.family} differs from current {a.family}",
+        )
+    cur = float(evaluate_checkpoint(current, split)["loss"])
+    cand = float(evaluate_checkpoint(candidate, split)["loss"])
+    if candidate_regresses(cur, cand, margin):
+        return GateDecision(
+            False,
+            cur,
+            cand,
+            margin,
+            f"rejected: {split} loss {cand:.4f} > current {cur:.4f} + {margin}",
+        )
+    return GateDecision(
+        True,
+        cur,
+        cand,
+        margin,
+        f"accepted: {split} loss {cand:.4f} <= current {cur:.4f} + {margin}",
+    )
