@@ -9,9 +9,9 @@ datasets; anything it corrupts, plants or rewrites is a copy under ``ctx.scratch
 from __future__ import annotations
 
 import fnmatch
-import re
 import hashlib
 import json
+import re
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -113,7 +113,9 @@ def manifest_matches_files(ctx: Any) -> dict[str, Any]:
                 license_problems.append(f"{e.name}: {e.license_file} differs from license_sha256")
         if e.extra.get("files_list"):
             referenced.add((m.root / str(e.extra["files_list"])).resolve())
-        rows.append({"name": e.name, "license": e.license, "sha256": e.sha256, "ok": status[e.name]})
+        rows.append(
+            {"name": e.name, "license": e.license, "sha256": e.sha256, "ok": status[e.name]}
+        )
     unlisted = []
     for f in sorted(p for p in m.root.rglob("*") if p.is_file()):
         rel = f.relative_to(m.root).as_posix()
@@ -467,7 +469,8 @@ def pii_dataset_blocked(ctx: Any) -> dict[str, Any]:
     ok_stale, _, _ = attempt(["pystdlib"])
     events = [e for e in kaudit.read_events(log) if e.get("event") == DECISION_EVENT]
     events += [
-        e for e in kaudit.read_events(ctx.scratch / "forged-d.jsonl")
+        e
+        for e in kaudit.read_events(ctx.scratch / "forged-d.jsonl")
         if e.get("event") == DECISION_EVENT
     ]
     _, _, problems = harness_verify_chain(log)
@@ -625,8 +628,6 @@ def pipeline_invariants(ctx: Any) -> dict[str, Any]:
         words = src.text.split()
         start = int(rng.integers(0, len(words) - L + 1))
         if ws == "original":  # the passage exactly as in the eval document
-
-
             spans = [m.span() for m in re.finditer(r"\S+", src.text)]
             passage = src.text[spans[start][0] : spans[start + L - 1][1]]
         else:
@@ -668,9 +669,7 @@ def pipeline_invariants(ctx: Any) -> dict[str, Any]:
         shard_digest_error = ""
     except (ValueError, KeyError) as e:
         again, shard_digest_error = {}, str(e)
-    stats_mismatch = [
-        k for k in ("train", "val", "all") if again.get(k) != res.stats.get(k)
-    ]
+    stats_mismatch = [k for k in ("train", "val", "all") if again.get(k) != res.stats.get(k)]
     direct = {
         "train": (len(res.train), sum(len(d.text.encode()) for d in res.train)),
         "val": (len(res.val), sum(len(d.text.encode()) for d in res.val)),
@@ -778,9 +777,7 @@ def drift_detected(ctx: Any) -> dict[str, Any]:
                 ok = bool(rep.drifted) and rep.drifted[0] == names[b]
                 named += ok
                 sug = rep.retrain_suggestion()
-                with_ref += bool(
-                    sug and sug["dataset"] == dsref and names[b] in sug["slices"]
-                )
+                with_ref += bool(sug and sug["dataset"] == dsref and names[b] in sug["slices"])
                 if not ok:
                     misses.append(f"delta={delta:.3f} block={names[b]} seed={seed}: {rep.drifted}")
                 if first is None and ok:

@@ -22,11 +22,14 @@ def infrastructure_probe(ctx: CheckContext) -> dict[str, Any]:
     missing = [p for p in programs if shutil.which(p) is None]
     missing += [f"${v}" for v in env if not os.environ.get(v)]
     if missing:
-        ctx.skip(f"{ctx.params.get('reason', 'needs infrastructure')}: "
-                 f"{', '.join(missing)} not available on this machine")
+        ctx.skip(
+            f"{ctx.params.get('reason', 'needs infrastructure')}: "
+            f"{', '.join(missing)} not available on this machine"
+        )
     probe = [str(a) for a in ctx.params["probe"]]
-    proc = subprocess.run(probe, capture_output=True, text=True,
-                          timeout=float(ctx.params.get("probe_timeout", 300)))
+    proc = subprocess.run(
+        probe, capture_output=True, text=True, timeout=float(ctx.params.get("probe_timeout", 300))
+    )
     print(proc.stdout)
     print(proc.stderr)
     return {"exit_code": proc.returncode, "probe": " ".join(probe)}

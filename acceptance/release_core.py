@@ -19,8 +19,15 @@ def train_tiny(out: Path, **overrides: Any) -> Any:
     """A real training run of a tiny model (seconds on one thread)."""
     from kernels.train import TrainConfig, train
 
-    fields: dict[str, Any] = {"family": "gpt2", "steps": 8, "eval_every": 4, "ckpt_every": 8,
-                              "eval_windows": 16, "batch_size": 8, "threads": 1}
+    fields: dict[str, Any] = {
+        "family": "gpt2",
+        "steps": 8,
+        "eval_every": 4,
+        "ckpt_every": 8,
+        "eval_windows": 16,
+        "batch_size": 8,
+        "threads": 1,
+    }
     fields.update(overrides)
     return train(TrainConfig(**fields), out)
 
@@ -31,8 +38,9 @@ def metadata_release(ctx: CheckContext) -> dict[str, Any]:
     from kernels.checkpoint import inspect_checkpoint, resolve_model_file
     from kernels.serving import generate_from_checkpoint
 
-    run = train_tiny(ctx.scratch / "run", family=ctx.params.get("family", "gpt2"),
-                     seed=ctx.seed % 1000)
+    run = train_tiny(
+        ctx.scratch / "run", family=ctx.params.get("family", "gpt2"), seed=ctx.seed % 1000
+    )
     model_file = resolve_model_file(run.checkpoint)
     alone = ctx.scratch / "alone" / "model.safetensors"
     alone.parent.mkdir()
@@ -40,15 +48,18 @@ def metadata_release(ctx: CheckContext) -> dict[str, Any]:
     report = inspect_checkpoint(alone)
     ctx.attach_json("inspect.json", report)
     try:
-        text = generate_from_checkpoint(alone, ctx.params.get("prompt", "def "),
-                                        max_new_tokens=16)
+        text = generate_from_checkpoint(alone, ctx.params.get("prompt", "def "), max_new_tokens=16)
         generated, error = len(text) > 0, ""
     except Exception as exc:  # observed: the invariant says it must work
         generated, error = False, f"{type(exc).__name__}: {exc}"
     score = report["completeness"]
     missing = [k for k, v in report.get("breakdown", {}).items() if not v.get("points")]
-    return {"score": score, "generated_from_embedded_tokenizer": generated,
-            "missing_stamps": missing, "error": error}
+    return {
+        "score": score,
+        "generated_from_embedded_tokenizer": generated,
+        "missing_stamps": missing,
+        "error": error,
+    }
 
 
 def tokenizer_required(ctx: CheckContext) -> dict[str, Any]:
@@ -72,10 +83,16 @@ def tokenizer_required(ctx: CheckContext) -> dict[str, Any]:
         return {"refused": False, "names_the_problem": False, "error": ""}
     except Exception as exc:
         message = f"{type(exc).__name__}: {exc}"
-        expected_words = ctx.params.get("must_mention", ["tokenizer"]) if ctx.fault is None \
+        expected_words = (
+            ctx.params.get("must_mention", ["tokenizer"])
+            if ctx.fault is None
             else [str(target.name)]
-        return {"refused": True, "error": message,
-                "names_the_problem": all(w.lower() in message.lower() for w in expected_words)}
+        )
+        return {
+            "refused": True,
+            "error": message,
+            "names_the_problem": all(w.lower() in message.lower() for w in expected_words),
+        }
 
 
 def no_regression(ctx: CheckContext) -> dict[str, Any]:
@@ -84,8 +101,12 @@ def no_regression(ctx: CheckContext) -> dict[str, Any]:
     from kernels.release import accept_candidate
 
     margin = float(ctx.params["margin"])
-    mlp = {"family": "mlp", "steps": int(ctx.params.get("mlp_steps", 150)), "eval_every": 50,
-           "ckpt_every": 150}
+    mlp = {
+        "family": "mlp",
+        "steps": int(ctx.params.get("mlp_steps", 150)),
+        "eval_every": 50,
+        "ckpt_every": 150,
+    }
     lm = {"steps": int(ctx.params.get("lm_steps", 24)), "eval_every": 8, "ckpt_every": 24}
     s = ctx.scratch
     current_mlp = train_tiny(s / "mlp-current", seed=1, **mlp).checkpoint
@@ -103,8 +124,9 @@ def no_regression(ctx: CheckContext) -> dict[str, Any]:
     ctx.attach_json("decisions.json", {k: d.to_dict() for k, d in decisions.items()})
     return {
         "good_candidates_accepted": sum(decisions[k].accepted for k in ("mlp_good", "lm_good")),
-        "broken_candidates_rejected": sum(not decisions[k].accepted
-                                          for k in ("mlp_shuffled_labels", "lm_corrupted_text")),
+        "broken_candidates_rejected": sum(
+            not decisions[k].accepted for k in ("mlp_shuffled_labels", "lm_corrupted_text")
+        ),
         **{f"{k}_loss": d.candidate_loss for k, d in decisions.items()},
         "mlp_current_loss": decisions["mlp_good"].current_loss,
         "lm_current_loss": decisions["lm_good"].current_loss,
@@ -144,8 +166,9 @@ def backup_restore(ctx: CheckContext) -> dict[str, Any]:
 
     priv, pub = generate_keypair(ctx.scratch / "keys" / "release.key")
     run_dir = probe_run(ctx.scratch, "bundle", signer=load_signer(priv))
-    ckpt = train_tiny(ctx.scratch / "mlp", family="mlp", steps=60, eval_every=30,
-                      ckpt_every=60).checkpoint
+    ckpt = train_tiny(
+        ctx.scratch / "mlp", family="mlp", steps=60, eval_every=30, ckpt_every=60
+    ).checkpoint
     archive = ctx.scratch / "backup" / "snapshot.tar.gz"
     snapshot({"evidence": run_dir, "checkpoint": ckpt}, archive)
     tampered = ctx.scratch / "backup" / "tampered.tar.gz"
@@ -158,8 +181,13 @@ def backup_restore(ctx: CheckContext) -> dict[str, Any]:
     try:
         restored = restore(archive, ctx.scratch / "restored")
     except RestoreError as exc:
-        return {"restored": False, "error": str(exc), "bundle_verifies": False,
-                "same_predictions": False, "tamper_refused": tamper_refused}
+        return {
+            "restored": False,
+            "error": str(exc),
+            "bundle_verifies": False,
+            "same_predictions": False,
+            "tamper_refused": tamper_refused,
+        }
     problems = verify_run(restored["evidence"], [load_public_key(pub)])
     X, _ = digits_splits()["test"]
 
@@ -173,9 +201,14 @@ def backup_restore(ctx: CheckContext) -> dict[str, Any]:
         error = ""
     except Exception as exc:  # a restored checkpoint that does not load predicts nothing
         same, error = False, f"{type(exc).__name__}: {exc}"
-    return {"restored": True, "error": error, "bundle_verifies": problems == [],
-            "bundle_problems": problems[:3], "same_predictions": same,
-            "tamper_refused": tamper_refused}
+    return {
+        "restored": True,
+        "error": error,
+        "bundle_verifies": problems == [],
+        "bundle_problems": problems[:3],
+        "same_predictions": same,
+        "tamper_refused": tamper_refused,
+    }
 
 
 def _median_rate(fn: Any, units: float, repeats: int) -> float:
@@ -242,9 +275,13 @@ def performance(ctx: CheckContext) -> dict[str, Any]:
     cached, uncached = latencies(True), latencies(False)
     p95 = float(np.percentile(cached, 95))
     p95_base = float(np.percentile(uncached, 95))
-    ctx.attach_json("performance.json", {"train_tokens_per_s": {"numba": ours_rate,
-                                                                "numpy": numpy_rate},
-                                         "latency_s": {"cached": cached, "uncached": uncached}})
+    ctx.attach_json(
+        "performance.json",
+        {
+            "train_tokens_per_s": {"numba": ours_rate, "numpy": numpy_rate},
+            "latency_s": {"cached": cached, "uncached": uncached},
+        },
+    )
     return {
         "train_speedup_vs_numpy": ours_rate / numpy_rate,
         "train_tokens_per_s": ours_rate,

@@ -50,9 +50,16 @@ def probe_run(root: Path, name: str, *, signer: Any = None, go: bool = True) -> 
     target = "probe.txt" if go else "absent.txt"
     (project / "contracts" / "probe.yaml").write_text(CONTRACT.format(path=target))
     contracts = load_contract_set([project / "contracts"])
-    result = run_contracts(contracts, contracts.criteria, executor=LocalProcessExecutor(1),
-                           seed=1, root=project, evidence_root=project / "evidence",
-                           signer=signer, default_timeout=60)
+    result = run_contracts(
+        contracts,
+        contracts.criteria,
+        executor=LocalProcessExecutor(1),
+        seed=1,
+        root=project,
+        evidence_root=project / "evidence",
+        signer=signer,
+        default_timeout=60,
+    )
     return Path(result.evidence_dir)
 
 
@@ -120,9 +127,14 @@ def audit_trail(ctx: CheckContext) -> dict[str, Any]:
     results = json.loads((run_dir / "results.json").read_text())
     n_inv = sum(len(c["invariants"]) for c in results["criteria"])
     n_fal = sum(len(c["falsifiers"]) for c in results["criteria"])
-    expected = {"run_start": 1, "check_start": n_inv + n_fal, "check_finish": n_inv,
-                "falsifier_outcome": n_fal, "bundle_sealed": len(results["criteria"]),
-                "verdict": 1}
+    expected = {
+        "run_start": 1,
+        "check_start": n_inv + n_fal,
+        "check_finish": n_inv,
+        "falsifier_outcome": n_fal,
+        "bundle_sealed": len(results["criteria"]),
+        "verdict": 1,
+    }
     missing = {k: v - events.count(k) for k, v in expected.items() if events.count(k) != v}
     ctx.attach(run_dir / "audit.jsonl", "audit.jsonl")
     # tamper: a copy with one line removed, and one with an edited line
@@ -161,8 +173,14 @@ def signoff(ctx: CheckContext) -> dict[str, Any]:
     ledger = ctx.scratch / "signoffs.jsonl"
     allowed = [keys[n][1] for n in names]
     for n in names:
-        promote(run_dir, "production", allowed, load_signer(keys[n][0]), ledger,
-                ctx.params.get("signer_name_override", n))
+        promote(
+            run_dir,
+            "production",
+            allowed,
+            load_signer(keys[n][0]),
+            ledger,
+            ctx.params.get("signer_name_override", n),
+        )
     on_file = {keyid_of(load_public_key(keys[n][1])): n for n in names}
     named = []
     for line in ledger.read_text().splitlines():

@@ -11,10 +11,16 @@ from kernels.backup import MANIFEST, RestoreError, restore, snapshot
 from kernels.release import candidate_regresses
 
 
-@pytest.mark.parametrize("current,candidate,margin,regresses", [
-    (1.0, 1.0, 0.0, False), (1.0, 1.05, 0.1, False), (1.0, 1.2, 0.1, True),
-    (1.0, 0.5, 0.0, False), (1.0, float("nan"), 0.1, True),
-])
+@pytest.mark.parametrize(
+    "current,candidate,margin,regresses",
+    [
+        (1.0, 1.0, 0.0, False),
+        (1.0, 1.05, 0.1, False),
+        (1.0, 1.2, 0.1, True),
+        (1.0, 0.5, 0.0, False),
+        (1.0, float("nan"), 0.1, True),
+    ],
+)
 def test_candidate_regresses(current, candidate, margin, regresses):
     assert candidate_regresses(current, candidate, margin) is regresses
 
@@ -53,10 +59,13 @@ def _rewrite(archive, out, change):
             dst.addfile(info, io.BytesIO(data))
 
 
-@pytest.mark.parametrize("change,message", [
-    (lambda n, d: (n, b"evil" if n.endswith("x") else d), "does not match its sha256"),
-    (lambda n, d: ("a/../../escape" if n.endswith("x") else n, d), "files not in the manifest"),
-])
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (lambda n, d: (n, b"evil" if n.endswith("x") else d), "does not match its sha256"),
+        (lambda n, d: ("a/../../escape" if n.endswith("x") else n, d), "files not in the manifest"),
+    ],
+)
 def test_restore_refuses_tampered_archives(tmp_path, change, message):
     a = _folder(tmp_path, "a", {"x": b"1"})
     snapshot({"a": a}, tmp_path / "s.tar.gz")
