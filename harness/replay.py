@@ -114,8 +114,14 @@ def promotion_problems(run_dir: Path, allowed_keys: list[Path]) -> list[str]:
     return []
 
 
-def promote(run_dir: Path, name: str, allowed_keys: list[Path], signer: Any,
-            ledger: Path, signer_name: str = "") -> dict[str, Any]:
+def promote(
+    run_dir: Path,
+    name: str,
+    allowed_keys: list[Path],
+    signer: Any,
+    ledger: Path,
+    signer_name: str = "",
+) -> dict[str, Any]:
     """Refuse unless the run verifies under an allowed key and its verdict is GO;
     then append a signed promotion record to the hash-chained ``ledger``."""
     import datetime as _dt
@@ -125,8 +131,9 @@ def promote(run_dir: Path, name: str, allowed_keys: list[Path], signer: Any,
     from harness.signing import PROMOTION_TYPE, canonical_json, make_envelope
 
     if signer is None:
-        raise PromotionRefused(["a promotion must be signed: pass --sign-key (the promoter's "
-                                "private key)"])
+        raise PromotionRefused(
+            ["a promotion must be signed: pass --sign-key (the promoter's private key)"]
+        )
     problems = promotion_problems(run_dir, allowed_keys)
     if problems:
         raise PromotionRefused(problems)
@@ -162,8 +169,9 @@ def verify_ledger(ledger: Path, public_keys: list[Any]) -> list[str]:
     problems = [f"{ledger}: {p}" for p in problems]
     for n, line in enumerate(ledger.read_text().splitlines(), 1):
         entry = json.loads(line)
-        payload, sig_problems = open_envelope(entry.get("envelope", {}), public_keys,
-                                              PROMOTION_TYPE)
+        payload, sig_problems = open_envelope(
+            entry.get("envelope", {}), public_keys, PROMOTION_TYPE
+        )
         problems += [f"{ledger}:{n}: {p}" for p in sig_problems]
         if payload and payload != canonical_json(entry.get("record")):
             problems.append(f"{ledger}:{n}: record differs from its signed payload")

@@ -64,6 +64,19 @@ class TerminalReporter(Listener):
                     self.echo(f"    {r.criterion_id}: {reason}")
         if result.profile == "teeth":
             self._teeth_table(result)
+        if result.profile == "fast":
+            skipped = [
+                f
+                for r in result.criteria
+                for f in r.falsifiers
+                if f.outcome is FalsifierOutcome.NOT_RUN
+            ]
+            mutants = sum(1 for f in skipped if f.kind == "mutant")
+            self.echo(
+                f"fast profile: {len(skipped)} falsifiers not run ({mutants} mutants, "
+                f"{len(skipped) - mutants} slow searches); criteria that would otherwise "
+                "be GO are reported UNPROVEN-FAST"
+            )
         self.echo()
         if result.interrupted:
             self.echo(
@@ -73,7 +86,9 @@ class TerminalReporter(Listener):
         self.echo(result.summary_line())
         release = click.style(result.verdict.value, fg=COLORS[result.verdict], bold=True)
         where = f" (evidence: {result.evidence_dir})" if result.evidence_dir else ""
-        warn = sum(1 for r in result.criteria if r.severity == "warn" and r.verdict is not Verdict.GO)
+        warn = sum(
+            1 for r in result.criteria if r.severity == "warn" and r.verdict is not Verdict.GO
+        )
         note = f"; {warn} warn criteria not GO, reported only" if warn else ""
         self.echo(f"release verdict: {release}{where}{note}")
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -98,6 +99,12 @@ def test_outputs_json_junit_markdown_github(project, tmp_path, monkeypatch):
     assert r.exit_code == 1
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["schema_version"] == 1
+    from jsonschema import Draft202012Validator
+
+    schema = json.loads(
+        (Path(__file__).parents[2] / "harness" / "schema" / "results-v1.json").read_text()
+    )
+    assert list(Draft202012Validator(schema).iter_errors(data)) == []
     back = RunResult.from_dict(data)
     assert back.to_dict() == data
     assert back.criteria[0].verdict.value == "NO-GO"
