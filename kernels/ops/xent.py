@@ -1,0 +1,88 @@
+"""Softmax cross-entropy over logits[N, V] with integer targets[N].
+
+Stable: every row subtracts its max before ``exp``; the log-sum-exp is
+accumulated in float64.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from ..config import JIT
+from ._check import check_float, check_int
+from .fastexp import _exp_inplace, _max, _sum_f64
+
+
+@njit(**JIT)
+def _xent_rows_kernel(logits, targets):
+    """Per-row losses ``logsumexp(logits[i]) - logits[i, targets[i]]`` (float64)."""
+    n, v = logits.shape
+    losses = np.empty(n, dtype=np.float64)
+    buf = np.empty(v, dtype=logits.dtype)
+    kbuf = np.empty(v, dtype=np.int32)
+    for i in range(n):
+        row = logits[i]
+        m = _max(row)
+        for j in range(v):
+            buf[j] = row[j] - m
+        _exp_inplace(buf, kbuf)
+        losses[i] = m + math.log(_sum_f64(buf)) - row[targets[i]]
+    return losses
+
+
+@njit(**JIT)
+def _xent_fwd_bwd_kernel(logits, targets, dlogits):
+    """Mean loss; writes ``d(mean loss)/d logits`` into dlogits (may alias logits)."""
+    n, v = logits.shape
+    inv_n = 1.0 / n
+    total = 0.0
+    kbuf = np.empty(v, dtype=np.int32)
+    for i in range(n):
+        row = logits[i]
+        drow = dlogits[i]
+        tgt = targets[i]
+        x_t = row[tgt]
+        m = _max(row)
+        for j in range(v):
+            drow[j] = row[j] - m
+        _exp_inplace(drow, kbuf)
+        tot = _sum_f64(drow)
+        total += m + math.log(tot) - x_t
+        scale = drow.dtype.type(inv_n / tot)
+        for j in range(v):
+            drow[j] *= scale
+        drow[tgt] -= inv_n
+    return total * inv_n
+
+
+def _check(logits, targets):
+    logits = check_float("logits", logits, 2)
+    targets = check_int("targets", targets, 1, upper=logits.shape[1])
+    if targets.shape[0] != logits.shape[0]:
+        raise ValueError(f"targets must have {logits.shape[0]} entries (got {targets.shape[0]})")
+    if logits.shape[0] == 0:
+        raise ValueError("logits must have at least one row")
+    return logits, targets
+
+
+def cross_entropy(logits: np.ndarray, targets: np.ndarray) -> float:
+    """Mean softmax cross-entropy of logits[N, V] against targets[N]."""
+    logits, targets = _check(logits, targets)
+    return float(_xent_rows_kernel(logits, targets).mean())
+
+
+def cross_entropy_rows(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Per-row cross-entropy (float64[N])."""
+    logits, targets = _check(logits, targets)
+    return _xent_rows_kernel(logits, targets)
+
+
+def cross_entropy_backward(logits: np.ndarray, targets: np.ndarray) -> tuple[float, np.ndarray]:
+    """Return ``(mean loss, dlogits)``; logits is not modified."""
+    logits, targets = _check(logits, targets)
+    dlogits = np.empty_like(logits)
+    loss = _xent_fwd_bwd_kernel(logits, targets, dlogits)
+    return float(loss), dlogits

@@ -1,0 +1,123 @@
+"""MLP classifier and inference helpers (generation, perplexity, predict)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from kernels.config import MLPConfig, micro_config
+from kernels.infer import generate, perplexity, predict
+from kernels.models.mlp import MLPClassifier
+from kernels.models.registry import build_model
+from kernels.optim import AdamW
+from kernels.reference import reference_loss
+from tests import naive
+
+
+def test_mlp_gradients_match_finite_differences():
+    mlp = MLPClassifier(MLPConfig(n_in=6, hidden=(5, 4), n_out=3))
+    rng = np.random.default_rng(0)
+    params = {
+        k: v.astype(np.float64) + 0.1 * rng.standard_normal(v.shape)
+        for k, v in mlp.init_params(0).items()
+    }
+    x = rng.standard_normal((7, 6))
+    y = rng.integers(0, 3, 7)
+    loss, grads = mlp.loss_and_grads(params, x, y)
+    logits = naive.linear(
+        np.maximum(
+            naive.linear(
+                np.maximum(naive.linear(x, params["layers.0.weight"], params["layers.0.bias"]), 0),
+                params["layers.1.weight"],
+                params["layers.1.bias"],
+            ),
+            0,
+        ),
+        params["layers.2.weight"],
+        params["layers.2.bias"],
+    )
+    assert loss == pytest.approx(naive.cross_entropy(logits, y), rel=1e-12)
+    for name, arr in params.items():
+        fd = naive.numgrad(lambda: mlp.loss_and_grads(params, x, y)[0], arr)
+        np.testing.assert_allclose(grads[name], fd, rtol=1e-6, atol=1e-9)
+
+
+def test_mlp_trains_on_separable_data_and_predicts():
+    rng = np.random.default_rng(1)
+    centers = rng.standard_normal((10, 64)).astype(np.float32) * 3
+    y = rng.integers(0, 10, 600)
+    x = (centers[y] + rng.standard_normal((600, 64)).astype(np.float32)).astype(np.float32)
+    mlp = MLPClassifier(MLPConfig())
+    params = mlp.init_params(0)
+    opt = AdamW(lr=1e-2, weight_decay=0.0)
+    first = None
+    for step in range(40):
+        idx = slice((step * 100) % 600, (step * 100) % 600 + 100)
+        loss, grads = mlp.loss_and_grads(params, x[idx], y[idx])
+        first = loss if first is None else first
+        opt.step(params, grads)
+    assert loss < first / 4
+    pred = predict(mlp, params, x)
+    assert pred.dtype == np.int64 and pred.shape == (600,)
+    assert (pred == y).mean() > 0.95
+
+
+def test_mlp_deterministic_and_validates():
+    mlp = MLPClassifier(MLPConfig())
+    p = mlp.init_params(3)
+    x = np.random.default_rng(2).standard_normal((16, 64)).astype(np.float32)
+    y = np.arange(16) % 10
+    a = mlp.loss_and_grads(p, x, y)
+    b = mlp.loss_and_grads(p, x, y)
+    assert a[0] == b[0] and all(a[1][k].tobytes() == b[1][k].tobytes() for k in a[1])
+    with pytest.raises(ValueError, match=r"x must be a 2-D array \[n, 64\]"):
+        mlp.forward(p, x[:, :10])
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 10\)"):
+        mlp.loss_and_grads(p, x, y + 10)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_greedy_generation_same_with_and_without_cache(family):
+    model = build_model(micro_config(family))
+    params = model.init_params(1)
+    rng = np.random.default_rng(0)
+    for k in params:
+        params[k] += 0.3 * rng.standard_normal(params[k].shape).astype(np.float32)
+    prompt = np.array([3, 1, 4], np.int32)
+    a = generate(model, params, prompt, 5)
+    b = generate(model, params, prompt, 5, use_cache=False)
+    assert a.shape == (8,) and a.dtype == np.int32
+    np.testing.assert_array_equal(a[:3], prompt)
+    np.testing.assert_array_equal(a, b)
+    batch = generate(model, params, np.stack([prompt, prompt[::-1]]), 5)
+    np.testing.assert_array_equal(batch[0], a)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_sampling_is_seeded_and_top_k_one_is_greedy(family):
+    model = build_model(micro_config(family))
+    params = model.init_params(2)
+    prompt = np.array([[5, 6]], np.int32)
+    s1 = generate(model, params, prompt, 6, temperature=1.0, top_k=5, seed=11)
+    s2 = generate(model, params, prompt, 6, temperature=1.0, top_k=5, seed=11)
+    s3 = generate(model, params, prompt, 6, temperature=1.0, top_k=5, seed=11, use_cache=False)
+    np.testing.assert_array_equal(s1, s2)
+    np.testing.assert_array_equal(s1, s3)
+    greedy = generate(model, params, prompt, 6)
+    np.testing.assert_array_equal(
+        generate(model, params, prompt, 6, temperature=0.7, top_k=1, seed=3), greedy
+    )
+    with pytest.raises(ValueError, match="exceeds the model context n_ctx=8"):
+        generate(model, params, prompt, 7)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_perplexity_is_exp_of_mean_loss(family):
+    model = build_model(micro_config(family))
+    params = model.init_params(4)
+    tokens = np.random.default_rng(3).integers(0, 23, (5, 9)).astype(np.int32)
+    ppl = perplexity(model, params, tokens, batch_size=2)
+    ref = math.exp(reference_loss(family, model.config, params, tokens))
+    assert ppl == pytest.approx(ref, rel=1e-5)
