@@ -841,6 +841,17 @@ def train_step(cfg: TrainConfig, task: Any, opt: Any, st: LoopState) -> dict[str
     }  # fmt: skip
 
 
+def authorize_data(records: list[dict[str, Any]]) -> Any:
+    """Data governance before step 1 (policy, PII approval); every decision is an audit
+    event (``kernels.data.governance``). A refusal leaves nothing written."""
+    from kernels.data.governance import GovernanceError, authorize_training
+
+    try:
+        return authorize_training([r["name"] for r in records])
+    except GovernanceError as exc:
+        raise TrainError(f"refused by data governance: {exc}") from exc
+
+
 def train(
     cfg: TrainConfig,
     out_dir: Path | str,
@@ -859,6 +870,7 @@ def train(
     model, task, mcfg, records, data = build_task(cfg, init_ckpt)
     n_params = count_params(model.param_shapes())
     label, ratio = preflight(cfg, n_params, getattr(mcfg, "n_ctx", 1))
+    authorize_data(records)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     opt = build_optimizer(cfg)
