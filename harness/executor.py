@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from harness.worker import Task, execute_task, failure_result
 
 Event = tuple[Any, ...]
+WORKER_NAME = "harness-worker"
 
 
 class Executor(Protocol):
@@ -54,7 +55,8 @@ class _Worker:
         parent, child = ctx.Pipe(duplex=True)
         self.conn: Connection = parent
         # not daemonic: a check may itself run the harness (a nested pool)
-        self.process = ctx.Process(target=_worker_main, args=(child,), daemon=False)
+        self.process = ctx.Process(target=_worker_main, args=(child,), daemon=False,
+                                   name=WORKER_NAME)
         self.process.start()
         child.close()
         self.task: Task | None = None
@@ -189,6 +191,14 @@ class LocalProcessExecutor:
                 worker.stop()
         self._busy.clear()
         self._idle.clear()
+        if kill:  # a worker forked just as Ctrl-C arrived is not tracked yet: end it too
+            for proc in mp.active_children():
+                if proc.name == WORKER_NAME and proc.pid is not None:
+                    try:
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    except (ProcessLookupError, PermissionError):
+                        proc.kill()
+                    proc.join(timeout=5)
 
 
 class InlineExecutor:

@@ -291,7 +291,7 @@ def test_ctrl_c_stops_cleanly_marks_evidence_incomplete_and_exits_2(project):
         time.sleep(0.1)
     time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
+    out, err = proc.communicate(timeout=120)
     assert proc.returncode == 2, out + err
     run_dir = next(p for p in (project.root / "evidence").iterdir() if p.name[0].isdigit())
     assert (run_dir / "INCOMPLETE").exists()
