@@ -64,6 +64,17 @@ def _one_line(msg: str) -> bool:
     return bool(msg) and "\n" not in msg
 
 
+def _trainer_calls_gate() -> bool:
+    """Whether kernels/train.py calls authorize_training (recorded, not judged: until it
+    does, "training is refused" is shown on the gate the trainer is meant to call)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("kernels.train")
+    if spec is None or spec.origin is None:
+        return False
+    return "authorize_training" in Path(spec.origin).read_text(encoding="utf-8")
+
+
 def _rng(ctx: Any, *extra: int) -> np.random.Generator:
     return np.random.default_rng([int(ctx.seed) % (2**32), *[int(x) % (2**32) for x in extra]])
 
@@ -88,33 +99,35 @@ def manifest_matches_files(ctx: Any) -> dict[str, Any]:
     size_mismatch: list[str] = []
     referenced: set[Path] = set()
     rows = []
-    for e in m.datasets.values():
-        f = (m.root / e.path).resolve()
+    for ent in m.datasets.values():
+        f = (m.root / ent.path).resolve()
         referenced.add(f)
         for key in ("source", "license", "sha256"):
-            if not str(getattr(e, key)).strip():
-                missing_fields.append(f"{e.name}.{key}")
+            if not str(getattr(ent, key)).strip():
+                missing_fields.append(f"{ent.name}.{key}")
         if f.is_file():
             # an independent digest (hashlib here, not the loader's helper)
             actual = hashlib.sha256(f.read_bytes()).hexdigest()
-            if actual != e.sha256:
-                mismatched.setdefault(e.name, f"sha256 {actual} != manifest {e.sha256}")
-            if f.stat().st_size != e.size_bytes:
-                size_mismatch.append(e.name)
-        if not e.license_file:
-            license_problems.append(f"{e.name}: no license_file")
+            if actual != ent.sha256:
+                mismatched.setdefault(ent.name, f"sha256 {actual} != manifest {ent.sha256}")
+            if f.stat().st_size != ent.size_bytes:
+                size_mismatch.append(ent.name)
+        if not ent.license_file:
+            license_problems.append(f"{ent.name}: no license_file")
         else:
-            lf = (m.root / e.license_file).resolve()
+            lf = (m.root / ent.license_file).resolve()
             referenced.add(lf)
-            want = e.extra.get("license_sha256")
+            want = ent.extra.get("license_sha256")
             if not lf.is_file():
-                license_problems.append(f"{e.name}: {e.license_file} missing")
+                license_problems.append(f"{ent.name}: {ent.license_file} missing")
             elif want and hashlib.sha256(lf.read_bytes()).hexdigest() != want:
-                license_problems.append(f"{e.name}: {e.license_file} differs from license_sha256")
-        if e.extra.get("files_list"):
-            referenced.add((m.root / str(e.extra["files_list"])).resolve())
+                license_problems.append(
+                    f"{ent.name}: {ent.license_file} differs from license_sha256"
+                )
+        if ent.extra.get("files_list"):
+            referenced.add((m.root / str(ent.extra["files_list"])).resolve())
         rows.append(
-            {"name": e.name, "license": e.license, "sha256": e.sha256, "ok": status[e.name]}
+            {"name": ent.name, "license": ent.license, "sha256": ent.sha256, "ok": status[ent.name]}
         )
     unlisted = []
     for f in sorted(p for p in m.root.rglob("*") if p.is_file()):
@@ -187,7 +200,7 @@ def tampered_dataset_refused(ctx: Any) -> dict[str, Any]:
         except Exception as e:  # noqa: BLE001 - observed, not raised
             clean_errors.append(f"{n}: {type(e).__name__}: {e}")
     cases, refused, wrong_error, accepted, unclear = 0, 0, [], [], []
-    examples = []
+    examples: list[str] = []
     for n in names:
         f = mpath.parent / m.datasets[n].path
         for how in tampers:
@@ -308,7 +321,8 @@ def make_decoy(kind: str, rng: np.random.Generator) -> str:
         n = body + bad
         return " ".join(n[i : i + 4] for i in range(0, 16, 4))
     if kind == "ipv4":  # an octet above 255
-        return f"{int(rng.integers(10, 200))}.{int(rng.integers(256, 999))}.1.{int(rng.integers(1, 255))}"
+        a, b, d = int(rng.integers(10, 200)), int(rng.integers(256, 999)), int(rng.integers(1, 255))
+        return f"{a}.{b}.1.{d}"
     if kind == "ssn":  # area 000 / 666 / 9xx
         area = rng.choice(["000", "666", f"9{int(rng.integers(0, 99)):02d}"])
         return f"{area}-{int(rng.integers(1, 100)):02d}-{int(rng.integers(1, 10000)):04d}"
@@ -443,7 +457,7 @@ def pii_dataset_blocked(ctx: Any) -> dict[str, Any]:
     ok_approved, _, _ = attempt(["pystdlib"])
     # a forged approval for digits: a line appended without the chain
     forged = ctx.scratch / "forged.jsonl"
-    shutil.copyfile(log, forged)
+    forged.write_bytes(log.read_bytes() if log.exists() else b"")
     from kernels.data.manifest import load_manifest
 
     digits_sha = load_manifest(mpath).datasets["digits"].sha256
@@ -474,7 +488,8 @@ def pii_dataset_blocked(ctx: Any) -> dict[str, Any]:
         if e.get("event") == DECISION_EVENT
     ]
     _, _, problems = harness_verify_chain(log)
-    ctx.attach(log, "governance-audit.jsonl")
+    if log.exists():
+        ctx.attach(log, "governance-audit.jsonl")
     return {
         "planted": len(items),
         "blocked_unapproved": not ok_pii,
@@ -490,6 +505,7 @@ def pii_dataset_blocked(ctx: Any) -> dict[str, Any]:
         "chain_problems": len(problems),
         "messages_one_line": all(_one_line(m) for m in messages),
         "messages_name_pii": all("PII" in m for m in messages),
+        "trainer_calls_gate": _trainer_calls_gate(),
     }
 
 
@@ -565,7 +581,8 @@ def policy_enforced(ctx: Any) -> dict[str, Any]:
         or e.get("rule") != d["rule"]
     )
     _, _, problems = harness_verify_chain(log)
-    ctx.attach(log, "policy-audit.jsonl")
+    if log.exists():
+        ctx.attach(log, "policy-audit.jsonl")
     ctx.attach_json("policy-decisions.json", decisions)
     return {
         "shipped_allowed": shipped["allowed"],
@@ -580,6 +597,7 @@ def policy_enforced(ctx: Any) -> dict[str, Any]:
         "event_mismatch": mismatched,
         "chain_problems": len(problems),
         "example_refusal": next((d["message"] for d in decisions if not d["allowed"]), ""),
+        "trainer_calls_gate": _trainer_calls_gate(),
     }
 
 
@@ -674,19 +692,19 @@ def pipeline_invariants(ctx: Any) -> dict[str, Any]:
         "train": (len(res.train), sum(len(d.text.encode()) for d in res.train)),
         "val": (len(res.val), sum(len(d.text.encode()) for d in res.val)),
     }
-    for k, (nd, nb) in direct.items():
-        if (res.stats[k].docs, res.stats[k].bytes) != (nd, nb):
-            stats_mismatch.append(f"{k}-direct")
+    for split, (nd, nb) in direct.items():
+        if (res.stats[split].docs, res.stats[split].bytes) != (nd, nb):
+            stats_mismatch.append(f"{split}-direct")
     manifest_mismatch = []
     if ctx.params.get("manifest_stats", True):
         entry = load_manifest().datasets["pystdlib"]
         clean_run = run_pipeline(None, tokenizer=None)
         want_docs, want_bytes = entry.splits, entry.extra.get("bytes_after_pipeline", {})
-        for k in ("train", "val"):
-            if clean_run.stats[k].docs != want_docs.get(k):
-                manifest_mismatch.append(f"{k}.docs")
-            if clean_run.stats[k].bytes != want_bytes.get(k):
-                manifest_mismatch.append(f"{k}.bytes")
+        for split in ("train", "val"):
+            if clean_run.stats[split].docs != want_docs.get(split):
+                manifest_mismatch.append(f"{split}.docs")
+            if clean_run.stats[split].bytes != want_bytes.get(split):
+                manifest_mismatch.append(f"{split}.bytes")
     ctx.metric("docs_after_stage", len(res.ingested), step=0)
     ctx.metric("docs_after_stage", len(res.cleaned), step=1)
     ctx.metric("docs_after_stage", len(res.deduped), step=2)
@@ -740,6 +758,11 @@ def _detector(ref: np.ndarray, ctx: Any, dataset: dict[str, Any]) -> Any:
     )
 
 
+def _shares(counts: list[int]) -> list[float]:
+    total = sum(counts) or 1
+    return [round(c / total, 4) for c in counts]
+
+
 def _shift(cur: np.ndarray, idx: list[int], delta: float) -> np.ndarray:
     cur[:, idx] = np.clip(cur[:, idx] + np.float32(delta), 0.0, 1.0)
     return cur
@@ -780,16 +803,18 @@ def drift_detected(ctx: Any) -> dict[str, Any]:
                 with_ref += bool(sug and sug["dataset"] == dsref and names[b] in sug["slices"])
                 if not ok:
                     misses.append(f"delta={delta:.3f} block={names[b]} seed={seed}: {rep.drifted}")
-                if first is None and ok:
-                    first = (rep, names[b])
+                if ok and si == 0:  # keep the least degenerate reference for the chart
+                    sd = next(x for x in rep.slices if x.name == names[b])
+                    peak = max(sd.ref_counts) / sum(sd.ref_counts)
+                    if first is None or peak < first[0]:
+                        first = (peak, rep, sd)
     if first is not None:
-        rep, name = first
-        sd = next(s for s in rep.slices if s.name == name)
+        _, rep, sd = first
         ctx.metric(
-            f"drifted slice '{name}' (shift {sizes[0]:.2f})",
-            sd.cur_counts,
+            f"share of rows per bin, drifted slice '{sd.name}' (shift {sizes[0]:.2f})",
+            _shares(sd.cur_counts),
             kind="histogram",
-            reference=sd.ref_counts,
+            reference=_shares(sd.ref_counts),
         )
         ctx.attach_json("drift-report.json", rep.to_dict())
     # the power curve below the declared size: evidence, not judged
@@ -829,14 +854,137 @@ def drift_quiet_on_iid(ctx: Any) -> dict[str, Any]:
     assert first is not None
     sd = max(first.slices, key=lambda x: x.psi)
     ctx.metric(
-        f"i.i.d. resample, slice '{sd.name}'",
-        sd.cur_counts,
+        f"share of rows per bin, i.i.d. resample, slice '{sd.name}'",
+        _shares(sd.cur_counts),
         kind="histogram",
-        reference=sd.ref_counts,
+        reference=_shares(sd.ref_counts),
     )
     return {
         "trials": trials,
         "false_alarms": alarms,
         "false_alarm_rate": alarms / trials,
         "max_psi_iid": round(max_psi, 4),
+    }
+
+
+# ================================================ the trainer calls the gate
+class _env:
+    """Set environment variables for the block; restore them afterwards."""
+
+    def __init__(self, **values: str | Path) -> None:
+        self.values = {k: str(v) for k, v in values.items()}
+        self.saved: dict[str, str | None] = {}
+
+    def __enter__(self) -> None:
+        import os
+
+        for k, v in self.values.items():
+            self.saved[k] = os.environ.get(k)
+            os.environ[k] = v
+
+    def __exit__(self, *exc: object) -> None:
+        import os
+
+        for k, v in self.saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _train_attempt(cfg: Any, out: Path) -> dict[str, Any]:
+    """Run kernels.train.train; observe whether governance refused it before step 1."""
+    from kernels.train import TrainError, train
+
+    try:
+        train(cfg, out)
+    except TrainError as e:
+        msg = str(e)
+        wrote = out.exists() and any(out.iterdir())
+        return {"refused": "data governance" in msg, "message": msg, "wrote": wrote}
+    return {"refused": False, "message": "", "trained": (out / "result.json").is_file()}
+
+
+def _mlp_config(ctx: Any) -> Any:
+    from kernels.train import TrainConfig
+
+    steps = int(ctx.params.get("steps", 2))
+    return TrainConfig(family="mlp", steps=steps, eval_every=steps, ckpt_every=steps, batch_size=16)
+
+
+def trainer_refuses_denied_dataset(ctx: Any) -> dict[str, Any]:
+    """kernels.train.train() on a dataset the policy denies (the shipped policy plus
+    'digits' withdrawn) is refused before step 1 with nothing written, and the decision
+    is an audit event; the same run under the shipped policy trains."""
+    from harness.audit import verify_chain as harness_verify_chain
+    from kernels.data import audit as kaudit
+    from kernels.data.governance import DECISION_EVENT, default_policy_path
+
+    shipped = default_policy_path()
+    denied = ctx.scratch / "policy-withdrawn.yaml"
+    pdoc = yaml.safe_load(shipped.read_text(encoding="utf-8"))
+    pdoc.setdefault("datasets", {})["deny"] = ["digits"]
+    denied.write_text(yaml.safe_dump(pdoc, sort_keys=False), encoding="utf-8")
+    log = ctx.scratch / "audit.jsonl"
+    cfg = _mlp_config(ctx)
+    with _env(KERNELS_DATA_POLICY=denied, KERNELS_AUDIT_LOG=log):
+        refused = _train_attempt(cfg, ctx.scratch / "run-denied")
+    with _env(KERNELS_DATA_POLICY=shipped, KERNELS_AUDIT_LOG=log):
+        allowed = _train_attempt(cfg, ctx.scratch / "run-allowed")
+    events = [e for e in kaudit.read_events(log) if e.get("event") == DECISION_EVENT]
+    _, _, problems = harness_verify_chain(log) if log.exists() else (None, 0, ["no log"])
+    return {
+        "refused": refused["refused"],
+        "refusal_message": refused["message"],
+        "refusal_names_rule": "datasets.deny 'digits'" in refused["message"],
+        "refusal_one_line": _one_line(refused["message"]),
+        "refused_run_wrote_files": bool(refused.get("wrote", True)),
+        "allowed_trained": bool(allowed.get("trained", False)),
+        "decisions_logged": [e.get("decision") for e in events],
+        "chain_problems": len(problems),
+    }
+
+
+def trainer_refuses_pii_dataset(ctx: Any) -> dict[str, Any]:
+    """kernels.train.train() on a copy of the datasets ($KERNELS_DATA_MANIFEST) refuses
+    the digits set flagged pii: true, and a language model on the corpus with planted PII
+    (digest re-recorded, pii: false), before step 1; after approve_pii records an
+    approval for the digits' exact content, the same run trains."""
+    from kernels.data import audit as kaudit
+    from kernels.data.governance import DECISION_EVENT, approve_pii, default_policy_path
+    from kernels.train import TrainConfig
+
+    mpath = _copy_datasets(ctx)
+    _edit_manifest(mpath, {"digits": {"pii": True}})
+    rng = _rng(ctx, int(ctx.params.get("plant_seed", 0)), 5)
+    _plant_in_corpus(mpath, list(ctx.params.get("plant_kinds", PII_KINDS)), rng)
+    _rerecord(mpath, "pystdlib")
+    log = ctx.scratch / "audit.jsonl"
+    cfg = _mlp_config(ctx)
+    lm = TrainConfig(family="gpt2", steps=1, eval_every=1, ckpt_every=1, batch_size=2)
+    env = {
+        "KERNELS_DATA_MANIFEST": mpath,
+        "KERNELS_DATA_POLICY": default_policy_path(),
+        "KERNELS_AUDIT_LOG": log,
+    }
+    with _env(**env):
+        mlp_refused = _train_attempt(cfg, ctx.scratch / "run-unapproved")
+        lm_refused = _train_attempt(lm, ctx.scratch / "run-lm-pii")
+        approve_pii(
+            "digits",
+            approver="data-protection-officer",
+            reason="contract check: approved for the test",
+            audit=log,
+            manifest=mpath,
+        )
+        approved = _train_attempt(cfg, ctx.scratch / "run-approved")
+    events = [e for e in kaudit.read_events(log) if e.get("event") == DECISION_EVENT]
+    return {
+        "unapproved_refused": mlp_refused["refused"] and "PII" in mlp_refused["message"],
+        "unapproved_message": mlp_refused["message"],
+        "unapproved_wrote_files": bool(mlp_refused.get("wrote", True)),
+        "lm_planted_pii_refused": lm_refused["refused"] and "PII" in lm_refused["message"],
+        "lm_message": lm_refused["message"][:300],
+        "approved_trained": bool(approved.get("trained", False)),
+        "decisions_logged": [e.get("decision") for e in events],
     }

@@ -98,3 +98,11 @@ def always_alert(*args: Any, **kwargs: Any) -> bool:
 def ks_kernel_blind(a: Any, b: Any) -> float:
     """A KS kernel that ignores its samples (kernels.data.drift:_ks_kernel)."""
     return 0.0
+
+
+# ------------------------------------------------------------------ trainer
+
+
+def trainer_skips_governance(*args: Any, **kwargs: Any) -> None:
+    """A trainer that never asks data governance (kernels.train:authorize_data)."""
+    return None
