@@ -97,7 +97,14 @@ def generate_from_checkpoint(
     model, _ = model_from_checkpoint(loaded)
     params = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in loaded.params.items()}
     n_ctx = model.config.n_ctx
-    ids = tok.encode(prompt or "\n")[-(n_ctx - 1) :]  # keep the prompt's end in context
+    ids = prompt_ids(tok, prompt, n_ctx)
     max_new = max(0, min(max_new_tokens, n_ctx - len(ids)))
     out = generate(model, params, ids, max_new, temperature=temperature, top_k=top_k, seed=seed)
     return tok.decode(np.asarray(out)).decode("utf-8", errors="replace")
+
+
+def prompt_ids(tok: Any, prompt: str | bytes, n_ctx: int) -> np.ndarray:
+    """The token ids a prompt is served as: an empty prompt is a newline, and a prompt
+    longer than the context keeps its last ``n_ctx - 1`` tokens (its end, with room
+    for one new token). A module-level function so a contract can mutate it."""
+    return tok.encode(prompt or "\n")[-(n_ctx - 1) :]
