@@ -773,6 +773,29 @@ def resource_usage(t0_wall: float) -> dict[str, float]:
     }
 
 
+def record_usage(
+    out_dir: Path,
+    process: str,
+    from_step: int,
+    to_step: int,
+    resumed: bool,
+    t0: float,
+    final: bool,
+    usage: dict[str, float] | None = None,
+) -> None:
+    """Append this process's cumulative usage to resources.jsonl (at each checkpoint and
+    at the end); a process's last line is its total, ``final`` when it finished."""
+    record = {
+        "process": process,
+        "from_step": from_step,
+        "to_step": to_step,
+        "resumed": resumed,
+        "final": final,
+        **(usage or resource_usage(t0)),
+    }
+    append_metrics(out_dir / RESOURCES_FILE, record)
+
+
 # ---------------------------------------------------------------- the loop
 
 
@@ -889,6 +912,7 @@ def train(
             extra_stamps["init_sha256"] = ckpt_io.sha256_file(ckpt_io.resolve_model_file(init))
 
     start_step = st.step
+    process = f"{os.getpid()}-{time.time_ns()}"
     while st.step < cfg.steps:
         record = train_step(cfg, task, opt, st)
         do_ckpt = st.step % cfg.ckpt_every == 0 or st.step == cfg.steps
@@ -902,6 +926,8 @@ def train(
             stamps = build_stamps(cfg, mcfg, data, records, st.step, st.last_val, extra_stamps)
             state = trainer_state(cfg, st.step, st.rng, st.cursor, st.tokens_seen, st.val_history)
             write_checkpoint(out_dir, cfg, st.step, st.params, opt, stamps, state)
+            # usage so far, so that a process killed later still has a record
+            record_usage(out_dir, process, start_step, st.step, resumed is not None, t0, False)
         if progress is not None:
             progress(st.step, cfg.steps, record)
 
@@ -915,8 +941,7 @@ def train(
     )  # fmt: skip
     summary = {**asdict(result), "out_dir": str(out_dir), "checkpoint": str(final)}
     ckpt_io.atomic_write_text(out_dir / RESULT_FILE, json.dumps(summary, indent=1))
-    segment = {"from_step": start_step, "to_step": st.step, "resumed": resumed is not None}
-    append_metrics(out_dir / RESOURCES_FILE, {**segment, **usage})
+    record_usage(out_dir, process, start_step, st.step, resumed is not None, t0, True, usage)
     return result
 
 

@@ -1,0 +1,236 @@
+"""Known-bad variants of the trainer and its checkpoints (for contracts/training.yaml).
+
+Each function replaces one module-level piece of ``kernels.train`` or
+``kernels.checkpoint`` (the name where the trainer looks it up at call time)
+with a plausible bug that a real training stack has shipped: a shuffle that is
+not seeded, a checkpoint that forgets the optimizer or the RNG, a trainer that
+reports metrics without training, an accumulation that sums, an ``--init``
+that trusts the stamp or silently starts from random weights, a pre-flight
+gate that waves everything through. The checks of contracts/training.yaml
+must turn red (KILLED) under every one of them.
+
+Where a check trains in a child process (reruns, preemption), the child
+applies the same patches as the worker (``acceptance.training.worker_patches``),
+so these mutants are the code the child runs too.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# ---------------------------------------------------------------- AC-TRAIN-001
+
+
+def unseeded_shuffle_order(order_seed: int, n: int) -> np.ndarray:
+    """The epoch order drawn from fresh OS entropy instead of the recorded order seed:
+    every run sees its data in a different order, so no rerun reproduces the weights
+    (the run still "records" its seed, which is what makes this bug hard to see)."""
+    return np.random.default_rng().permutation(n)
+
+
+def provenance_config_only(cfg: Any, records: list[dict[str, Any]], init: str | None) -> dict:
+    """A provenance record with the hyperparameters and the seed only: no code commit,
+    no dependency manifest or digest, no dataset checksums, no environment."""
+    return {"train_config": cfg.to_dict(), "seed": cfg.seed, "init": init}
+
+
+# ---------------------------------------------------------------- AC-TRAIN-002
+
+
+def optimizer_arrays_without_moments(opt: Any) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """A checkpoint that saves the optimizer's step count but not its AdamW moments:
+    a resumed run restarts m and v from zero (loads fine, trains differently)."""
+    return {"step": np.array(opt.t, dtype=np.int64)}, {"optimizer": type(opt).__name__}
+
+
+def trainer_state_without_rng(
+    cfg: Any,
+    step: int,
+    rng: np.random.Generator,
+    cursor: Any,
+    tokens_seen: int,
+    val_history: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """A checkpoint whose trainer state has no real RNG state or data cursor: it stores a
+    generator freshly seeded from the config and a cursor at the start of epoch 0, so a
+    resumed run re-reads the first batches instead of the ones it was due."""
+    from kernels.train import DataCursor, new_rng, rng_state
+
+    return {
+        "step": step,
+        "rng_state": rng_state(new_rng(cfg.seed)),
+        "cursor": DataCursor().to_dict(),
+        "schedule": {
+            "kind": "warmup+cosine",
+            "lr": cfg.lr,
+            "warmup": cfg.warmup,
+            "steps": cfg.steps,
+            "min_lr": cfg.min_lr,
+        },
+        "tokens_seen": tokens_seen,
+        "val_history": val_history,
+        "train_config": cfg.to_dict(),
+    }
+
+
+def save_checkpoint_latest_first(
+    run_dir: Path | str,
+    step: int,
+    params: Mapping[str, np.ndarray],
+    stamps: Mapping[str, str],
+    optimizer: Mapping[str, np.ndarray] | None = None,
+    optimizer_meta: Mapping[str, str] | None = None,
+    trainer: Mapping[str, Any] | None = None,
+) -> Path:
+    """A checkpoint writer that moves ``latest`` first and then writes the files straight
+    into the final directory: a kill during the write leaves ``latest`` pointing at a
+    half-written checkpoint."""
+    from kernels import checkpoint as ck
+
+    run_dir = Path(run_dir)
+    final = run_dir / ck.checkpoint_name(step)
+    final.mkdir(parents=True, exist_ok=True)
+    ck.write_latest(run_dir, final.name)
+    digests = {ck.MODEL_FILE: ck.save_weights(final / ck.MODEL_FILE, params, stamps)}
+    if optimizer is not None:
+        digests[ck.OPTIMIZER_FILE] = ck.save_optimizer_state(
+            final / ck.OPTIMIZER_FILE, optimizer, optimizer_meta or {}
+        )
+    if trainer is not None:
+        digests[ck.TRAINER_FILE] = ck.save_trainer_state(final / ck.TRAINER_FILE, trainer)
+    ck.write_digests(final, digests)
+    return final
+
+
+def no_resource_usage(t0_wall: float) -> dict[str, float]:
+    """Resource accounting that records nothing measured (zeros for Finance)."""
+    return {"wall_s": 0.0, "cpu_s": 0.0, "peak_rss_mb": 0.0}
+
+
+# ---------------------------------------------------------------- AC-TRAIN-003
+
+
+def update_skipped(
+    opt: Any, params: dict[str, np.ndarray], grads: dict[str, np.ndarray], lr: float
+) -> float:
+    """The update step as a no-op: gradients are computed and their norm reported, every
+    metric line is written, but the weights never change ("training simulation")."""
+    return math.sqrt(
+        sum(float(np.sum(np.asarray(g, dtype=np.float64) ** 2)) for g in grads.values())
+    )
+
+
+_SIMULATED = {"calls": 0}
+
+
+def simulated_val_loss(model: Any, params: Mapping[str, np.ndarray], windows: np.ndarray) -> float:
+    """An evaluation that returns a made-up, nicely decreasing val loss instead of
+    measuring the weights ("metrics show decreasing loss")."""
+    _SIMULATED["calls"] += 1
+    return 7.0 * 0.97 ** _SIMULATED["calls"]
+
+
+# ---------------------------------------------------------------- AC-TRAIN-004
+
+
+def summing_accumulation(
+    task: Any, params: Mapping[str, np.ndarray], micro_batches: list[Any]
+) -> tuple[float, dict[str, np.ndarray]]:
+    """Gradient accumulation that sums the k micro-batch gradients instead of averaging
+    them: k times the gradient of one batch of k times the size."""
+    loss_sum, grads = 0.0, {}
+    for batch in micro_batches:
+        loss, g = task.loss_and_grads(params, batch)
+        loss_sum += float(loss)
+        for name, value in g.items():
+            grads[name] = grads[name] + value if name in grads else np.array(value, copy=True)
+    return loss_sum / len(micro_batches), grads
+
+
+def dropping_accumulation(
+    task: Any, params: Mapping[str, np.ndarray], micro_batches: list[Any]
+) -> tuple[float, dict[str, np.ndarray]]:
+    """Gradient accumulation that silently drops the last micro-batch (an off-by-one in the
+    accumulation loop) and averages the rest."""
+    kept = micro_batches[:-1] or micro_batches
+    loss_sum, grads = 0.0, {}
+    for batch in kept:
+        loss, g = task.loss_and_grads(params, batch)
+        loss_sum += float(loss)
+        for name, value in g.items():
+            grads[name] = grads[name] + value if name in grads else np.array(value, copy=True)
+    scale = np.float32(1.0 / len(kept))
+    return loss_sum / len(kept), {n: v * scale for n, v in grads.items()}
+
+
+# ---------------------------------------------------------------- AC-TRAIN-005
+
+
+def trust_stamp_loader(path: Path | str) -> Any:
+    """The ``--init`` loader that dispatches on the architecture stamp and never looks at
+    the tensor names (the seed's step 1: "reads the wrong architecture stamp")."""
+    from kernels import checkpoint as ck
+
+    model_file = ck.resolve_model_file(path)
+    params, stamps = ck.read_safetensors(model_file)
+    family = ck.family_of_stamps(stamps) or "gpt2"
+    return ck.Checkpoint(path=model_file.parent, params=params, stamps=stamps, family=family)
+
+
+def random_init(loaded: Any, model: Any, family: str) -> dict[str, np.ndarray]:
+    """``--init`` that ignores the checkpoint's weights and starts from random ones."""
+    return model.init_params(0)
+
+
+def skip_init_check(loaded: Any, val_loss: float, spec: Mapping[str, Any]) -> None:
+    """No comparison of the step-0 eval with the checkpoint's recorded val loss."""
+    return None
+
+
+def random_fallback_init(loaded: Any, model: Any, family: str) -> dict[str, np.ndarray]:
+    """The seed's step 3: look the model's tensor names up in the checkpoint; when they are
+    not all there (the stamp named the wrong family), fall back to random init."""
+    shapes = model.param_shapes()
+    if all(
+        n in loaded.params and tuple(loaded.params[n].shape) == tuple(s) for n, s in shapes.items()
+    ):
+        return {n: np.ascontiguousarray(loaded.params[n], dtype=np.float32) for n in shapes}
+    return model.init_params(0)
+
+
+# ---------------------------------------------------------------- AC-TRAIN-006
+
+
+def preflight_lets_everything_through(cfg: Any, n_params: int, n_ctx: int) -> tuple[str, float]:
+    """A pre-flight gate that computes the ratio and refuses nothing."""
+    from kernels.train import tokens_per_step
+
+    ratio = cfg.steps * tokens_per_step(cfg, n_ctx) / max(n_params, 1)
+    return ("ship" if cfg.purpose == "ship" else "ablation (not for release)"), ratio
+
+
+def preflight_threshold_10(cfg: Any, n_params: int, n_ctx: int) -> tuple[str, float]:
+    """The older gate (seed 001 §83: hard only below 10 tokens per parameter): a ship run in
+    the 10-20x "ablation band" goes through."""
+    from kernels.train import PreflightError, tokens_per_step
+
+    ratio = cfg.steps * tokens_per_step(cfg, n_ctx) / max(n_params, 1)
+    if cfg.purpose == "ship" and ratio < 10.0:
+        raise PreflightError(f"pre-flight: {ratio:.2f} tokens per parameter (< 10)")
+    return ("ship" if cfg.purpose == "ship" else "ablation (not for release)"), ratio
+
+
+def preflight_unlabelled(cfg: Any, n_params: int, n_ctx: int) -> tuple[str, float]:
+    """A gate that refuses correctly but labels every run it lets through "ship": an
+    ablation is indistinguishable from a release candidate."""
+    from kernels.train import MIN_TOKENS_PER_PARAM, PreflightError, tokens_per_step
+
+    ratio = cfg.steps * tokens_per_step(cfg, n_ctx) / max(n_params, 1)
+    if cfg.purpose == "ship" and ratio < MIN_TOKENS_PER_PARAM:
+        raise PreflightError(f"pre-flight: {ratio:.2f} tokens per parameter")
+    return "ship", ratio
