@@ -4,7 +4,3 @@ Each strategy function returns a strategy of params dicts merged into the
 invariant's params. Keep the values JSON-able so counterexamples can be saved
 and replayed.
 """
-
-from falsifiers.strategies.meta import malformed_contract_params
-
-__all__ = ["malformed_contract_params"]
