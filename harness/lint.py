@@ -21,7 +21,7 @@ from harness.bindings import (
     resolve_python,
 )
 from harness.errors import ContractError, Diagnostic
-from harness.loader import cross_check, discover, load_contract
+from harness.loader import load_each
 from harness.model import Contract, Location
 
 TODO = re.compile(r"\bTODO\b")
@@ -37,18 +37,10 @@ def lint_paths(
     paths: Iterable[Path], root: Path, allowed: Sequence[str] = (), resolve: bool = True
 ) -> tuple[list[Contract], list[Diagnostic]]:
     """Every problem of the contracts under ``paths`` (errors and warnings)."""
-    diags: list[Diagnostic] = []
-    contracts: list[Contract] = []
     try:
-        files = discover(paths)
-    except ContractError as exc:
+        contracts, diags = load_each(paths)
+    except ContractError as exc:  # a path that does not exist
         return [], exc.diagnostics
-    for f in files:
-        try:
-            contracts.append(load_contract(f))
-        except ContractError as exc:
-            diags.extend(exc.diagnostics)
-    diags.extend(cross_check(contracts))
     diags.extend(_todos(contracts))
     diags.extend(_falsifier_coverage(contracts))
     if resolve:

@@ -310,17 +310,23 @@ def _build(
 # --------------------------------------------------------------------------- the set
 
 
-def load_contract_set(paths: Iterable[Path]) -> ContractSet:
-    """Load every contract under ``paths`` and check the set as a whole."""
-    files = discover(paths)
+def load_each(paths: Iterable[Path]) -> tuple[list[Contract], list[Diagnostic]]:
+    """Every contract under ``paths`` that loads, and the diagnostics of the set:
+    each file's own problems plus the cross-file ones (IDs, references)."""
     contracts: list[Contract] = []
     diags: list[Diagnostic] = []
-    for f in files:
+    for f in discover(paths):
         try:
             contracts.append(load_contract(f))
         except ContractError as exc:
             diags.extend(exc.diagnostics)
     diags.extend(cross_check(contracts))
+    return contracts, diags
+
+
+def load_contract_set(paths: Iterable[Path]) -> ContractSet:
+    """Load every contract under ``paths`` and check the set as a whole."""
+    contracts, diags = load_each(paths)
     if any(d.severity == "error" for d in diags):
         raise ContractError(diags)
     digest = hashlib.sha256(
