@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import textwrap
 from pathlib import Path
 
@@ -173,5 +172,3 @@ invariants:
 {falsifiers}
 """
 
-
-os.environ.setdefault("NUMBA_NUM_THREADS", "1")

@@ -285,6 +285,9 @@ def test_ctrl_c_stops_cleanly_marks_evidence_incomplete_and_exits_2(project):
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONPATH": str(project.root)},
+        # a shell that ran us in the background may have left SIGINT ignored; Python
+        # keeps an inherited SIG_IGN, so give the run the default disposition back
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.time() + 30
     while time.time() < deadline and not list((project.root / "evidence").glob("*/checks")):
