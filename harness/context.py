@@ -39,14 +39,19 @@ class CheckContext:
         self.params = params
         self.seed = seed
         self.rng = random.Random(seed)
-        self.scratch = scratch
+        self._scratch = scratch
         self.artifact_dir = artifact_dir
         self.check_id = check_id
         self.fault = fault
         self.root = root or Path.cwd()
         self.artifacts: list[str] = []
         self.metrics: list[dict[str, Any]] = []
-        self.scratch.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def scratch(self) -> Path:
+        """An empty directory of the check's own, made on first use."""
+        self._scratch.mkdir(parents=True, exist_ok=True)
+        return self._scratch
 
     def numpy_rng(self) -> Any:
         import numpy as np

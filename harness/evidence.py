@@ -396,7 +396,7 @@ class EvidenceWriter(Listener):
             return
         for name in ("stdout", "stderr"):
             f = src / f"{name}.txt"
-            if f.exists():
+            if f.exists() and f.stat().st_size > 0:  # an empty log says nothing
                 _copy(f, folder / "logs" / f"{key}.{name}.txt")
         arts = src / "artifacts"
         if arts.is_dir():
@@ -406,5 +406,11 @@ class EvidenceWriter(Listener):
 
 
 def _copy(src: Path, dest: Path) -> None:
+    """A hard link where possible (checks/ is removed when the run completes, so the
+    bundle's copy is then the only name), else a copy."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src, dest)
+    dest.unlink(missing_ok=True)
+    try:
+        os.link(src, dest)
+    except OSError:
+        shutil.copyfile(src, dest)

@@ -80,11 +80,15 @@ def captured_output(check_dir: Path) -> Any:
 
 
 def log_paths(check_dir: Path) -> dict[str, str]:
-    return {
-        name: str(check_dir / f"{name}.txt")
-        for name in ("stdout", "stderr")
-        if (check_dir / f"{name}.txt").exists()
-    }
+    """The check's non-empty logs, as the evidence stores them: relative to its
+    criterion's folder (``logs/<ID>.stdout.txt``)."""
+    key = check_dir.name
+    out = {}
+    for name in ("stdout", "stderr"):
+        f = check_dir / f"{name}.txt"
+        if f.exists() and f.stat().st_size > 0:
+            out[name] = f"logs/{key}.{name}.txt"
+    return out
 
 
 def make_context(
