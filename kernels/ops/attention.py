@@ -15,6 +15,7 @@ from numba import njit
 from ..config import JIT
 from ._check import check_float, check_shape
 from .fastexp import _exp_inplace, _max, _sum_f64
+from .xent import _rowmax
 
 
 @njit(**JIT)
@@ -26,7 +27,7 @@ def _causal_softmax_rows(s, p):
         n = i + 1
         si = s[i, :n]
         pi = p[i, :n]
-        m = _max(si)
+        m = _rowmax(si)
         for j in range(n):
             pi[j] = si[j] - m
         _exp_inplace(pi, kbuf)

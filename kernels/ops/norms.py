@@ -22,18 +22,81 @@ def _layernorm_fwd_kernel(x, w, b, eps):
 
 
 @njit(**JIT)
+def _sum8(x):
+    """float64 sum of a 1-D array with 8 interleaved accumulators (fixed order)."""
+    n = x.size
+    n8 = n - n % 8
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
+    for j in range(0, n8, 8):
+        a0 += x[j]
+        a1 += x[j + 1]
+        a2 += x[j + 2]
+        a3 += x[j + 3]
+        a4 += x[j + 4]
+        a5 += x[j + 5]
+        a6 += x[j + 6]
+        a7 += x[j + 7]
+    for j in range(n8, n):
+        a0 += x[j]
+    return ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
+
+
+@njit(**JIT)
+def _dot8(x, y):
+    """float64 sum of x[j] * y[j] (products in float64) with 8 interleaved accumulators."""
+    n = x.size
+    n8 = n - n % 8
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
+    for j in range(0, n8, 8):
+        a0 += np.float64(x[j]) * y[j]
+        a1 += np.float64(x[j + 1]) * y[j + 1]
+        a2 += np.float64(x[j + 2]) * y[j + 2]
+        a3 += np.float64(x[j + 3]) * y[j + 3]
+        a4 += np.float64(x[j + 4]) * y[j + 4]
+        a5 += np.float64(x[j + 5]) * y[j + 5]
+        a6 += np.float64(x[j + 6]) * y[j + 6]
+        a7 += np.float64(x[j + 7]) * y[j + 7]
+    for j in range(n8, n):
+        a0 += np.float64(x[j]) * y[j]
+    return ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
+
+
+@njit(**JIT)
+def _sqdev8(x, m):
+    """float64 sum of (x[j] - m)^2 with 8 interleaved accumulators."""
+    n = x.size
+    n8 = n - n % 8
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
+    for j in range(0, n8, 8):
+        c0 = x[j] - m
+        c1 = x[j + 1] - m
+        c2 = x[j + 2] - m
+        c3 = x[j + 3] - m
+        c4 = x[j + 4] - m
+        c5 = x[j + 5] - m
+        c6 = x[j + 6] - m
+        c7 = x[j + 7] - m
+        a0 += c0 * c0
+        a1 += c1 * c1
+        a2 += c2 * c2
+        a3 += c3 * c3
+        a4 += c4 * c4
+        a5 += c5 * c5
+        a6 += c6 * c6
+        a7 += c7 * c7
+    for j in range(n8, n):
+        c = x[j] - m
+        a0 += c * c
+    return ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
+
+
+@njit(**JIT)
 def _layernorm_fwd_into(x, w, b, eps, y, mean, rstd):
     n, d = x.shape
     for i in range(n):
         xi = x[i]
-        s = 0.0
-        for j in range(d):
-            s += xi[j]
-        m = s / d
-        v = 0.0
-        for j in range(d):
-            c = xi[j] - m
-            v += c * c
+        m = _sum8(xi) / d
+        v = _sqdev8(xi, m)
         r = 1.0 / math.sqrt(v / d + eps)
         mean[i] = m
         rstd[i] = r
@@ -65,19 +128,15 @@ def _layernorm_bwd_into(dy, x, w, mean, rstd, dx):
         dyi = dy[i]
         m = mean[i]
         r = rstd[i]
-        s1 = 0.0
-        s2 = 0.0
         for j in range(d):
             xh = (xi[j] - m) * r
-            gj = dyi[j] * w[j]
+            dyj = dyi[j]
             xhat[j] = xh
-            g[j] = gj
-            s1 += gj
-            s2 += gj * xh
-            dw[j] += dyi[j] * xh
-            db[j] += dyi[j]
-        a = xi.dtype.type(s1 / d)
-        c = xi.dtype.type(s2 / d)
+            g[j] = dyj * w[j]
+            dw[j] += dyj * xh
+            db[j] += dyj
+        a = xi.dtype.type(_sum8(g) / d)
+        c = xi.dtype.type(_dot8(g, xhat) / d)
         dxi = dx[i]
         for j in range(d):
             dxi[j] = r * (g[j] - a - xhat[j] * c)
@@ -98,9 +157,7 @@ def _rmsnorm_fwd_into(x, w, eps, y, rstd):
     n, d = x.shape
     for i in range(n):
         xi = x[i]
-        v = 0.0
-        for j in range(d):
-            v += xi[j] * xi[j]
+        v = _dot8(xi, xi)
         r = 1.0 / math.sqrt(v / d + eps)
         rstd[i] = r
         rf = xi.dtype.type(r)
@@ -122,17 +179,19 @@ def _rmsnorm_bwd_into(dy, x, w, rstd, dx):
     """dx[:] = the input gradient; return a fresh dw. dx may alias dy."""
     n, d = x.shape
     dw = np.zeros(d, dtype=x.dtype)
+    xhat = np.empty(d, dtype=x.dtype)
+    g = np.empty(d, dtype=x.dtype)
     for i in range(n):
         xi = x[i]
         dyi = dy[i]
         r = rstd[i]
-        s = 0.0
         for j in range(d):
             xh = xi[j] * r
             gj = dyi[j] * w[j]
-            s += gj * xh
+            xhat[j] = xh
+            g[j] = gj
             dw[j] += dyi[j] * xh
-        c = xi.dtype.type(s / d)
+        c = xi.dtype.type(_dot8(g, xhat) / d)
         dxi = dx[i]
         for j in range(d):
             dxi[j] = r * (dyi[j] * w[j] - xi[j] * r * c)

@@ -17,6 +17,35 @@ from .fastexp import _exp_inplace, _max, _sum_f64
 
 
 @njit(**JIT)
+def _rowmax(x):
+    """Largest element of a non-empty 1-D array, 16 lanes (vectorizes).
+
+    Not NaN-propagating by itself; callers feed ``x - max`` to exp and sum, and a
+    NaN anywhere in the row still makes the sum (so the loss and the row's
+    gradient) NaN.
+    """
+    n = x.size
+    n16 = n - n % 16
+    if n16 == 0:
+        return _max(x)
+    acc = np.empty(16, dtype=x.dtype)
+    for k in range(16):
+        acc[k] = x[k]
+    for j in range(0, n16, 16):
+        xs = x[j : j + 16]
+        for k in range(16):
+            v = xs[k]
+            a = acc[k]
+            acc[k] = v if v > a else a
+    m = _max(acc)
+    for j in range(n16, n):
+        v = x[j]
+        if v > m:
+            m = v
+    return m
+
+
+@njit(**JIT)
 def _xent_rows_kernel(logits, targets):
     """Per-row losses ``logsumexp(logits[i]) - logits[i, targets[i]]`` (float64)."""
     n, v = logits.shape
@@ -34,28 +63,45 @@ def _xent_rows_kernel(logits, targets):
 
 
 @njit(**JIT)
-def _xent_fwd_bwd_kernel(logits, targets, dlogits):
-    """Mean loss; writes ``d(mean loss)/d logits`` into dlogits (may alias logits)."""
+def _xent_rows_grad_into(logits, targets, dlogits, inv_n, losses):
+    """Per-row losses (float64) into ``losses``; ``inv_n * d(loss_i)/d logits`` into
+    dlogits (may alias logits). Rows are independent: callers may split them."""
     n, v = logits.shape
-    inv_n = 1.0 / n
-    total = 0.0
     kbuf = np.empty(v, dtype=np.int32)
     for i in range(n):
         row = logits[i]
         drow = dlogits[i]
         tgt = targets[i]
         x_t = row[tgt]
-        m = _max(row)
+        m = _rowmax(row)
         for j in range(v):
             drow[j] = row[j] - m
         _exp_inplace(drow, kbuf)
         tot = _sum_f64(drow)
-        total += m + math.log(tot) - x_t
+        losses[i] = m + math.log(tot) - x_t
         scale = drow.dtype.type(inv_n / tot)
         for j in range(v):
             drow[j] *= scale
         drow[tgt] -= inv_n
+
+
+@njit(**JIT)
+def _mean_loss_kernel(losses, inv_n):
+    """Sum of the per-row losses in row order, times inv_n."""
+    total = 0.0
+    for i in range(losses.size):
+        total += losses[i]
     return total * inv_n
+
+
+@njit(**JIT)
+def _xent_fwd_bwd_kernel(logits, targets, dlogits):
+    """Mean loss; writes ``d(mean loss)/d logits`` into dlogits (may alias logits)."""
+    n = logits.shape[0]
+    inv_n = 1.0 / n
+    losses = np.empty(n, dtype=np.float64)
+    _xent_rows_grad_into(logits, targets, dlogits, inv_n, losses)
+    return _mean_loss_kernel(losses, inv_n)
 
 
 def _check(logits, targets):
