@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,84 +39,6 @@ class KVCache:
 
     def reset(self) -> None:
         self.pos = 0
-
-
-_SPLIT_POOL: ThreadPoolExecutor | None = None
-_SPLIT_LOCK = threading.Lock()
-
-
-def _split_pool() -> ThreadPoolExecutor:
-    global _SPLIT_POOL
-    if _SPLIT_POOL is None:
-        with _SPLIT_LOCK:
-            if _SPLIT_POOL is None:
-                _SPLIT_POOL = ThreadPoolExecutor(1, thread_name_prefix="kernels-split")
-    return _SPLIT_POOL
-
-
-def _split_threads() -> int:
-    """2 when the main thread may use two cores (numba's thread count, set by
-    ``limit_threads``); 1 in other threads (``DataParallel`` workers already use
-    the cores) and when limited to one thread."""
-    if threading.current_thread() is not threading.main_thread():
-        return 1
-    import numba
-
-    return 2 if numba.get_num_threads() >= 2 else 1
-
-
-def _run_two(fn, args_a: tuple, args_b: tuple) -> None:
-    """fn(*args_b) on the helper thread while fn(*args_a) runs here (kernels are nogil)."""
-    fut = _split_pool().submit(fn, *args_b)
-    try:
-        fn(*args_a)
-    finally:
-        fut.result()
-
-
-def split_attn_fwd(fn, qkv, bsz, t_len, n_head, out, probs) -> None:
-    """``fn(qkv, bsz, t_len, n_head, out, probs)`` over two halves of the batch when
-    two threads are allowed. Every (sequence, head) is computed alone, so the bits
-    do not depend on the split."""
-    if bsz < 2 or _split_threads() < 2:
-        fn(qkv, bsz, t_len, n_head, out, probs)
-        return
-    h = bsz // 2
-    r = h * t_len
-    _run_two(
-        fn,
-        (qkv[:r], h, t_len, n_head, out[:r], probs[:h]),
-        (qkv[r:], bsz - h, t_len, n_head, out[r:], probs[h:]),
-    )
-
-
-def split_attn_bwd(fn, dout, qkv, probs, bsz, t_len, n_head, dqkv) -> None:
-    """``fn(dout, qkv, probs, bsz, t_len, n_head, dqkv)`` split like :func:`split_attn_fwd`."""
-    if bsz < 2 or _split_threads() < 2:
-        fn(dout, qkv, probs, bsz, t_len, n_head, dqkv)
-        return
-    h = bsz // 2
-    r = h * t_len
-    _run_two(
-        fn,
-        (dout[:r], qkv[:r], probs[:h], h, t_len, n_head, dqkv[:r]),
-        (dout[r:], qkv[r:], probs[h:], bsz - h, t_len, n_head, dqkv[r:]),
-    )
-
-
-def split_rows(fn, args: tuple, rows: tuple, min_rows: int = 64) -> None:
-    """``fn(*args)`` with the arrays at positions ``rows`` cut into two halves along
-    their first axis (one half per thread) when two threads are allowed. Only for
-    kernels whose rows (or elements) are computed independently: the bits do not
-    depend on the split."""
-    n = args[rows[0]].shape[0]
-    if n < min_rows or _split_threads() < 2:
-        fn(*args)
-        return
-    h = n // 2
-    lo = tuple(a[:h] if i in rows else a for i, a in enumerate(args))
-    hi = tuple(a[h:] if i in rows else a for i, a in enumerate(args))
-    _run_two(fn, lo, hi)
 
 
 class Workspace:

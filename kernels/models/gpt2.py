@@ -12,7 +12,7 @@ import numpy as np
 from numba import njit
 
 from ..config import JIT
-from ..ops.activations import _gelu_bwd_kernel, _gelu_fwd_kernel
+from ..ops.activations import _gelu_bwd_kernel, _gelu_fwd_kernel, _linear_io_gelu_fwd_into
 from ..ops.attention import _attn_bwd_into, _attn_fwd_into, _attn_step_kernel
 from ..ops.embedding import (
     _embed_bwd_kernel,
@@ -29,7 +29,7 @@ from ..ops.linear import (
     _linear_io_res_fwd_kernel,
 )
 from ..ops.norms import _layernorm_bwd_into, _layernorm_fwd_into, _layernorm_fwd_kernel
-from .base import KVCache, TransformerBase, split_attn_bwd, split_attn_fwd, split_rows
+from .base import KVCache, TransformerBase
 from .head import _lm_head_logits_kernel, _lm_head_loss_grad_into
 
 _LAYER_TENSORS = (
@@ -140,19 +140,18 @@ class GPT2(TransformerBase):
         dt = x.dtype
         k = f"{i}."
         h1, m1, r1 = ws(k + "h1", (n, d), dt), ws(k + "m1", (n,), dt), ws(k + "r1", (n,), dt)
-        split_rows(_layernorm_fwd_into, (x, ln1w, ln1b, cfg.eps, h1, m1, r1), (0, 4, 5, 6))
+        _layernorm_fwd_into(x, ln1w, ln1b, cfg.eps, h1, m1, r1)
         qkv = ws(k + "qkv", (n, 3 * d), dt)
         _linear_io_fwd_into(h1, wqkv, bqkv, qkv)
         att = ws(k + "att", (n, d), dt)
         probs = ws(k + "probs", (bsz, cfg.n_head, t_len, t_len), dt)
-        split_attn_fwd(_attn_fwd_into, qkv, bsz, t_len, cfg.n_head, att, probs)
+        _attn_fwd_into(qkv, bsz, t_len, cfg.n_head, att, probs)
         x2 = ws(k + "x2", (n, d), dt)
         _linear_io_res_fwd_into(att, wo, bo, x, x2)
         h2, m2, r2 = ws(k + "h2", (n, d), dt), ws(k + "m2", (n,), dt), ws(k + "r2", (n,), dt)
-        split_rows(_layernorm_fwd_into, (x2, ln2w, ln2b, cfg.eps, h2, m2, r2), (0, 4, 5, 6))
+        _layernorm_fwd_into(x2, ln2w, ln2b, cfg.eps, h2, m2, r2)
         pre, act = ws(k + "pre", (n, cfg.d_ff), dt), ws(k + "act", (n, cfg.d_ff), dt)
-        _linear_io_fwd_into(h2, wfc, bfc, pre)
-        split_rows(_gelu_fwd_kernel, (pre.reshape(-1), act.reshape(-1)), (0, 1))
+        _linear_io_gelu_fwd_into(h2, wfc, bfc, pre, act)
         x3 = ws(k + "x3", (n, d), dt)
         _linear_io_res_fwd_into(act, wp, bp, x2, x3)
         return x3, (x, h1, m1, r1, qkv, att, probs, x2, h2, m2, r2, pre, act)
@@ -170,9 +169,7 @@ class GPT2(TransformerBase):
         dact = ws("dact", (n, cfg.d_ff), dt)
         dwp, dbp = _linear_io_bwd_into(act, wp, dx, dact)
         dpre = ws("dpre", (n, cfg.d_ff), dt)
-        split_rows(
-            _gelu_bwd_kernel, (pre.reshape(-1), dact.reshape(-1), dpre.reshape(-1)), (0, 1, 2)
-        )
+        _gelu_bwd_kernel(pre.reshape(-1), dact.reshape(-1), dpre.reshape(-1))
         dh2 = ws("dh2", (n, d), dt)
         dwfc, dbfc = _linear_io_bwd_into(h2, wfc, dpre, dh2)
         dx2 = ws("dx2", (n, d), dt)
@@ -181,7 +178,7 @@ class GPT2(TransformerBase):
         datt = ws("datt", (n, d), dt)
         dwo, dbo = _linear_io_bwd_into(att, wo, dx2, datt)
         dqkv = ws("dqkv", (n, 3 * d), dt)
-        split_attn_bwd(_attn_bwd_into, datt, qkv, probs, bsz, t_len, cfg.n_head, dqkv)
+        _attn_bwd_into(datt, qkv, probs, bsz, t_len, cfg.n_head, dqkv)
         dh1 = ws("dh1", (n, d), dt)
         dwqkv, dbqkv = _linear_io_bwd_into(h1, wqkv, dqkv, dh1)
         dln1w, dln1b = _layernorm_bwd_into(dh1, x, ln1w, m1, r1, dx)

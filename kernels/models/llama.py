@@ -25,7 +25,7 @@ from ..ops.linear import (
 )
 from ..ops.norms import _rmsnorm_bwd_into, _rmsnorm_fwd_into, _rmsnorm_fwd_kernel
 from ..ops.rope import _rope_kernel, rope_tables
-from .base import KVCache, TransformerBase, split_attn_bwd, split_attn_fwd, split_rows
+from .base import KVCache, TransformerBase
 from .head import _lm_head_logits_kernel, _lm_head_loss_grad_into
 
 _LAYER_TENSORS = (
@@ -148,21 +148,21 @@ class Llama(TransformerBase):
         dt = x.dtype
         k = f"{i}."
         h1, r1 = ws(k + "h1", (n, d), dt), ws(k + "r1", (n,), dt)
-        split_rows(_rmsnorm_fwd_into, (x, wn1, cfg.eps, h1, r1), (0, 3, 4))
+        _rmsnorm_fwd_into(x, wn1, cfg.eps, h1, r1)
         qkv = ws(k + "qkv", (n, 3 * d), dt)
         _linear_oi_fwd_into(h1, wqkv, qkv)
         _rope_kernel(qkv, t_len, 0, 2 * cfg.n_head, cfg.head_dim, cos, sin, 1.0)
         att = ws(k + "att", (n, d), dt)
         probs = ws(k + "probs", (bsz, cfg.n_head, t_len, t_len), dt)
-        split_attn_fwd(_attn_fwd_into, qkv, bsz, t_len, cfg.n_head, att, probs)
+        _attn_fwd_into(qkv, bsz, t_len, cfg.n_head, att, probs)
         x2 = ws(k + "x2", (n, d), dt)
         _linear_oi_res_fwd_into(att, wo, x, x2)
         h2, r2 = ws(k + "h2", (n, d), dt), ws(k + "r2", (n,), dt)
-        split_rows(_rmsnorm_fwd_into, (x2, wn2, cfg.eps, h2, r2), (0, 3, 4))
+        _rmsnorm_fwd_into(x2, wn2, cfg.eps, h2, r2)
         gu = ws(k + "gu", (n, 2 * f), dt)
         _linear_oi_fwd_into(h2, wgu, gu)
         hm = ws(k + "hm", (n, f), dt)
-        split_rows(_swiglu_fwd_into, (gu, f, hm), (0, 2))
+        _swiglu_fwd_into(gu, f, hm)
         x3 = ws(k + "x3", (n, d), dt)
         _linear_oi_res_fwd_into(hm, wdown, x2, x3)
         return x3, (x, h1, r1, qkv, att, probs, x2, h2, r2, gu, hm)
@@ -181,7 +181,7 @@ class Llama(TransformerBase):
         dhm = ws("dhm", (n, f), dt)
         dwdown = _linear_oi_bwd_into(hm, wdown, dx, dhm)
         dgu = ws("dgu", (n, 2 * f), dt)
-        split_rows(_swiglu_bwd_into, (gu, dhm, dgu), (0, 1, 2))
+        _swiglu_bwd_into(gu, dhm, dgu)
         dh2 = ws("dh2", (n, d), dt)
         dwgu = _linear_oi_bwd_into(h2, wgu, dgu, dh2)
         dx2 = ws("dx2", (n, d), dt)
@@ -190,7 +190,7 @@ class Llama(TransformerBase):
         datt = ws("datt", (n, d), dt)
         dwo = _linear_oi_bwd_into(att, wo, dx2, datt)
         dqkv = ws("dqkv", (n, 3 * d), dt)
-        split_attn_bwd(_attn_bwd_into, datt, qkv, probs, bsz, t_len, cfg.n_head, dqkv)
+        _attn_bwd_into(datt, qkv, probs, bsz, t_len, cfg.n_head, dqkv)
         _rope_kernel(dqkv, t_len, 0, 2 * cfg.n_head, cfg.head_dim, cos, sin, -1.0)
         dh1 = ws("dh1", (n, d), dt)
         dwqkv = _linear_oi_bwd_into(h1, wqkv, dqkv, dh1)

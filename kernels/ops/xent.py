@@ -63,10 +63,11 @@ def _xent_rows_kernel(logits, targets):
 
 
 @njit(**JIT)
-def _xent_rows_grad_into(logits, targets, dlogits, inv_n, losses):
-    """Per-row losses (float64) into ``losses``; ``inv_n * d(loss_i)/d logits`` into
-    dlogits (may alias logits). Rows are independent: callers may split them."""
+def _xent_fwd_bwd_kernel(logits, targets, dlogits):
+    """Mean loss; writes ``d(mean loss)/d logits`` into dlogits (may alias logits)."""
     n, v = logits.shape
+    inv_n = 1.0 / n
+    total = 0.0
     kbuf = np.empty(v, dtype=np.int32)
     for i in range(n):
         row = logits[i]
@@ -78,30 +79,12 @@ def _xent_rows_grad_into(logits, targets, dlogits, inv_n, losses):
             drow[j] = row[j] - m
         _exp_inplace(drow, kbuf)
         tot = _sum_f64(drow)
-        losses[i] = m + math.log(tot) - x_t
+        total += m + math.log(tot) - x_t
         scale = drow.dtype.type(inv_n / tot)
         for j in range(v):
             drow[j] *= scale
         drow[tgt] -= inv_n
-
-
-@njit(**JIT)
-def _mean_loss_kernel(losses, inv_n):
-    """Sum of the per-row losses in row order, times inv_n."""
-    total = 0.0
-    for i in range(losses.size):
-        total += losses[i]
     return total * inv_n
-
-
-@njit(**JIT)
-def _xent_fwd_bwd_kernel(logits, targets, dlogits):
-    """Mean loss; writes ``d(mean loss)/d logits`` into dlogits (may alias logits)."""
-    n = logits.shape[0]
-    inv_n = 1.0 / n
-    losses = np.empty(n, dtype=np.float64)
-    _xent_rows_grad_into(logits, targets, dlogits, inv_n, losses)
-    return _mean_loss_kernel(losses, inv_n)
 
 
 def _check(logits, targets):
