@@ -269,11 +269,12 @@ def _load(paths: tuple[str, ...]) -> Any:
 
 @cli.command()
 @click.argument("directory", default=".", type=click.Path(file_okay=False))
-@click.option("--owner", default="TODO-owner", help="Owner written into the example.")
-def init(directory: str, owner: str) -> int:
+@click.option("--owner", default=None, help="Owner written into the example [the folder's name].")
+def init(directory: str, owner: str | None) -> int:
     """Set up contracts/ and [tool.harness] in a project."""
     from harness.scaffold import init_project
 
+    owner = owner or Path(directory).resolve().name
     for line in init_project(Path(directory), owner):
         click.echo(line)
     click.echo("next: `harness lint`, then `harness run`")

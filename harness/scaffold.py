@@ -71,7 +71,7 @@ def write_schema(folder: Path) -> Path:
     return path
 
 
-def init_project(root: Path, owner: str = "TODO-owner") -> list[str]:
+def init_project(root: Path, owner: str) -> list[str]:
     """Set up contracts/ and [tool.harness] in ``root``; returns what was done."""
     done: list[str] = []
     contracts = root / "contracts"
