@@ -365,12 +365,18 @@ def verify(run_dir: str, keys: tuple[str, ...]) -> int:
     help="Rerun only this criterion (repeatable).",
 )
 @click.option("-j", "--jobs", type=click.IntRange(min=1), help="Worker processes [cores].")
-def rerun(run_dir: str, criteria: tuple[str, ...], jobs: int | None) -> int:
+@click.option(
+    "--sign-key",
+    type=click.Path(dir_okay=False),
+    help="Sign the rerun's evidence [$HARNESS_SIGN_KEY or [tool.harness] sign-key].",
+)
+def rerun(run_dir: str, criteria: tuple[str, ...], jobs: int | None, sign_key: str | None) -> int:
     """Run again with the recorded seed, selection and contract text; compare."""
     from harness.replay import compare_runs, environment_diff, load_recorded
     from harness.reporters.terminal import TerminalReporter
     from harness.runner import run_contracts
     from harness.selection import select
+    from harness.signing import load_signer, resolve_sign_key
 
     cfg = _config()
     old_dir = Path(run_dir)
@@ -389,6 +395,7 @@ def rerun(run_dir: str, criteria: tuple[str, ...], jobs: int | None) -> int:
         f"rerunning {len(chosen)} criteria of {meta['run_id']} with seed {meta['seed']}, "
         f"profile {meta['profile']}"
     )
+    key_path = resolve_sign_key(sign_key, cfg.sign_key)
     new = run_contracts(
         contracts,
         chosen,
@@ -401,6 +408,7 @@ def rerun(run_dir: str, criteria: tuple[str, ...], jobs: int | None) -> int:
         default_timeout=cfg.default_timeout,
         allowed=cfg.allowed_packages,
         selection={**sel, "rerun_of": meta["run_id"]},
+        signer=load_signer(key_path) if key_path else None,
     )
     diffs = compare_runs(contracts, old, new)
     env = environment_diff(old_dir, Path(new.evidence_dir))
