@@ -16,14 +16,15 @@ def _paths(ctx: CheckContext) -> list[Path]:
 
 
 def contracts_validate(ctx: CheckContext) -> dict[str, Any]:
-    """Every contract file loads against the schema and references resolve.
-    observations: files, errors, first_error."""
+    """Every contract file loads against the schema, references resolve, no skeleton
+    TODO is left and every invariant has a falsifier (``harness lint`` without importing
+    the bindings). observations: files (that load), errors, first_error."""
     from harness.lint import lint_paths
 
     contracts, diags = lint_paths(_paths(ctx), ctx.root, resolve=False)
-    errors = [d for d in diags if d.severity == "error" and "has no falsifier" not in d.message]
+    errors = [d for d in diags if d.severity == "error"]
     return {
-        "files": len(contracts) + len({d.file for d in errors} - {k.path for k in contracts}),
+        "files": len(contracts),
         "errors": len(errors),
         "first_error": errors[0].format() if errors else "",
     }
