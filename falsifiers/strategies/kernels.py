@@ -8,20 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-KERNEL_NAMES = [
-    "embedding",
-    "linear_io",
-    "linear_oi",
-    "layernorm",
-    "rmsnorm",
-    "gelu",
-    "silu",
-    "swiglu",
-    "rope",
-    "attention",
-    "cross_entropy",
-    "adamw",
-]
+from acceptance.kernels import KERNELS
+
+KERNEL_NAMES = list(KERNELS)
 
 SCALES = [1e-3, 0.1, 1.0, 30.0, 1e3, 1e4]
 

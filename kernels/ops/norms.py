@@ -9,6 +9,7 @@ from numba import njit
 
 from ..config import JIT
 from ._check import check_eps, check_float, check_shape
+from .fastexp import _sum_f64
 
 
 @njit(**JIT)
@@ -19,26 +20,6 @@ def _layernorm_fwd_kernel(x, w, b, eps):
     rstd = np.empty(x.shape[0], dtype=x.dtype)
     _layernorm_fwd_into(x, w, b, eps, y, mean, rstd)
     return y, mean, rstd
-
-
-@njit(**JIT)
-def _sum8(x):
-    """float64 sum of a 1-D array with 8 interleaved accumulators (fixed order)."""
-    n = x.size
-    n8 = n - n % 8
-    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
-    for j in range(0, n8, 8):
-        a0 += x[j]
-        a1 += x[j + 1]
-        a2 += x[j + 2]
-        a3 += x[j + 3]
-        a4 += x[j + 4]
-        a5 += x[j + 5]
-        a6 += x[j + 6]
-        a7 += x[j + 7]
-    for j in range(n8, n):
-        a0 += x[j]
-    return ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
 
 
 @njit(**JIT)
@@ -95,7 +76,7 @@ def _layernorm_fwd_into(x, w, b, eps, y, mean, rstd):
     n, d = x.shape
     for i in range(n):
         xi = x[i]
-        m = _sum8(xi) / d
+        m = _sum_f64(xi) / d
         v = _sqdev8(xi, m)
         r = 1.0 / math.sqrt(v / d + eps)
         mean[i] = m
@@ -135,7 +116,7 @@ def _layernorm_bwd_into(dy, x, w, mean, rstd, dx):
             g[j] = dyj * w[j]
             dw[j] += dyj * xh
             db[j] += dyj
-        a = xi.dtype.type(_sum8(g) / d)
+        a = xi.dtype.type(_sum_f64(g) / d)
         c = xi.dtype.type(_dot8(g, xhat) / d)
         dxi = dx[i]
         for j in range(d):
