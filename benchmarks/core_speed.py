@@ -2,7 +2,10 @@
 
 Run: ``.venv/bin/python benchmarks/core_speed.py [--threads N] [--repeats R] [--json]``
 
-Measured in one run, medians of R repeats, same threads for every engine:
+Measured in one run, medians of R repeats, same threads for every engine
+(ours as the trainer runs them, ``kernels.parallel.engine_threads``: N
+data-parallel workers over single-threaded BLAS; NumPy and PyTorch with
+N-threaded BLAS / intra-op threads):
 
 1. tiny-LM training step (gpt2 tiny: 2 layers, d_model 128, 4 heads, n_ctx 64,
    vocab 1024, batch 16): forward + backward + AdamW, tokens/s, ours vs a plain
@@ -122,8 +125,10 @@ def check_same_step(model, cfg, params, batch):
 
 def bench_lm(args, out):
     from kernels.optim import AdamW
+    from kernels.parallel import DataParallel
 
     cfg, model, params, batch = ours_lm(args)
+    dp = DataParallel(model, args.threads)
     loss_diff, grad_diff = check_same_step(model, cfg, params, batch)
     out["lm_config"] = {**LM, "batch": LM_BATCH, "family": "gpt2"}
     out["lm_numpy_check"] = {"loss_abs_diff": loss_diff, "grad_max_rel_diff": grad_diff}
@@ -132,7 +137,7 @@ def bench_lm(args, out):
     opt = AdamW(lr=1e-4)
 
     def step_ours():
-        _, g = model.loss_and_grads(p_ours, batch)
+        _, g = dp.loss_and_grads(p_ours, batch)
         opt.step(p_ours, g, lr=1e-4)
 
     p_np = {k: v.copy() for k, v in params.items()}
@@ -178,8 +183,10 @@ def bench_mlp(args, out):
     from kernels.config import MLPConfig
     from kernels.models.mlp import MLPClassifier
     from kernels.optim import AdamW
+    from kernels.parallel import DataParallel
 
     model = MLPClassifier(MLPConfig(n_in=64, hidden=MLP_SIZES[1:-1], n_out=10))
+    dp = DataParallel(model, args.threads)  # one call below 2 x model.min_rows_per_worker rows
     params = model.init_params(0)
     rng = np.random.default_rng(0)
     x = rng.random((MLP_BATCH, 64), dtype=np.float32)
@@ -194,7 +201,7 @@ def bench_mlp(args, out):
     opt, opt_np = AdamW(lr=1e-3), NumpyAdamW(lr=1e-3)
 
     def step_ours():
-        _, g = model.loss_and_grads(p1, x, y)
+        _, g = dp.loss_and_grads(p1, x, y)
         opt.step(p1, g, lr=1e-3)
 
     def step_np():
@@ -218,12 +225,12 @@ import numpy as np
 from kernels.config import ModelConfig
 from kernels.models.registry import build_model
 from kernels.optim import AdamW
-from kernels.train import limit_threads
-limit_threads(int(sys.argv[2]))
+from kernels.parallel import DataParallel, engine_threads
+workers = engine_threads(int(sys.argv[2]))
 t_import = time.perf_counter()
 cfg = ModelConfig(family="gpt2", **json.loads(sys.argv[3]))
-model = build_model(cfg)
-params = model.init_params(0)
+model = DataParallel(build_model(cfg), workers)
+params = model.model.init_params(0)
 batch = np.random.default_rng(0).integers(0, cfg.vocab_size, (16, cfg.n_ctx + 1)).astype(np.int32)
 opt = AdamW(lr=1e-4)
 times = []
@@ -323,9 +330,10 @@ def main(argv=None):
     ap.add_argument("--inner", type=int, default=5, help="steps per timed repeat")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    from kernels.train import limit_threads
+    from kernels.parallel import engine_threads, set_blas_threads
 
-    limit_threads(args.threads)
+    engine_threads(args.threads)  # ours: single-threaded BLAS, args.threads workers
+    set_blas_threads(args.threads, ("numpy",))  # the NumPy baseline: N-threaded BLAS
     out = {
         "threads": args.threads,
         "repeats": args.repeats,

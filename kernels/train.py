@@ -191,31 +191,10 @@ def preflight(cfg: TrainConfig, n_params: int, n_ctx: int) -> tuple[str, float]:
 
 
 def limit_threads(n: int) -> None:
-    """Pin numba and both bundled OpenBLAS copies (numpy's, scipy's for numba) to n threads."""
-    import ctypes
-    import glob
-    import importlib.util
+    """Pin numba and both bundled OpenBLAS copies to n threads (see kernels.parallel)."""
+    from kernels.parallel import limit_threads as _limit_threads
 
-    for pkg in ("numpy", "scipy"):
-        spec = importlib.util.find_spec(pkg)
-        if spec is None or not spec.origin:
-            continue
-        libdir = Path(spec.origin).parent.parent / f"{pkg}.libs"
-        for lib in glob.glob(str(libdir / "libscipy_openblas*.so*")):
-            try:
-                handle = ctypes.CDLL(lib)
-            except OSError:
-                continue
-            for fn in ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads"):
-                if hasattr(handle, fn):
-                    getattr(handle, fn)(int(n))
-                    break
-    try:
-        import numba
-
-        numba.set_num_threads(min(int(n), numba.config.NUMBA_NUM_THREADS))
-    except (ImportError, ValueError):
-        pass
+    _limit_threads(n)
 
 
 # ---------------------------------------------------------------- RNG and data cursor
@@ -313,6 +292,7 @@ class LMTask:
 
     def __init__(self, model: Any, data: LMData, n_ctx: int, eval_windows: int):
         self.model, self.data, self.n_ctx = model, data, n_ctx
+        self.grads_by: Any = model  # or a kernels.parallel.DataParallel over it
         self.n_units = count_windows(len(data.train), n_ctx)
         if self.n_units < 1:
             raise TrainError(
@@ -332,7 +312,7 @@ class LMTask:
         return [np.ascontiguousarray(b) for b in np.split(batch, k)]
 
     def loss_and_grads(self, params, batch):
-        return self.model.loss_and_grads(params, batch)
+        return self.grads_by.loss_and_grads(params, batch)
 
     def units_in(self, batch) -> int:
         return int(batch.shape[0] * (batch.shape[1] - 1))
@@ -354,6 +334,7 @@ class ClassifierTask:
 
     def __init__(self, model: Any, splits: Mapping[str, tuple[np.ndarray, np.ndarray]]):
         self.model = model
+        self.grads_by: Any = model  # or a kernels.parallel.DataParallel over it
         self.X_train, self.y_train = splits["train"]
         self.X_val, self.y_val = splits["val"]
         self.n_units = len(self.X_train)
@@ -369,7 +350,7 @@ class ClassifierTask:
         ]
 
     def loss_and_grads(self, params, batch):
-        return self.model.loss_and_grads(params, batch[0], batch[1])
+        return self.grads_by.loss_and_grads(params, batch[0], batch[1])
 
     def units_in(self, batch) -> int:
         return int(len(batch[1]))
@@ -883,9 +864,11 @@ def train(
     progress: ProgressFn | None = None,
 ) -> TrainResult:
     """Train per ``cfg`` into ``out_dir``; ``resume`` continues from ``out_dir/latest``."""
+    from kernels.parallel import DataParallel, engine_threads
+
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
-    limit_threads(cfg.threads)
+    workers = engine_threads(cfg.threads)
     resumed = load_resume_state(out_dir, cfg) if resume else None
     if not resume and ckpt_io.latest_checkpoint(out_dir) is not None:
         raise TrainError(f"{out_dir} already holds a run; use resume or another directory")
@@ -913,23 +896,29 @@ def train(
 
     start_step = st.step
     process = f"{os.getpid()}-{time.time_ns()}"
-    while st.step < cfg.steps:
-        record = train_step(cfg, task, opt, st)
-        do_ckpt = st.step % cfg.ckpt_every == 0 or st.step == cfg.steps
-        if st.step % cfg.eval_every == 0 or do_ckpt:
-            ev = task.evaluate(st.params)
-            st.last_val = ev["val_loss"]
-            record.update(ev)
-            st.val_history.append({"step": st.step, **ev})
-        append_metrics(metrics_path, record)
-        if do_ckpt:
-            stamps = build_stamps(cfg, mcfg, data, records, st.step, st.last_val, extra_stamps)
-            state = trainer_state(cfg, st.step, st.rng, st.cursor, st.tokens_seen, st.val_history)
-            write_checkpoint(out_dir, cfg, st.step, st.params, opt, stamps, state)
-            # usage so far, so that a process killed later still has a record
-            record_usage(out_dir, process, start_step, st.step, resumed is not None, t0, False)
-        if progress is not None:
-            progress(st.step, cfg.steps, record)
+    task.grads_by = DataParallel(model, workers)
+    try:
+        while st.step < cfg.steps:
+            record = train_step(cfg, task, opt, st)
+            do_ckpt = st.step % cfg.ckpt_every == 0 or st.step == cfg.steps
+            if st.step % cfg.eval_every == 0 or do_ckpt:
+                ev = task.evaluate(st.params)
+                st.last_val = ev["val_loss"]
+                record.update(ev)
+                st.val_history.append({"step": st.step, **ev})
+            append_metrics(metrics_path, record)
+            if do_ckpt:
+                stamps = build_stamps(cfg, mcfg, data, records, st.step, st.last_val, extra_stamps)
+                state = trainer_state(
+                    cfg, st.step, st.rng, st.cursor, st.tokens_seen, st.val_history
+                )
+                write_checkpoint(out_dir, cfg, st.step, st.params, opt, stamps, state)
+                # usage so far, so that a process killed later still has a record
+                record_usage(out_dir, process, start_step, st.step, resumed is not None, t0, False)
+            if progress is not None:
+                progress(st.step, cfg.steps, record)
+    finally:
+        task.grads_by.close()
 
     final = ckpt_io.latest_checkpoint(out_dir)
     usage = resource_usage(t0)

@@ -42,6 +42,24 @@ def test_same_inputs_give_byte_identical_weights(tmp_path):
     assert c.weights_sha256 != a.weights_sha256
 
 
+def test_two_threads_train_data_parallel_deterministically_and_resume_exactly(tmp_path):
+    """threads=2: two workers over single-threaded BLAS (kernels.parallel.engine_threads)."""
+    cfg = lm_config(threads=2)
+    a = train(cfg, tmp_path / "a")
+    b = train(cfg, tmp_path / "b")
+    assert a.weights_sha256 == b.weights_sha256
+    run = tmp_path / "cut"
+    train(cfg, run)
+    shutil.rmtree(run / "ckpt-000006")
+    shutil.rmtree(run / "ckpt-000004")
+    ck.write_latest(run, "ckpt-000002")
+    assert train(cfg, run, resume=True).weights_sha256 == a.weights_sha256
+    # the same run on one thread differs only in the order of the gradient sums
+    one = train(lm_config(), tmp_path / "one")
+    assert one.weights_sha256 != a.weights_sha256
+    assert one.val_loss == pytest.approx(a.val_loss, rel=1e-4)
+
+
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
 def test_resume_from_an_earlier_checkpoint_is_exact(tmp_path, family):
     cfg = lm_config(family=family)
