@@ -17,7 +17,10 @@ N-threaded BLAS / intra-op threads):
 4. MLP classifier training step (64-128-64-10, batch 128), ours vs NumPy;
 5. compile overhead of a new process with a warm numba cache: time to its
    first training step, minus a steady-state step;
-6. PyTorch eager for 1, 3, 4 in its own subprocess when ``torch`` imports.
+6. PyTorch eager for 1, 3, 4 when ``torch`` imports, in a child process
+   (benchmarks/core_speed_torch.py --serve) that runs its bursts in turn with
+   ours and NumPy's: the machines are noisy, so every engine's burst of a
+   round meets the same noise, and a ratio is the median of per-round ratios.
 """
 
 from __future__ import annotations
@@ -44,18 +47,6 @@ MLP_SIZES = (64, 128, 64, 10)
 MLP_BATCH = 128
 
 
-def median_rate(fn, units: float, repeats: int, inner: int) -> float:
-    """Median over ``repeats`` of units*inner / seconds for ``inner`` calls of fn."""
-    fn()  # warm up (compile / caches)
-    rates = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(inner):
-            fn()
-        rates.append(units * inner / (time.perf_counter() - t0))
-    return statistics.median(rates)
-
-
 from kernels.baseline import (  # noqa: E402
     NumpyAdamW,
     np_gpt2_generate,
@@ -77,26 +68,28 @@ def lm_matmul_shapes(cfg, B):
     ]  # fmt: skip
 
 
-def step_flops(cfg, B):
-    """Matmul FLOPs of forward + backward (backward = 2x forward)."""
-    return 3 * sum(2 * m * k * n * b * t for m, k, n, b, t in lm_matmul_shapes(cfg, B))
-
-
-def sgemm_ceiling(cfg, B, repeats):
-    """NumPy sgemm FLOP/s over the step's matmul shapes (time-weighted), and per shape."""
+def sgemm_burst(cfg, B):
+    """A burst runner: NumPy matmuls of one step's forward shapes -> FLOP/s (time-weighted)."""
     rng = np.random.default_rng(0)
-    total_flops, total_time, per_shape = 0.0, 0.0, {}
+    mats = []
     for m, k, n, batch, times in lm_matmul_shapes(cfg, B):
         lead = (batch,) if batch > 1 else ()
         a = rng.standard_normal((*lead, m, k), dtype=np.float32)
         b = rng.standard_normal((*lead, k, n), dtype=np.float32)
-        flops = 2.0 * m * k * n * batch
-        inner = max(1, int(2e8 // flops))
-        rate = median_rate(lambda a=a, b=b: np.matmul(a, b), flops, repeats, inner)
-        per_shape[f"{m}x{k}x{n}" + (f" x{batch}" if batch > 1 else "")] = rate
-        total_flops += flops * times
-        total_time += flops * times / rate
-    return total_flops / total_time, per_shape
+        mats.append((a, b, np.empty((*lead, m, n), dtype=np.float32), times))
+    flops = step_flops(cfg, B) / 3
+
+    def step():
+        for a, b, c, times in mats:
+            for _ in range(times):
+                np.matmul(a, b, out=c)
+
+    return step, flops
+
+
+def step_flops(cfg, B):
+    """Matmul FLOPs of forward + backward (backward = 2x forward)."""
+    return 3 * sum(2 * m * k * n * b * t for m, k, n, b, t in lm_matmul_shapes(cfg, B))
 
 
 # ---------------------------------------------------------------- our engine
@@ -123,7 +116,9 @@ def check_same_step(model, cfg, params, batch):
     return abs(loss_a - loss_b), worst
 
 
-def bench_lm(args, out):
+def lm_workloads(args, out):
+    """Step callables of the LM training and generation workloads, ours and NumPy's."""
+    from kernels.infer import generate
     from kernels.optim import AdamW
     from kernels.parallel import DataParallel
 
@@ -132,7 +127,6 @@ def bench_lm(args, out):
     loss_diff, grad_diff = check_same_step(model, cfg, params, batch)
     out["lm_config"] = {**LM, "batch": LM_BATCH, "family": "gpt2"}
     out["lm_numpy_check"] = {"loss_abs_diff": loss_diff, "grad_max_rel_diff": grad_diff}
-    tokens = LM_BATCH * cfg.n_ctx
     p_ours = {k: v.copy() for k, v in params.items()}
     opt = AdamW(lr=1e-4)
 
@@ -147,39 +141,28 @@ def bench_lm(args, out):
         _, g = np_gpt2_loss_and_grads(cfg, p_np, batch)
         opt_np.step(p_np, g)
 
-    out["lm_train_tokens_per_s"] = {
-        "ours": median_rate(step_ours, tokens, args.repeats, args.inner),
-        "numpy": median_rate(step_np, tokens, args.repeats, args.inner),
-    }
-    flops = step_flops(cfg, LM_BATCH)
-    ceiling, per_shape = sgemm_ceiling(cfg, LM_BATCH, args.repeats)
-    steps_per_s = out["lm_train_tokens_per_s"]["ours"] / tokens
-    out["lm_flops"] = {
-        "step_matmul_flops": flops,
-        "ours_flop_per_s": flops * steps_per_s,
-        "numpy_step_flop_per_s": flops * out["lm_train_tokens_per_s"]["numpy"] / tokens,
-        "numpy_sgemm_flop_per_s_at_model_shapes": ceiling,
-        "sgemm_per_shape": per_shape,
-    }
-
     prompt = batch[0, :8].copy()
     max_new = cfg.n_ctx - len(prompt)
-    from kernels.infer import generate
-
     ours_tokens = generate(model, params, prompt, max_new)
     np_tokens = np_gpt2_generate(cfg, params, prompt.tolist(), max_new)
-    out["generation"] = {
+    out["generation_check"] = {
         "batch": 1,
         "new_tokens_per_call": max_new,
         "same_tokens_as_numpy": bool(np.array_equal(ours_tokens, np_tokens)),
-        "ours": median_rate(lambda: generate(model, params, prompt, max_new), max_new,
-                            args.repeats, 1),
-        "numpy": median_rate(lambda: np_gpt2_generate(cfg, params, prompt.tolist(), max_new),
-                             max_new, args.repeats, 1),
+    }
+    tokens = LM_BATCH * cfg.n_ctx
+    sgemm, sgemm_flops = sgemm_burst(cfg, LM_BATCH)
+    return cfg, {
+        "lm_train": (tokens, args.inner, {"ours": step_ours, "numpy": step_np}),
+        "sgemm": (sgemm_flops, args.inner * 3, {"sgemm": sgemm}),
+        "generation": (max_new, 1, {
+            "ours": lambda: generate(model, params, prompt, max_new),
+            "numpy": lambda: np_gpt2_generate(cfg, params, prompt.tolist(), max_new),
+        }),
     }  # fmt: skip
 
 
-def bench_mlp(args, out):
+def mlp_workload(args):
     from kernels.config import MLPConfig
     from kernels.models.mlp import MLPClassifier
     from kernels.optim import AdamW
@@ -208,12 +191,72 @@ def bench_mlp(args, out):
         _, g = np_mlp_loss_and_grads(p2, x, y)
         opt_np.step(p2, g)
 
-    out["mlp_train_examples_per_s"] = {
-        "sizes": list(MLP_SIZES),
-        "batch": MLP_BATCH,
-        "ours": median_rate(step_ours, MLP_BATCH, args.repeats, args.inner * 10),
-        "numpy": median_rate(step_np, MLP_BATCH, args.repeats, args.inner * 10),
-    }
+    return MLP_BATCH, args.inner * 10, {"ours": step_ours, "numpy": step_np}
+
+
+class TorchServer:
+    """benchmarks/core_speed_torch.py --serve in a child process (torch stays out of ours)."""
+
+    def __init__(self, threads: int):
+        self.proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("core_speed_torch.py")),
+             "--serve", "--threads", str(threads)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        first = self.proc.stdout.readline()
+        if not first:
+            raise RuntimeError("the PyTorch baseline process exited before it was ready")
+        self.info = json.loads(first)
+
+    def burst(self, name: str, calls: int) -> float:
+        self.proc.stdin.write(f"{name} {calls}\n")
+        self.proc.stdin.flush()
+        return float(self.proc.stdout.readline())
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+
+def local_burst(fn, units):
+    """A burst runner for a step callable of this process: calls -> units/s."""
+
+    def burst(calls: int) -> float:
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        return units * calls / (time.perf_counter() - t0)
+
+    return burst
+
+
+def interleaved(calls, bursts, rounds, settle):
+    """Rates per engine over ``rounds`` rounds of one burst each, engines in turn.
+
+    ``bursts`` maps an engine to its runner (calls -> units/s). Every engine gets
+    one untimed warm-up call. Between bursts the machine rests ``settle`` seconds,
+    so BLAS and OpenMP threads left spinning by the previous engine have gone to
+    sleep before the next one starts.
+    """
+    for burst in bursts.values():
+        burst(1)
+    rates: dict[str, list[float]] = {name: [] for name in bursts}
+    for _ in range(rounds):
+        for name, burst in bursts.items():
+            time.sleep(settle)
+            rates[name].append(burst(calls))
+    return rates
+
+
+def summarize(rates):
+    """Median rate per engine and the median of per-round ratios ours / other."""
+    out = {name: statistics.median(r) for name, r in rates.items()}
+    for name, r in rates.items():
+        if name not in ("ours", "sgemm"):
+            out[f"ours_over_{name}"] = statistics.median(
+                a / b for a, b in zip(rates["ours"], r, strict=True)
+            )
+    return out
 
 
 FIRST_STEP = r"""
@@ -264,61 +307,98 @@ def bench_first_step(args, out):
     }  # fmt: skip
 
 
-def bench_torch(args, out):
-    """Run benchmarks/core_speed_torch.py in its own process when torch imports."""
+def bench_all(args, out):
+    """Every workload, all engines interleaved round by round (PyTorch when it imports)."""
+    cfg, loads = lm_workloads(args, out)
+    loads["mlp_train"] = mlp_workload(args)
+    sgemm_units, sgemm_calls, sgemm = loads.pop("sgemm")
+    torch = None
     probe = subprocess.run([sys.executable, "-c", "import torch"], capture_output=True)
-    if probe.returncode != 0:
+    if probe.returncode == 0:
+        torch = TorchServer(args.threads)
+        out["torch"] = torch.info
+    else:
         out["torch"] = "not installed (optional: pip install torch==2.13.0); skipped"
-        return
-    res = subprocess.run(
-        [sys.executable, str(Path(__file__).with_name("core_speed_torch.py")),
-         "--threads", str(args.threads), "--repeats", str(args.repeats),
-         "--inner", str(args.inner)],
-        capture_output=True, text=True,
-    )  # fmt: skip
-    if res.returncode != 0:
-        out["torch"] = f"failed: {res.stderr.strip().splitlines()[-1:]}"
-        return
-    out["torch"] = json.loads(res.stdout)
+    try:
+        for name, (units, calls, engines) in loads.items():
+            bursts = {engine: local_burst(fn, units) for engine, fn in engines.items()}
+            if torch is not None:
+                bursts["torch"] = lambda n, name=name: torch.burst(name, n)
+            if name == "lm_train":  # the ceiling, measured in the same rounds
+                bursts["sgemm"] = local_burst(sgemm["sgemm"], sgemm_units)
+                lm_rounds = interleaved(calls, bursts, args.repeats, args.settle)
+                out[name] = summarize(lm_rounds)
+            else:
+                out[name] = summarize(interleaved(calls, bursts, args.repeats, args.settle))
+    finally:
+        if torch is not None:
+            torch.close()
+    tokens = LM_BATCH * cfg.n_ctx
+    flops = step_flops(cfg, LM_BATCH)
+    ceiling = out["lm_train"].pop("sgemm")
+    out["lm_flops"] = {
+        "step_matmul_flops": flops,
+        "numpy_sgemm_flop_per_s_at_model_shapes": ceiling,
+    }
+    for engine in ("ours", "numpy", "torch"):
+        if engine in lm_rounds:
+            fractions = [
+                flops * r / tokens / c
+                for r, c in zip(lm_rounds[engine], lm_rounds["sgemm"], strict=True)
+            ]
+            out["lm_flops"][f"{engine}_flop_per_s"] = flops * out["lm_train"][engine] / tokens
+            out["lm_flops"][f"{engine}_fraction_of_sgemm"] = statistics.median(fractions)
+    if torch is not None:
+        # The goal in the ceiling's units: 1.5x PyTorch's step rate means running the
+        # step's matmul FLOPs at 1.5x PyTorch's achieved FLOP/s.
+        out["lm_flops"]["needed_for_1_5x_torch_fraction_of_sgemm"] = (
+            1.5 * out["lm_flops"]["torch_fraction_of_sgemm"]
+        )
+
+
+def _vs(w, name):
+    ratio = w.get(f"ours_over_{name}")
+    return f"{name} {w[name]:,.0f} (ours {ratio:.2f}x)" if ratio is not None else ""
 
 
 def report(out):
-    lm = out["lm_train_tokens_per_s"]
+    lm, gen, mlp = out["lm_train"], out["generation"], out["mlp_train"]
     fl = out["lm_flops"]
-    gen = out["generation"]
-    mlp = out["mlp_train_examples_per_s"]
     fs = out["new_process_warm_cache"]
-    torch = out["torch"] if isinstance(out["torch"], dict) else None
+    has_torch = "torch" in lm
     g = 1e9
+    ceiling = fl["numpy_sgemm_flop_per_s_at_model_shapes"]
+    frac = {e: fl[f"{e}_fraction_of_sgemm"] for e in ("ours", "numpy", "torch") if e in lm}
     lines = [
-        f"threads: {out['threads']}  OPENBLAS_CORETYPE={out['openblas_coretype']}  "
-        f"repeats: {out['repeats']} (medians)",
-        f"tiny-LM train (gpt2 {LM}, batch {LM_BATCH}), tokens/s:",
-        f"  ours {lm['ours']:,.0f}   numpy {lm['numpy']:,.0f}   "
-        f"ratio {lm['ours'] / lm['numpy']:.2f}x",
-        f"  achieved {fl['ours_flop_per_s'] / g:.1f} GFLOP/s (numpy step "
-        f"{fl['numpy_step_flop_per_s'] / g:.1f}); numpy sgemm at the model's shapes "
-        f"{fl['numpy_sgemm_flop_per_s_at_model_shapes'] / g:.1f} GFLOP/s -> "
-        f"{fl['ours_flop_per_s'] / fl['numpy_sgemm_flop_per_s_at_model_shapes']:.0%} of it",
-        f"KV-cached generation, batch 1, tokens/s: ours {gen['ours']:,.0f}   numpy "
-        f"{gen['numpy']:,.0f}   ratio {gen['ours'] / gen['numpy']:.2f}x   "
-        f"(same tokens: {gen['same_tokens_as_numpy']})",
-        f"MLP {tuple(mlp['sizes'])} train, batch {mlp['batch']}, examples/s: ours "
-        f"{mlp['ours']:,.0f}   numpy {mlp['numpy']:,.0f}   ratio {mlp['ours'] / mlp['numpy']:.2f}x",
+        f"threads: {out['threads']} (ours: {out['threads']} data-parallel workers over "
+        f"single-threaded BLAS)  OPENBLAS_CORETYPE={out['openblas_coretype']}",
+        f"medians of {out['repeats']} interleaved rounds; ratios are medians of per-round ratios",
+        f"tiny-LM train (gpt2 {LM}, batch {LM_BATCH}), tokens/s: ours {lm['ours']:,.0f}   "
+        + "   ".join(_vs(lm, n) for n in ("numpy", "torch") if n in lm),
+        f"  matmul GFLOP/s: ours {fl['ours_flop_per_s'] / g:.1f}, numpy step "
+        f"{fl['numpy_flop_per_s'] / g:.1f}"
+        + (f", torch step {fl['torch_flop_per_s'] / g:.1f}" if has_torch else "")
+        + f"; numpy sgemm at the model's shapes {ceiling / g:.1f} (the ceiling, same rounds)",
+        "  share of the ceiling: " + ", ".join(f"{e} {f:.0%}" for e, f in frac.items()),
+    ]
+    if has_torch:
+        need = fl["needed_for_1_5x_torch_fraction_of_sgemm"]
+        lines.append(
+            f"  1.5x torch needs {need:.0%} of the ceiling for the whole step: with matmuls "
+            f"at the ceiling, {max(0.0, 1 - need):.0%} of the step's time would be left for "
+            f"everything else (softmax, norms, GELU, attention, AdamW)"
+        )
+    lines += [
+        f"KV-cached generation, batch 1, tokens/s: ours {gen['ours']:,.0f}   "
+        + "   ".join(_vs(gen, n) for n in ("numpy", "torch") if n in gen)
+        + f"   (same tokens as numpy: {out['generation_check']['same_tokens_as_numpy']})",
+        f"MLP {MLP_SIZES} train, batch {MLP_BATCH}, examples/s: ours {mlp['ours']:,.0f}   "
+        + "   ".join(_vs(mlp, n) for n in ("numpy", "torch") if n in mlp),
         f"new process, warm numba cache: imports {fs['import_s']:.2f}s, first step "
         f"{fs['first_step_s']:.3f}s vs steady {fs['steady_step_s']:.3f}s -> compile overhead "
         f"{fs['compile_overhead_s']:.3f}s; to first step {fs['to_first_step_s']:.2f}s",
     ]
-    if torch:
-        lines += [
-            f"torch eager: LM train {torch['lm_train_tokens_per_s']:,.0f} tok/s "
-            f"(ours {lm['ours'] / torch['lm_train_tokens_per_s']:.2f}x), generation "
-            f"{torch['generation_tokens_per_s']:,.0f} tok/s "
-            f"(ours {gen['ours'] / torch['generation_tokens_per_s']:.2f}x), MLP "
-            f"{torch['mlp_train_examples_per_s']:,.0f} ex/s "
-            f"(ours {mlp['ours'] / torch['mlp_train_examples_per_s']:.2f}x)"
-        ]
-    else:
+    if not has_torch:
         lines.append(f"torch: {out['torch']}")
     return "\n".join(lines)
 
@@ -326,8 +406,9 @@ def report(out):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--inner", type=int, default=5, help="steps per timed repeat")
+    ap.add_argument("--repeats", type=int, default=7, help="interleaved rounds")
+    ap.add_argument("--inner", type=int, default=5, help="LM steps per timed burst")
+    ap.add_argument("--settle", type=float, default=0.2, help="seconds of rest between bursts")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     from kernels.parallel import engine_threads, set_blas_threads
@@ -339,10 +420,8 @@ def main(argv=None):
         "repeats": args.repeats,
         "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
     }
-    bench_lm(args, out)
-    bench_mlp(args, out)
+    bench_all(args, out)
     bench_first_step(args, out)
-    bench_torch(args, out)
     print(json.dumps(out, indent=1) if args.json else report(out))
 
 

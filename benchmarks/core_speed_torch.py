@@ -102,7 +102,8 @@ def gpt2_logits(p, tokens, pos0=0, caches=None):
     return x @ p["wte"].T
 
 
-def bench_lm(repeats, inner):
+def lm_steps():
+    """(train step, generate call) for the gpt2 tiny config."""
     gen = torch.Generator().manual_seed(0)
     p = gpt2_params(gen)
     params = flat(p)
@@ -117,7 +118,6 @@ def bench_lm(repeats, inner):
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
 
-    train = median_rate(step, LM_BATCH * LM["n_ctx"], repeats, inner)
     prompt = batch[:1, :8]
     max_new = LM["n_ctx"] - prompt.shape[1]
 
@@ -131,11 +131,10 @@ def bench_lm(repeats, inner):
             logits = gpt2_logits(p, nxt, pos, caches)[:, -1]
             pos += 1
 
-    gen_rate = median_rate(generate, max_new, repeats, 1)
-    return train, gen_rate
+    return step, generate
 
 
-def bench_mlp(repeats, inner):
+def mlp_step():
     torch.manual_seed(0)
     layers = []
     for i in range(len(MLP_SIZES) - 1):
@@ -152,7 +151,40 @@ def bench_mlp(repeats, inner):
         F.cross_entropy(model(x), y).backward()
         opt.step()
 
-    return median_rate(step, MLP_BATCH, repeats, inner * 10)
+    return step
+
+
+def workloads():
+    """name -> (callable, units per call); names as in core_speed.py."""
+    train, generate = lm_steps()
+    max_new = LM["n_ctx"] - 8
+    return {
+        "lm_train": (train, LM_BATCH * LM["n_ctx"]),
+        "generation": (generate, max_new),
+        "mlp_train": (mlp_step(), MLP_BATCH),
+    }
+
+
+def serve(threads: int) -> None:
+    """Line protocol for core_speed.py: read ``<workload> <calls>``, print units/s.
+
+    The parent interleaves these bursts with its own engines, so every engine
+    meets the same machine noise; a warm-up call runs before the first burst.
+    """
+    import sys
+
+    torch.set_num_threads(threads)
+    loads = workloads()
+    for fn, _ in loads.values():
+        fn()
+    print(json.dumps({"version": torch.__version__, "threads": threads}), flush=True)
+    for line in sys.stdin:
+        name, calls = line.split()
+        fn, units = loads[name]
+        t0 = time.perf_counter()
+        for _ in range(int(calls)):
+            fn()
+        print(units * int(calls) / (time.perf_counter() - t0), flush=True)
 
 
 def main():
@@ -160,15 +192,17 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--inner", type=int, default=5)
+    ap.add_argument("--serve", action="store_true", help="the line protocol for core_speed.py")
     args = ap.parse_args()
+    if args.serve:
+        serve(args.threads)
+        return
     torch.set_num_threads(args.threads)
-    train, gen = bench_lm(args.repeats, args.inner)
-    mlp = bench_mlp(args.repeats, args.inner)
-    print(json.dumps({
-        "version": torch.__version__, "threads": args.threads,
-        "lm_train_tokens_per_s": train, "generation_tokens_per_s": gen,
-        "mlp_train_examples_per_s": mlp,
-    }))  # fmt: skip
+    out = {"version": torch.__version__, "threads": args.threads}
+    for name, (fn, units) in workloads().items():
+        inner = {"lm_train": args.inner, "mlp_train": args.inner * 10}.get(name, 1)
+        out[name] = median_rate(fn, units, args.repeats, inner)
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

@@ -53,3 +53,26 @@ def test_benchmark_numpy_decoder_matches_generate():
     ours = generate(model, params, prompt, 10)
     theirs = bench.np_gpt2_generate(model.config, params, prompt.tolist(), 10)
     assert ours.tolist() == theirs.tolist()
+
+
+def test_benchmark_interleaves_engines_and_takes_per_round_ratios():
+    bench = load_benchmark()
+    order = []
+
+    def engine(name, rates):
+        it = iter(rates)
+
+        def burst(calls):
+            order.append(name)
+            return next(it)
+
+        return burst
+
+    rates = bench.interleaved(
+        3, {"ours": engine("ours", [0, 10, 30, 20]), "torch": engine("torch", [0, 5, 10, 40])},
+        rounds=3, settle=0.0,
+    )  # fmt: skip
+    assert order == ["ours", "torch"] * 4  # one warm-up burst each, then rounds in turn
+    summary = bench.summarize(rates)
+    assert summary["ours"] == 20 and summary["torch"] == 10
+    assert summary["ours_over_torch"] == 2.0  # median of 2.0, 3.0, 0.5
