@@ -151,10 +151,8 @@ def lm_workloads(args, out):
         "same_tokens_as_numpy": bool(np.array_equal(ours_tokens, np_tokens)),
     }
     tokens = LM_BATCH * cfg.n_ctx
-    sgemm, sgemm_flops = sgemm_burst(cfg, LM_BATCH)
     return cfg, {
         "lm_train": (tokens, args.inner, {"ours": step_ours, "numpy": step_np}),
-        "sgemm": (sgemm_flops, args.inner * 3, {"sgemm": sgemm}),
         "generation": (max_new, 1, {
             "ours": lambda: generate(model, params, prompt, max_new),
             "numpy": lambda: np_gpt2_generate(cfg, params, prompt.tolist(), max_new),
@@ -269,7 +267,8 @@ from kernels.config import ModelConfig
 from kernels.models.registry import build_model
 from kernels.optim import AdamW
 from kernels.parallel import DataParallel, engine_threads
-workers = engine_threads(int(sys.argv[2]))
+workers = int(sys.argv[2])
+engine_threads(workers)
 t_import = time.perf_counter()
 cfg = ModelConfig(family="gpt2", **json.loads(sys.argv[3]))
 model = DataParallel(build_model(cfg), workers)
@@ -311,7 +310,7 @@ def bench_all(args, out):
     """Every workload, all engines interleaved round by round (PyTorch when it imports)."""
     cfg, loads = lm_workloads(args, out)
     loads["mlp_train"] = mlp_workload(args)
-    sgemm_units, sgemm_calls, sgemm = loads.pop("sgemm")
+    sgemm, sgemm_flops = sgemm_burst(cfg, LM_BATCH)
     torch = None
     probe = subprocess.run([sys.executable, "-c", "import torch"], capture_output=True)
     if probe.returncode == 0:
@@ -319,17 +318,16 @@ def bench_all(args, out):
         out["torch"] = torch.info
     else:
         out["torch"] = "not installed (optional: pip install torch==2.13.0); skipped"
+    rounds = {}
     try:
         for name, (units, calls, engines) in loads.items():
             bursts = {engine: local_burst(fn, units) for engine, fn in engines.items()}
             if torch is not None:
                 bursts["torch"] = lambda n, name=name: torch.burst(name, n)
             if name == "lm_train":  # the ceiling, measured in the same rounds
-                bursts["sgemm"] = local_burst(sgemm["sgemm"], sgemm_units)
-                lm_rounds = interleaved(calls, bursts, args.repeats, args.settle)
-                out[name] = summarize(lm_rounds)
-            else:
-                out[name] = summarize(interleaved(calls, bursts, args.repeats, args.settle))
+                bursts["sgemm"] = local_burst(sgemm, sgemm_flops)
+            rounds[name] = interleaved(calls, bursts, args.repeats, args.settle)
+            out[name] = summarize(rounds[name])
     finally:
         if torch is not None:
             torch.close()
@@ -340,6 +338,7 @@ def bench_all(args, out):
         "step_matmul_flops": flops,
         "numpy_sgemm_flop_per_s_at_model_shapes": ceiling,
     }
+    lm_rounds = rounds["lm_train"]
     for engine in ("ours", "numpy", "torch"):
         if engine in lm_rounds:
             fractions = [

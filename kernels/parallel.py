@@ -58,16 +58,14 @@ def limit_threads(n: int) -> None:
         pass
 
 
-def engine_threads(n: int) -> int:
-    """Set up the engine to use n threads; return the data-parallel worker count.
+def engine_threads(n: int) -> None:
+    """Set up the engine to use n threads: ``DataParallel(model, n)`` over single-threaded BLAS.
 
-    BLAS goes single-threaded and the n threads become :class:`DataParallel`
-    workers. A result depends on n (merge order), never on timing.
+    A result depends on n (merge order), never on timing.
     """
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"threads must be a positive int (got {n!r})")
     limit_threads(1)
-    return n
 
 
 @njit(**JIT)

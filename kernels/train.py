@@ -868,7 +868,7 @@ def train(
 
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
-    workers = engine_threads(cfg.threads)
+    engine_threads(cfg.threads)
     resumed = load_resume_state(out_dir, cfg) if resume else None
     if not resume and ckpt_io.latest_checkpoint(out_dir) is not None:
         raise TrainError(f"{out_dir} already holds a run; use resume or another directory")
@@ -896,7 +896,7 @@ def train(
 
     start_step = st.step
     process = f"{os.getpid()}-{time.time_ns()}"
-    task.grads_by = DataParallel(model, workers)
+    task.grads_by = DataParallel(model, cfg.threads)
     try:
         while st.step < cfg.steps:
             record = train_step(cfg, task, opt, st)

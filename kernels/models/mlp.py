@@ -14,6 +14,7 @@ from numba import njit
 
 from ..config import JIT, MLPConfig
 from ..ops._check import FLOATS
+from ..ops.linear import _colsum_kernel
 from ..ops.xent import _xent_fwd_bwd_kernel
 
 
@@ -56,16 +57,10 @@ def _mlp_loss_grad_kernel(x, y, ws, bs):
     for i in range(n_layers - 1, -1, -1):
         a = acts[i]
         dws[i] = np.dot(a.T, d)
-        n, m = d.shape
-        db = np.zeros(m, dtype=d.dtype)
-        for r in range(n):
-            dr = d[r]
-            for j in range(m):
-                db[j] += dr[j]
-        dbs[i] = db
+        dbs[i] = _colsum_kernel(d)
         if i > 0:
             dprev = np.dot(d, ws[i].T)
-            k = dprev.shape[1]
+            n, k = dprev.shape
             for r in range(n):
                 ar = a[r]
                 pr = dprev[r]
