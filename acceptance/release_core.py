@@ -15,8 +15,10 @@ import numpy as np
 from harness.context import CheckContext
 
 
-def train_tiny(out: Path, **overrides: Any) -> Any:
-    """A real training run of a tiny model (seconds on one thread)."""
+def train_tiny(out: Path, data_fault: str = "", **overrides: Any) -> Any:
+    """A real training run of a tiny model (seconds on one thread); with ``data_fault``
+    (``falsifiers.data_faults``) it trains on a corrupted copy of its training split."""
+    from falsifiers.data_faults import trained_on
     from kernels.train import TrainConfig, train
 
     fields: dict[str, Any] = {
@@ -29,7 +31,11 @@ def train_tiny(out: Path, **overrides: Any) -> Any:
         "threads": 1,
     }
     fields.update(overrides)
-    return train(TrainConfig(**fields), out)
+    cfg = TrainConfig(**fields)
+    if not data_fault:
+        return train(cfg, out)
+    with trained_on(data_fault, seed=cfg.seed):
+        return train(cfg, out)
 
 
 def metadata_release(ctx: CheckContext) -> dict[str, Any]:

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from harness.context import CheckContext
-from harness.errors import SkipCheck
+from harness.errors import HarnessError, SkipCheck
 from harness.model import Check
 
 
-class BindingError(Exception):
+class BindingError(HarnessError):
     """A binding does not resolve (bad module, missing function, missing program)."""
 
 

@@ -19,6 +19,7 @@ KNOWN_KEYS = {
     "sign-key",
     "allowed-keys",
     "profile",
+    "commands",
 }
 
 
@@ -33,6 +34,7 @@ class Config:
     sign_key: Path | None = None
     allowed_keys: tuple[Path, ...] = ()
     pyproject: Path | None = None
+    commands: dict[str, str] = field(default_factory=dict)  # name -> "module:click_command"
     extra: dict[str, object] = field(default_factory=dict)
 
     def effective_jobs(self, requested: int | None = None) -> int:
@@ -87,8 +89,17 @@ def load_config(start: Path | None = None) -> Config:
     allowed = table.get("allowed-packages", [])
     if not isinstance(allowed, list):
         raise UsageError(f"{pyproject}: [tool.harness] allowed-packages must be a list")
+    commands = table.get("commands", {})
+    if not isinstance(commands, dict) or not all(
+        isinstance(v, str) and ":" in v for v in commands.values()
+    ):
+        raise UsageError(
+            f"{pyproject}: [tool.harness] commands must map a name to \"module:command\" "
+            '(e.g. commands = {core = "mypkg.cli:core"})'
+        )
     return Config(
         root=root,
+        commands={str(k): str(v) for k, v in commands.items()},
         contracts=paths("contracts", ["contracts"]),
         evidence_dir=paths("evidence-dir", ["evidence"])[0],
         default_timeout=timeout,

@@ -43,7 +43,7 @@ from harness.model import (
     InvariantResult,
     RunResult,
 )
-from harness.runner import Plan
+from harness.plan import Plan
 from harness.signing import (
     STATEMENT_TYPE,
     VERDICT_TYPE,
@@ -53,7 +53,6 @@ from harness.signing import (
 )
 
 MARKER = "INCOMPLETE"
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
@@ -155,7 +154,7 @@ class EvidenceWriter(Listener):
         self.info: RunInfo | None = None
         self.run_meta: dict[str, Any] = {}
         self.check_dirs: dict[str, Path] = {}
-        self._yaml: dict[str, dict[str, Any]] = {}
+        self.seeds: dict[str, int] = {}
 
     # -- events ------------------------------------------------------------
     def run_started(self, info: RunInfo, contracts: ContractSet, plan: Plan) -> None:
@@ -167,6 +166,7 @@ class EvidenceWriter(Listener):
         (staging / MARKER).write_text("run in progress or interrupted\n")
         os.rename(staging, self.run_dir)
         self.check_dirs = {t.key: Path(t.check_dir) for t in plan.tasks}
+        self.seeds = {t.key: t.seed for t in plan.tasks}  # the seeds the checks ran with
         env = collect_environment(self.root)
         atomic_write_json(self.run_dir / "environment.json", env)
         self.run_meta = {
@@ -333,29 +333,19 @@ class EvidenceWriter(Listener):
             (self.run_dir / MARKER).write_text("interrupted: the bundle is partial\n")
 
     # -- helpers -----------------------------------------------------------
-    def _parsed(self, path: str) -> dict[str, Any]:
-        """Each contract's YAML, parsed once per run (the loader validated it)."""
-        if path not in self._yaml:
-            assert self.contracts is not None
-            text = next(k.text for k in self.contracts.contracts if k.path == path)
-            self._yaml[path] = yaml.load(text, Loader=_Loader) or {}
-        return self._yaml[path]
-
     def _criterion_yaml(self, criterion_id: str) -> str:
+        """The criterion, its invariants and their falsifiers exactly as declared."""
         assert self.contracts is not None
         contract = self.contracts.contract_of(criterion_id)
-        crit = next(
-            c for c in self._parsed(contract.path).get("criteria", []) if c["id"] == criterion_id
-        )
-        wanted = set(crit["invariants"])
+        crit = next(c for c in contract.criteria if c.id == criterion_id)
+        wanted = set(crit.invariants)
         invs, fals = [], []
         for k in self.contracts.contracts:
-            data = self._parsed(k.path)
-            invs += [i for i in data.get("invariants", []) if i["id"] in wanted]
-            fals += [f for f in data.get("falsifiers", []) if f["target"] in wanted]
+            invs += [i.declared for i in k.invariants if i.id in wanted]
+            fals += [f.declared for f in k.falsifiers if f.target in wanted]
         doc = {
             "contract": {"path": contract.path, "sha256": contract.sha256, "name": contract.name},
-            "criterion": crit,
+            "criterion": crit.declared,
             "invariants": invs,
             "falsifiers": fals,
         }
@@ -382,13 +372,8 @@ class EvidenceWriter(Listener):
             "message": r.message,
             "detail": float_repr(r.detail),
             "duration": r.duration,
-            "seed": self._seed_of(r.falsifier_id),
+            "seed": self.seeds.get(r.falsifier_id),
         }
-
-    def _seed_of(self, key: str) -> int | None:
-        from harness.worker import derive_seed
-
-        return derive_seed(self.info.seed, key) if self.info else None
 
     def _copy_check_files(self, key: str, folder: Path) -> None:
         src = self.check_dirs.get(key)

@@ -1,7 +1,7 @@
 """Executors run tasks in worker processes; the local process pool is the default.
 
-The interface is one generator: ``run(tasks)`` yields ``("start", task)`` and
-``("done", task, result)`` events as they happen. A worker that dies (a
+The interface is one generator: ``run(tasks)`` yields ``CheckStarted(task)`` and
+``CheckDone(task, result)`` events (``harness.plan``) as they happen. A worker that dies (a
 segfault, the OOM killer) or overruns its task's timeout is killed with its
 whole process group and its task becomes ERROR; the run goes on. Tasks marked
 ``fresh`` (mutants, faults) get a worker of their own that exits afterwards, so
@@ -19,16 +19,18 @@ from collections.abc import Iterable, Iterator
 from multiprocessing.connection import Connection, wait
 from typing import Any, Protocol
 
-from harness.worker import Task, execute_task, failure_result
+from harness.plan import CheckDone, CheckStarted, ExecutorEvent, Task
+from harness.worker import execute_task, failure_result
 
-Event = tuple[Any, ...]
 WORKER_NAME = "harness-worker"
 
 
 class Executor(Protocol):
-    def run(self, tasks: Iterable[Task]) -> Iterator[Event]: ...
+    def run(self, tasks: Iterable[Task]) -> Iterator[ExecutorEvent]: ...
 
-    def shutdown(self) -> None: ...
+    def shutdown(self, kill: bool = False) -> None:
+        """Stop the workers; ``kill`` (after Ctrl-C) ends them and their children now."""
+        ...
 
 
 def _worker_main(conn: Connection) -> None:
@@ -55,8 +57,9 @@ class _Worker:
         parent, child = ctx.Pipe(duplex=True)
         self.conn: Connection = parent
         # not daemonic: a check may itself run the harness (a nested pool)
-        self.process = ctx.Process(target=_worker_main, args=(child,), daemon=False,
-                                   name=WORKER_NAME)
+        self.process = ctx.Process(
+            target=_worker_main, args=(child,), daemon=False, name=WORKER_NAME
+        )
         self.process.start()
         child.close()
         self.task: Task | None = None
@@ -106,7 +109,7 @@ class LocalProcessExecutor:
         self._idle: list[_Worker] = []
         self._busy: list[_Worker] = []
 
-    def run(self, tasks: Iterable[Task]) -> Iterator[Event]:
+    def run(self, tasks: Iterable[Task]) -> Iterator[ExecutorEvent]:
         pending = deque(tasks)
         try:
             while pending or self._busy:
@@ -118,10 +121,10 @@ class LocalProcessExecutor:
                         worker.conn.send(task)
                     except (BrokenPipeError, OSError) as exc:
                         worker.kill()
-                        yield ("done", task, failure_result(task, f"cannot start: {exc}", 0.0))
+                        yield CheckDone(task, failure_result(task, f"cannot start: {exc}", 0.0))
                         continue
                     self._busy.append(worker)
-                    yield ("start", task)
+                    yield CheckStarted(task)
                 yield from self._collect()
         except BaseException:
             self.shutdown(kill=True)
@@ -134,7 +137,7 @@ class LocalProcessExecutor:
             return _Worker(self._ctx)
         return self._idle.pop()
 
-    def _collect(self) -> Iterator[Event]:
+    def _collect(self) -> Iterator[ExecutorEvent]:
         now = time.monotonic()
         deadline = min(w.started + w.task.timeout for w in self._busy if w.task)
         waitables: list[Any] = [w.conn for w in self._busy]
@@ -154,7 +157,7 @@ class LocalProcessExecutor:
                     result = failure_result(task, _death_reason(worker.process.exitcode), elapsed)
                     worker.kill()
                     self._busy.remove(worker)
-                    yield ("done", task, result)
+                    yield CheckDone(task, result)
                     continue
                 self._busy.remove(worker)
                 if task.fresh:
@@ -162,18 +165,17 @@ class LocalProcessExecutor:
                 else:
                     worker.task = None
                     self._idle.append(worker)
-                yield ("done", task, result)
+                yield CheckDone(task, result)
             elif worker.process.sentinel in ready:
                 worker.process.join(timeout=1)
                 result = failure_result(task, _death_reason(worker.process.exitcode), elapsed)
                 worker.kill()
                 self._busy.remove(worker)
-                yield ("done", task, result)
+                yield CheckDone(task, result)
             elif elapsed >= task.timeout:
                 worker.kill()
                 self._busy.remove(worker)
-                yield (
-                    "done",
+                yield CheckDone(
                     task,
                     failure_result(
                         task,
@@ -204,10 +206,10 @@ class LocalProcessExecutor:
 class InlineExecutor:
     """Runs tasks in this process, one after another (debugging; no isolation)."""
 
-    def run(self, tasks: Iterable[Task]) -> Iterator[Event]:
+    def run(self, tasks: Iterable[Task]) -> Iterator[ExecutorEvent]:
         for task in tasks:
-            yield ("start", task)
-            yield ("done", task, execute_task(task))
+            yield CheckStarted(task)
+            yield CheckDone(task, execute_task(task))
 
-    def shutdown(self) -> None:
+    def shutdown(self, kill: bool = False) -> None:
         return None

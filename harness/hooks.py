@@ -18,7 +18,7 @@ if TYPE_CHECKING:
         InvariantResult,
         RunResult,
     )
-    from harness.runner import Plan
+    from harness.plan import Plan
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from harness.bindings import (
     resolve_python,
 )
 from harness.errors import ContractError, Diagnostic
+from harness.falsify.faults import INJECTORS
 from harness.loader import load_each
 from harness.model import Contract, Location
 
@@ -123,8 +124,6 @@ def _bindings(
                         )
                     )
             if f.kind == "fault":
-                from falsifiers.faults import INJECTORS
-
                 name = f.spec.get("injector", "")
                 if ":" not in name and name not in INJECTORS:
                     out.append(

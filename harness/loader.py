@@ -255,6 +255,7 @@ def _build(
             statement=c.get("statement", ""),
             owner=c.get("owner", ""),
             tags=tuple(c.get("tags", ())),
+            declared=c,
         )
         for i, c in enumerate(data.get("criteria", []))
     )
@@ -277,6 +278,7 @@ def _build(
                 location=loc(("invariants", i)),
                 statement=inv.get("statement", ""),
                 tags=tuple(inv.get("tags", ())),
+                declared=inv,
             )
         )
     falsifiers = tuple(
@@ -289,6 +291,7 @@ def _build(
             location=loc(("falsifiers", i)),
             timeout=f.get("timeout"),
             slow=bool(f.get("slow", False)),
+            declared=f,
         )
         for i, f in enumerate(data.get("falsifiers", []))
     )

@@ -100,6 +100,7 @@ class Invariant:
     location: Location
     statement: str = ""
     tags: tuple[str, ...] = ()
+    declared: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)  # as in YAML
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +113,7 @@ class Falsifier:
     location: Location
     timeout: float | None = None
     slow: bool = False
+    declared: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)  # as in YAML
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +127,7 @@ class Criterion:
     statement: str = ""
     owner: str = ""
     tags: tuple[str, ...] = ()
+    declared: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)  # as in YAML
 
 
 @dataclass(frozen=True, slots=True)

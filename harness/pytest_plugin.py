@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from harness.errors import HarnessError
+
 _SCHEMA_MARK = "yaml-language-server: $schema="
 
 
@@ -63,8 +65,8 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
     return None
 
 
-class ContractLoadError(Exception):
-    pass
+class ContractLoadError(HarnessError):
+    """A contract file collected by pytest does not load."""
 
 
 class ContractFile(pytest.File):
@@ -91,7 +93,9 @@ class ContractFile(pytest.File):
                     )
 
 
-class CriterionNotGo(Exception):
+class CriterionNotGo(HarnessError):
+    """A criterion run as a pytest item was not GO."""
+
     def __init__(self, result: Any) -> None:
         self.result = result
         super().__init__(result.verdict.value)
@@ -108,20 +112,22 @@ class CriterionItem(pytest.Item):
         )
 
     def runtest(self) -> None:
-        from harness.runner import run_contracts
+        from harness.runner import RunRequest, run
 
         cfg = self.harness_config
         opt = self.config.getoption
-        result = run_contracts(
-            self.contracts,
-            [self.criterion],
-            jobs=cfg.effective_jobs(opt("--harness-jobs")),
-            seed=opt("--harness-seed"),
-            profile=opt("--harness-profile"),
-            evidence_root=None,
-            root=cfg.root,
-            default_timeout=cfg.default_timeout,
-            allowed=cfg.allowed_packages,
+        result = run(
+            RunRequest(
+                self.contracts,
+                (self.criterion,),
+                jobs=cfg.effective_jobs(opt("--harness-jobs")),
+                seed=opt("--harness-seed"),
+                profile=opt("--harness-profile"),
+                evidence_root=None,
+                root=cfg.root,
+                default_timeout=cfg.default_timeout,
+                allowed=cfg.allowed_packages,
+            )
         )
         crit = result.criteria[0]
         self.user_properties.append(("verdict", crit.verdict.value))

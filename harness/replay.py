@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from harness.errors import UsageError
+from harness.errors import Refused, UsageError
 from harness.model import ContractSet, RunResult
 
 ENV_KEYS = ("python", "packages", "blas", "threads", "dependency_digest")
@@ -180,7 +180,9 @@ def verify_ledger(ledger: Path, public_keys: list[Any]) -> list[str]:
     return problems
 
 
-class PromotionRefused(UsageError):
+class PromotionRefused(Refused):
+    """A promotion was refused; ``reasons`` says every rule that failed (exit 1)."""
+
     def __init__(self, reasons: list[str]) -> None:
         self.reasons = reasons
         super().__init__(

@@ -1,20 +1,24 @@
-"""Plan, execute, judge: contracts and a selection in, a RunResult out.
+"""Plan, execute, judge: a ``RunRequest`` in, a ``RunResult`` out.
 
-The runner never prints; it emits events to its listeners (harness.hooks).
+The CLI (``run`` and ``rerun``), the pytest plugin and library users build one
+frozen ``RunRequest`` and call ``run`` once. The runner never prints; it emits
+events to its listeners (``harness.hooks``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import secrets
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from harness import __version__
-from harness.errors import Interrupted, NothingSelected
+from harness.errors import Interrupted
+from harness.evidence import EvidenceWriter
 from harness.executor import Executor, LocalProcessExecutor
 from harness.hooks import Dispatcher, Listener, RunInfo
 from harness.judge import judge_criterion, release_verdict
@@ -22,24 +26,41 @@ from harness.model import (
     ContractSet,
     Criterion,
     CriterionResult,
-    Falsifier,
     FalsifierOutcome,
     FalsifierResult,
     InvariantResult,
     RunResult,
     Verdict,
 )
-from harness.worker import Task, derive_seed
+from harness.plan import CheckStarted, Profile, make_plan
 
-PROFILES = ("full", "fast", "teeth")
+PROFILES = tuple(p.value for p in Profile)
 
 
-@dataclass
-class Plan:
-    criteria: list[Criterion]
-    tasks: list[Task]
-    not_run: list[FalsifierResult] = field(default_factory=list)  # skipped by the profile
-    keys_of: dict[str, list[str]] = field(default_factory=dict)  # criterion -> task keys
+@dataclass(frozen=True)
+class RunRequest:
+    """Everything one run needs, decided before it starts (built once by the CLI)."""
+
+    contracts: ContractSet
+    criteria: tuple[Criterion, ...]
+    profile: Profile = Profile.FULL
+    seed: int | None = None  # None: a random seed, recorded
+    jobs: int = 1
+    evidence_root: Path | None = None  # None: write no evidence bundle
+    root: Path = field(default_factory=Path.cwd)  # the project root: on sys.path for bindings
+    default_timeout: float = 600.0
+    allowed: tuple[str, ...] = ()  # allowed binding packages; empty: any
+    selection: Mapping[str, object] = field(default_factory=dict)  # recorded, for rerun
+    signer: Any = None  # a harness.signing.Signer, or None (unsigned)
+    outputs: tuple[Listener, ...] = ()  # terminal and report writers
+    executor: Executor | None = None  # None: a LocalProcessExecutor of ``jobs`` workers
+    run_id: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "profile", Profile(self.profile))
+        object.__setattr__(self, "criteria", tuple(self.criteria))
+        object.__setattr__(self, "allowed", tuple(self.allowed))
+        object.__setattr__(self, "outputs", tuple(self.outputs))
 
 
 def new_run_id() -> str:
@@ -51,100 +72,20 @@ def now_iso() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds")
 
 
-def make_plan(
-    contracts: ContractSet,
-    criteria: Sequence[Criterion],
-    *,
-    seed: int,
-    profile: str,
-    checks_dir: Path,
-    root: Path,
-    default_timeout: float,
-    allowed: Sequence[str] = (),
-    options: dict[str, Any] | None = None,
-) -> Plan:
-    if not criteria:
-        raise NothingSelected("the selection matched no criterion (see `harness list`)")
-    invariants = contracts.invariants
-    plan = Plan(list(criteria), [])
-    planned: set[str] = set()
-
-    def add(key: str, inv_id: str, falsifier: Falsifier | None) -> None:
-        if key in planned:
-            return
-        planned.add(key)
-        inv = invariants[inv_id]
-        timeout = (
-            (falsifier.timeout if falsifier and falsifier.timeout else None)
-            or inv.timeout
-            or default_timeout
-        )
-        plan.tasks.append(
-            Task(
-                key=key,
-                invariant=inv,
-                falsifier=falsifier,
-                seed=derive_seed(seed, key),
-                check_dir=str(checks_dir / key),
-                timeout=float(timeout),
-                root=str(root),
-                allowed=tuple(allowed),
-                fresh=falsifier is not None and falsifier.kind != "property",
-                options=dict(options or {}),
-            )
-        )
-
-    for c in criteria:
-        keys: list[str] = []
-        for inv_id in c.invariants:
-            if profile != "teeth":
-                add(inv_id, inv_id, None)
-                keys.append(inv_id)
-            for f in contracts.falsifiers_of(inv_id):
-                skip = (profile == "fast" and (f.kind == "mutant" or f.slow)) or (
-                    profile == "teeth" and f.kind != "mutant"
-                )
-                if skip:
-                    if profile == "fast" and f.id not in {r.falsifier_id for r in plan.not_run}:
-                        why = "mutant" if f.kind == "mutant" else "slow"
-                        plan.not_run.append(
-                            FalsifierResult(
-                                f.id,
-                                f.target,
-                                f.kind,
-                                FalsifierOutcome.NOT_RUN,
-                                0.0,
-                                f"{why} falsifier skipped by --fast",
-                            )
-                        )
-                    continue
-                add(f.id, inv_id, f)
-                keys.append(f.id)
-        plan.keys_of[c.id] = keys
-    return plan
-
-
 def run_contracts(
-    contracts: ContractSet,
-    criteria: Sequence[Criterion],
-    *,
-    listeners: Sequence[Listener] = (),
-    executor: Executor | None = None,
-    jobs: int = 1,
-    seed: int | None = None,
-    profile: str = "full",
-    evidence_root: Path | None = None,
-    root: Path | None = None,
-    default_timeout: float = 600.0,
-    allowed: Sequence[str] = (),
-    selection: dict[str, object] | None = None,
-    run_id: str | None = None,
-    signer: Any = None,
+    contracts: ContractSet, criteria: Sequence[Criterion], **options: Any
 ) -> RunResult:
+    """``run(RunRequest(contracts, criteria, **options))``: the library's shortcut."""
+    return run(RunRequest(contracts, tuple(criteria), **options))
+
+
+def run(request: RunRequest) -> RunResult:
     """Run the selected criteria. Raises Interrupted (after run_finished) on Ctrl-C."""
-    seed = secrets.randbits(32) if seed is None else seed
-    run_id = run_id or new_run_id()
-    root = root or Path.cwd()
+    contracts, profile = request.contracts, request.profile
+    seed = secrets.randbits(32) if request.seed is None else request.seed
+    run_id = request.run_id or new_run_id()
+    root = request.root
+    evidence_root = request.evidence_root
     tmp = None
     if evidence_root is not None:
         run_dir = evidence_root / run_id
@@ -163,20 +104,19 @@ def run_contracts(
         }
     plan = make_plan(
         contracts,
-        criteria,
+        request.criteria,
         seed=seed,
         profile=profile,
         checks_dir=checks_dir,
         root=root,
-        default_timeout=default_timeout,
-        allowed=allowed,
+        default_timeout=request.default_timeout,
+        allowed=request.allowed,
         options=options,
     )
-    listeners = list(listeners)
+    executor = request.executor or LocalProcessExecutor(request.jobs)
+    listeners: list[Listener] = list(request.outputs)
     if evidence_root is not None:
-        from harness.evidence import EvidenceWriter
-
-        listeners.insert(0, EvidenceWriter(evidence_root, root, signer))
+        listeners.insert(0, EvidenceWriter(evidence_root, root, request.signer))
     events = Dispatcher(listeners)
     started = now_iso()
     info = RunInfo(
@@ -184,12 +124,11 @@ def run_contracts(
         seed,
         profile,
         started,
-        dict(selection or {}),
+        dict(request.selection),
         str(run_dir) if evidence_root is not None else "",
-        getattr(executor, "jobs", jobs),
+        getattr(executor, "jobs", request.jobs),
     )
     events.run_started(info, contracts, plan)
-    executor = executor or LocalProcessExecutor(jobs)
     targets = {inv: [f.id for f in contracts.falsifiers_of(inv)] for inv in contracts.invariants}
     done: dict[str, InvariantResult | FalsifierResult] = {r.falsifier_id: r for r in plan.not_run}
     for r in plan.not_run:
@@ -218,7 +157,7 @@ def run_contracts(
                 targets,
                 duration,
             )
-            if profile == "teeth":
+            if profile is Profile.TEETH:
                 result = _teeth_verdict(result)
             finished[c.id] = result
             events.criterion_finished(result)
@@ -226,39 +165,35 @@ def run_contracts(
     try:
         complete_ready()
         for event in executor.run(plan.tasks):
-            if event[0] == "start":
-                task = event[1]
-                events.check_started(task.key, task.falsifier.kind if task.falsifier else "check")
+            if isinstance(event, CheckStarted):
+                events.check_started(event.task.key, event.task.kind)
                 continue
-            _, task, result = event
-            done[task.key] = result
-            if isinstance(result, InvariantResult):
-                events.invariant_finished(result)
+            done[event.task.key] = event.result
+            if isinstance(event.result, InvariantResult):
+                events.invariant_finished(event.result)
             else:
-                events.falsifier_finished(result)
+                events.falsifier_finished(event.result)
             complete_ready()
     except KeyboardInterrupt:
         interrupted = True
     finally:
-        executor.shutdown(kill=interrupted) if isinstance(
-            executor, LocalProcessExecutor
-        ) else executor.shutdown()
+        executor.shutdown(kill=interrupted)
     ordered = tuple(finished[c.id] for c in plan.criteria if c.id in finished)
     verdict = release_verdict(ordered) if not interrupted else Verdict.UNPROVEN
-    result = RunResult(
+    run_result = RunResult(
         run_id=run_id,
         verdict=verdict,
         criteria=ordered,
         seed=seed,
         started=started,
         finished=now_iso(),
-        profile=profile,
+        profile=profile.value,
         contract_digest=contracts.digest,
         tool_version=__version__,
         interrupted=interrupted,
         evidence_dir=str(run_dir) if evidence_root is not None else "",
     )
-    events.run_finished(result)
+    events.run_finished(run_result)
     if tmp is not None:
         tmp.cleanup()
     if interrupted:
@@ -266,13 +201,11 @@ def run_contracts(
             f"run {run_id} interrupted: {len(ordered)} of "
             f"{len(plan.criteria)} criteria finished; evidence marked incomplete"
         )
-    return result
+    return run_result
 
 
 def _teeth_verdict(result: CriterionResult) -> CriterionResult:
     """Under --teeth only mutants run: GO means every mutant was killed."""
-    import dataclasses
-
     reasons = [
         f"{f.target}: mutant {f.falsifier_id} {f.outcome.value}"
         + (f" ({f.message})" if f.outcome is FalsifierOutcome.ERROR else "")

@@ -11,45 +11,16 @@ ERROR by the executor with ``failure_result``.
 from __future__ import annotations
 
 import faulthandler
-import hashlib
 import os
 import sys
-import time
-import traceback
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.context import CheckContext
-from harness.errors import SkipCheck
-from harness.judge import judge_observations
-from harness.model import (
-    Falsifier,
-    FalsifierOutcome,
-    FalsifierResult,
-    Invariant,
-    InvariantOutcome,
-    InvariantResult,
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Task:
-    key: str  # the invariant or falsifier ID
-    invariant: Invariant
-    falsifier: Falsifier | None
-    seed: int
-    check_dir: str  # logs and artifacts of this task land here
-    timeout: float
-    root: str  # the project root (on sys.path, the cwd of commands)
-    allowed: tuple[str, ...] = ()
-    fresh: bool = False  # run in a worker of its own that exits afterwards
-    options: dict[str, Any] = field(default_factory=dict)  # e.g. hypothesis db dir, replays
-
-
-def derive_seed(run_seed: int, key: str) -> int:
-    return int.from_bytes(hashlib.sha256(f"{run_seed}:{key}".encode()).digest()[:4], "big")
+from harness.evaluate import evaluate, make_context
+from harness.falsify import run_falsifier
+from harness.model import FalsifierResult, InvariantResult
+from harness.plan import CheckCall, Task, result_of
 
 
 @contextmanager
@@ -91,97 +62,42 @@ def log_paths(check_dir: Path) -> dict[str, str]:
     return out
 
 
-def make_context(
-    task: Task,
-    params: dict[str, Any] | None = None,
-    fault: Any = None,
-    scratch_name: str = "scratch",
-) -> CheckContext:
-    check_dir = Path(task.check_dir)
-    merged = dict(task.invariant.check.params)
-    if params:
-        merged.update(params)
-    return CheckContext(
-        merged,
-        task.seed,
-        check_dir / scratch_name,
-        check_dir / "artifacts",
-        task.invariant.id,
-        fault=fault,
-        root=Path(task.root),
-    )
-
-
-def evaluate(
-    task: Task, ctx: CheckContext
-) -> tuple[InvariantOutcome, tuple[Any, ...], str, dict[str, Any]]:
-    """Call the check and judge it: (outcome, judgements, message, observations)."""
-    from harness.bindings import call_check
-
-    try:
-        observations = call_check(task.invariant.check, ctx, task.allowed)
-    except SkipCheck as exc:
-        return InvariantOutcome.SKIP, (), exc.reason, {}
-    except Exception as exc:
-        tb = traceback.format_exc(limit=8)
-        sys.stderr.write(tb)
-        return InvariantOutcome.ERROR, (), f"{type(exc).__name__}: {exc}", {}
-    outcome, judgements, message = judge_observations(task.invariant.expect, observations)
-    return outcome, judgements, message, observations
-
-
 def execute_task(task: Task) -> InvariantResult | FalsifierResult:
     """Run one task to completion (in the current process)."""
     if task.root not in sys.path:
         sys.path.insert(0, task.root)
     check_dir = Path(task.check_dir)
-    start = time.perf_counter()
     with captured_output(check_dir):
-        if task.falsifier is None:
-            ctx = make_context(task)
-            outcome, judgements, message, observations = evaluate(task, ctx)
-            return InvariantResult(
-                task.invariant.id,
-                outcome,
-                _jsonable(observations),
-                judgements,
-                time.perf_counter() - start,
-                task.seed,
-                message,
-                log_paths(check_dir),
-                tuple(ctx.artifacts),
-                tuple(ctx.metrics),
-            )
-        from falsifiers.engine import run_falsifier
-
-        result: InvariantResult | FalsifierResult
-        try:
-            result = run_falsifier(task)
-        except Exception as exc:  # the falsifier machinery itself broke: ERROR, never a pass
-            sys.stderr.write(traceback.format_exc(limit=8))
-            result = failure_result(task, f"{type(exc).__name__}: {exc}", 0.0)
-    return _with(result, time.perf_counter() - start, log_paths(check_dir))
+        call: CheckCall[InvariantResult | FalsifierResult] = CheckCall.from_call(
+            lambda: _run_falsifier(task) if task.falsifier else _run_invariant(task)
+        )
+    return result_of(task, call, log_paths(check_dir))
 
 
-def _with(
-    result: InvariantResult | FalsifierResult, duration: float, logs: dict[str, str]
-) -> InvariantResult | FalsifierResult:
-    import dataclasses
+def _run_falsifier(task: Task) -> InvariantResult | FalsifierResult:
+    return run_falsifier(task)
 
-    return dataclasses.replace(result, duration=duration, logs=logs)
+
+def _run_invariant(task: Task) -> InvariantResult:
+    ctx = make_context(task)
+    outcome, judgements, message, observations = evaluate(task, ctx)
+    return InvariantResult(
+        task.invariant.id,
+        outcome,
+        _jsonable(observations),
+        judgements,
+        0.0,  # the call's duration is filled in by result_of
+        task.seed,
+        message,
+        {},
+        tuple(ctx.artifacts),
+        tuple(ctx.metrics),
+    )
 
 
 def failure_result(task: Task, message: str, duration: float) -> InvariantResult | FalsifierResult:
     """The ERROR result of a task that crashed, timed out or could not start."""
-    logs = log_paths(Path(task.check_dir))
-    if task.falsifier is None:
-        return InvariantResult(
-            task.invariant.id, InvariantOutcome.ERROR, {}, (), duration, task.seed, message, logs
-        )
-    f = task.falsifier
-    return FalsifierResult(
-        f.id, f.target, f.kind, FalsifierOutcome.ERROR, duration, message, logs=logs
-    )
+    return result_of(task, CheckCall.failed(message, duration), log_paths(Path(task.check_dir)))
 
 
 def _jsonable(obs: dict[str, Any]) -> dict[str, Any]:

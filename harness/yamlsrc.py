@@ -13,13 +13,15 @@ from typing import Any
 
 import yaml
 
+from harness.errors import HarnessError
+
 MAX_BYTES = 1024 * 1024
 MAX_NODES = 200_000
 
 Path = tuple[Any, ...]
 
 
-class YamlSourceError(Exception):
+class YamlSourceError(HarnessError):
     def __init__(self, message: str, line: int, col: int, hint: str = "") -> None:
         self.message, self.line, self.col, self.hint = message, line, col, hint
         super().__init__(message)

@@ -14,11 +14,13 @@ import json
 import tarfile
 from pathlib import Path
 
+from kernels.errors import KernelsError
+
 MANIFEST = "SNAPSHOT-MANIFEST.json"
 
 
-class RestoreError(Exception):
-    pass
+class RestoreError(KernelsError):
+    """A snapshot that cannot be restored (malformed, or altered behind its manifest)."""
 
 
 def _digest(data: bytes) -> str:

@@ -9,9 +9,9 @@ that trusts the stamp or silently starts from random weights, a pre-flight
 gate that waves everything through. The checks of contracts/training.yaml
 must turn red (KILLED) under every one of them.
 
-Where a check trains in a child process (reruns, preemption), the child
-applies the same patches as the worker (``acceptance.training.worker_patches``),
-so these mutants are the code the child runs too.
+Where a check trains in a child process (reruns, preemption), the child applies
+the same patches as the worker (``harness.falsify.active_patches``, handed over by
+``acceptance.training_child``), so these mutants are the code the child runs too.
 """
 
 from __future__ import annotations

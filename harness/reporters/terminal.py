@@ -9,7 +9,7 @@ import click
 
 from harness.hooks import Listener, RunInfo
 from harness.model import ContractSet, CriterionResult, FalsifierOutcome, RunResult, Verdict
-from harness.runner import Plan
+from harness.plan import Plan
 
 COLORS = {
     Verdict.GO: "green",

@@ -46,6 +46,7 @@ from kernels.data.manifest import (
     load_manifest,
     sha256_file,
 )
+from kernels.errors import KernelsError
 
 __all__ = [
     "GovernanceError",
@@ -72,7 +73,7 @@ DECISION_EVENT = "data.training_decision"
 APPROVAL_EVENT = "data.pii_approval"
 
 
-class GovernanceError(ValueError):
+class GovernanceError(KernelsError, ValueError):
     """Training on these datasets is refused (policy, PII without approval, digest).
     ``.decision`` holds the refused :class:`Decision`."""
 
@@ -81,7 +82,7 @@ class GovernanceError(ValueError):
         self.decision = decision
 
 
-class PolicyError(ValueError):
+class PolicyError(KernelsError, ValueError):
     """The policy file is missing, does not parse or is malformed."""
 
 

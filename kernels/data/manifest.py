@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from kernels.errors import KernelsError
+
 __all__ = [
     "DatasetError",
     "DatasetDigestError",
@@ -37,7 +39,7 @@ __all__ = [
 REQUIRED = ("name", "path", "source", "license", "sha256", "size_bytes", "splits", "pii")
 
 
-class DatasetError(ValueError):
+class DatasetError(KernelsError, ValueError):
     """Root of the data layer's user-facing errors."""
 
 

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from kernels.errors import KernelsError
+
 __all__ = ["ByteBPE", "TokenizerError", "PATTERN"]
 
 PATTERN = rb"""'s|'t|'re|'ve|'m|'ll|'d| ?[A-Za-z]+| ?[0-9]+| ?[^\sA-Za-z0-9]+|\s+(?!\S)|\s+"""
@@ -31,7 +33,7 @@ FORMAT = "kernels.byte-bpe"
 FORMAT_VERSION = 1
 
 
-class TokenizerError(ValueError):
+class TokenizerError(KernelsError, ValueError):
     """A tokenizer file or argument is invalid."""
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
+from acceptance import kernel_cases as C
 from acceptance import kernel_references as ref
 from acceptance import kernels as K
 from falsifiers.mutants import kernels as M
@@ -38,7 +39,7 @@ def test_grad_err_uses_one_scale_for_all_inputs():
 
 def test_finite_differences_of_a_known_function():
     x0 = np.array([[0.5, -2.0, 3.0]])
-    case = K.KernelCase(
+    case = C.KernelCase(
         "square",
         {"x": x0.copy()},
         lambda x, dt: [np.asarray(x["x"], dtype=dt) ** 2],
@@ -51,7 +52,13 @@ def test_finite_differences_of_a_known_function():
     np.testing.assert_array_equal(case.inputs["x"], x0)  # inputs restored
 
 
-@pytest.mark.parametrize("name", K.KERNELS)
+def test_strategy_kernel_names_are_the_case_table():
+    """falsifiers/strategies/kernels.py keeps its own list (the attack library never
+    imports the checks): it must name exactly the kernels that have cases, in order."""
+    assert S.KERNEL_NAMES == list(C.KERNELS)
+
+
+@pytest.mark.parametrize("name", C.KERNELS)
 def test_every_kernel_case_matches_its_reference(name):
     r = K.measure_kernel(name, {"b": 1, "t": 3, "h": 2, "hd": 2, "d": 4, "v": 5}, 1.0, 7)
     assert r["fwd64_err"] < 1e-12
@@ -62,13 +69,13 @@ def test_every_kernel_case_matches_its_reference(name):
 
 def test_unknown_kernel_is_refused():
     with pytest.raises(ValueError, match="unknown kernel"):
-        K.make_case("conv2d", {}, 1.0, 0)
+        C.make_case("conv2d", {}, 1.0, 0)
 
 
 @settings(max_examples=15, deadline=None)
 @given(S.kernel_params())
 def test_kernel_strategy_gives_buildable_cases(params):
-    case = K.make_case(params["kernel"], params["shape"], params["scale"], params["seed"])
+    case = C.make_case(params["kernel"], params["shape"], params["scale"], params["seed"])
     assert case.inputs and all(np.all(np.isfinite(a)) for a in case.inputs.values())
 
 

@@ -1,4 +1,5 @@
-"""Helpers of the training checks (acceptance/training.py) and their mutants."""
+"""Helpers of the training checks (acceptance/training.py, acceptance/training_reruns.py),
+their child process (acceptance/training_child.py) and their mutants."""
 
 from __future__ import annotations
 
@@ -13,37 +14,44 @@ import numpy as np
 import pytest
 
 from acceptance import training as tr
-from falsifiers.faults import Sigkill
+from acceptance import training_child as tchild
+from acceptance import training_reruns as reruns
 from falsifiers.mutants import training as mutants
+from harness.falsify.faults import Sigkill
 
 
-def test_worker_patches_names_each_mutant_patched_into_the_trainer(monkeypatch):
+def test_the_child_is_handed_every_patch_the_engine_applied(monkeypatch):
+    """The worker's mutants reach the training child: the child's patch list is what
+    the engine reports active, and applying it in the child patches the same names."""
     import kernels.checkpoint
     import kernels.train
+    from harness.falsify import patching
 
-    assert tr.worker_patches() == {}
-    monkeypatch.setattr(kernels.train, "shuffle_order", mutants.unseeded_shuffle_order)
-    monkeypatch.setattr(kernels.checkpoint, "save_checkpoint", mutants.save_checkpoint_latest_first)
-    assert tr.worker_patches() == {
+    monkeypatch.setattr(patching, "_ACTIVE", {})
+    for mod, name in ((kernels.train, "shuffle_order"), (kernels.checkpoint, "save_checkpoint")):
+        monkeypatch.setattr(mod, name, getattr(mod, name))  # restored after the test
+    assert patching.active_patches() == {}
+    patching.apply_patch(
+        "kernels.train:shuffle_order", "falsifiers.mutants.training:unseeded_shuffle_order"
+    )
+    patching.apply_patch(
+        "kernels.checkpoint:save_checkpoint",
+        "falsifiers.mutants.training:save_checkpoint_latest_first",
+    )
+    assert kernels.train.shuffle_order is mutants.unseeded_shuffle_order
+    handed = patching.active_patches()
+    assert handed == {
         "kernels.train:shuffle_order": "falsifiers.mutants.training:unseeded_shuffle_order",
         "kernels.checkpoint:save_checkpoint": (
             "falsifiers.mutants.training:save_checkpoint_latest_first"
         ),
     }
-
-
-def test_apply_patches_reapplies_what_worker_patches_reports(monkeypatch):
-    import kernels.train
-
-    original = kernels.train.preflight
-    monkeypatch.setattr(kernels.train, "preflight", original)  # restored after the test
-    tr.apply_patches(
-        {"kernels.train:preflight": "falsifiers.mutants.training:preflight_lets_everything_through"}
-    )
-    assert kernels.train.preflight is mutants.preflight_lets_everything_through
-    assert tr.worker_patches() == {
-        "kernels.train:preflight": "falsifiers.mutants.training:preflight_lets_everything_through"
-    }
+    # the child side: a fresh record, the same patches applied from the handed list
+    monkeypatch.setattr(patching, "_ACTIVE", {})
+    monkeypatch.setattr(kernels.train, "shuffle_order", kernels.train.data.shuffle_order)
+    tchild.apply_patches(handed)
+    assert kernels.train.shuffle_order is mutants.unseeded_shuffle_order
+    assert patching.active_patches() == handed
 
 
 def _ctx(seed: int, fault=None, **params):
@@ -55,7 +63,7 @@ CFG = SimpleNamespace(steps=12, ckpt_every=3)
 
 @pytest.mark.parametrize("seed", range(40))
 def test_kill_plan_without_fault_resumes_from_a_real_checkpoint(seed):
-    kills = tr.kill_plan(_ctx(seed, kill_between=[3, 11], write_kill_between=[6, 12]), CFG)
+    kills = reruns.kill_plan(_ctx(seed, kill_between=[3, 11], write_kill_between=[6, 12]), CFG)
     step = next(k for k in kills if k["at"] == "step")
     write = next(k for k in kills if k["at"] == "checkpoint_write")
     assert 3 <= step["step"] <= 11 and write["step"] in (6, 9, 12)
@@ -67,13 +75,13 @@ def test_kill_plan_without_fault_resumes_from_a_real_checkpoint(seed):
 @pytest.mark.parametrize("seed", range(20))
 def test_kill_plan_hands_one_kill_to_the_fault(seed):
     by_step = Sigkill({"between": [1, 11]}, seed)
-    kills = tr.kill_plan(_ctx(seed, fault=by_step), CFG)
+    kills = reruns.kill_plan(_ctx(seed, fault=by_step), CFG)
     faulted = [k for k in kills if k["by"] == "fault"]
     assert len(faulted) == 1 and faulted[0] == {"at": "step", "step": by_step.step, "by": "fault"}
     in_write = Sigkill({"between": [1, 12], "during": "checkpoint_write"}, seed)
-    kills = tr.kill_plan(_ctx(seed, fault=in_write), CFG)
+    kills = reruns.kill_plan(_ctx(seed, fault=in_write), CFG)
     (faulted,) = [k for k in kills if k["by"] == "fault"]
-    assert faulted["at"] == "checkpoint_write" and faulted["file"] in tr.WRITE_FILES
+    assert faulted["at"] == "checkpoint_write" and faulted["file"] in reruns.WRITE_FILES
     assert faulted["step"] == max(3, math.ceil(in_write.step / 3) * 3)
 
 
@@ -117,19 +125,19 @@ def test_required_provenance_names_what_is_missing():
         "dependency_sha256": "e", "datasets": [{"name": "x"}], "train_config": {"seed": 0},
         "seed": 0, "environment": {"python": "3.11", "platform": "linux", "threads": 1},
     }  # fmt: skip
-    assert tr.required_provenance(full) == []
+    assert reruns.required_provenance(full) == []
     partial = {**full, "datasets": [], "code_version": "unknown", "environment": {"threads": 1}}
-    assert tr.required_provenance(partial) == [
+    assert reruns.required_provenance(partial) == [
         "code_version", "datasets", "environment.python", "environment.platform",
     ]  # fmt: skip
-    assert "seed" not in tr.required_provenance({**full, "seed": 0})  # seed 0 is a seed
+    assert "seed" not in reruns.required_provenance({**full, "seed": 0})  # seed 0 is a seed
 
 
 def test_stable_metrics_drop_wall_clock_fields(tmp_path):
     path = tmp_path / "metrics.jsonl"
     path.write_text(json.dumps({"step": 1, "loss": 2.0, "tokens_per_s": 123.0}) + "\n")
-    assert tr.stable_metrics(path) == [{"step": 1, "loss": 2.0}]
-    assert tr.stable_metrics(tmp_path / "absent.jsonl") == []
+    assert reruns.stable_metrics(path) == [{"step": 1, "loss": 2.0}]
+    assert reruns.stable_metrics(tmp_path / "absent.jsonl") == []
 
 
 def test_step_loss_and_norm_equal_the_trainers_accumulation():
@@ -171,11 +179,11 @@ def test_child_pauses_inside_a_checkpoint_write_and_leaves_latest_usable(tmp_pat
     )  # fmt: skip
     ctx = SimpleNamespace(scratch=tmp_path, root=Path(__file__).resolve().parents[2])
     run = tmp_path / "run"
-    child = tr.Child(ctx, run, cfg, "c", pause={"at": "checkpoint_write", "step": 6,
+    child = tchild.Child(ctx, run, cfg, "c", pause={"at": "checkpoint_write", "step": 6,
                                                  "file": "trainer.json"})  # fmt: skip
     assert child.wait_paused(120), child.tail()
     child.proc.send_signal(signal.SIGKILL)
     assert child.finish(60) == -signal.SIGKILL
     assert json.loads(child.marker.read_text())["file"] == "trainer.json"
     assert list(run.glob(".ckpt-000006.partial/.trainer.json.*.tmp"))  # the torn temp file
-    assert tr.latest_loadable(run) == (True, 3)
+    assert reruns.latest_loadable(run) == (True, 3)

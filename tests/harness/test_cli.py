@@ -74,7 +74,7 @@ def test_internal_error_exits_3(project, monkeypatch):
     def explode(*a, **k):
         raise ZeroDivisionError("bug")
 
-    monkeypatch.setattr(harness.runner, "run_contracts", explode)
+    monkeypatch.setattr(harness.runner, "run", explode)
     r = invoke("run")
     assert r.exit_code == 3 and "internal error" in r.output
 

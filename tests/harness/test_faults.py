@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from falsifiers.faults import INJECTORS, InjectionFailed, make_injector
+from harness.falsify.faults import INJECTORS, InjectionFailed, make_injector
 
 
 def data_file(tmp_path, n=100):

@@ -275,7 +275,7 @@ falsifiers:
     contracts = load_contract_set([project.root / "contracts"])
     inv = contracts.invariants["INV-DEMO-001"]
     fal = contracts.falsifiers[0]
-    from harness.worker import Task
+    from harness.plan import CheckDone, Task
 
     def task(key, falsifier):
         return Task(
@@ -291,11 +291,11 @@ falsifiers:
 
     ex = LocalProcessExecutor(jobs=1)
     results = [
-        e[2]
+        e.result
         for e in ex.run(
             [task("INV-DEMO-001", None), task("FALSIFY-DEMO-001", fal), task("INV-DEMO-001b", None)]
         )
-        if e[0] == "done"
+        if isinstance(e, CheckDone)
     ]
     ex.shutdown()
     assert results[0].outcome is InvariantOutcome.PASS

@@ -1,4 +1,4 @@
-"""The library of fault injectors.
+"""The injector base class and the generic fault injectors.
 
 A check that supports faults calls ``ctx.fault.inject(...)`` at its injection
 point with the target (a file path, or a running process). Every injector
@@ -24,9 +24,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from harness.bindings import import_dotted
+from harness.errors import HarnessError
 
-class InjectionFailed(Exception):
-    pass
+
+class InjectionFailed(HarnessError):
+    """An injector could not inject its fault: the falsifier is ERROR, never a pass."""
 
 
 class Injector:
@@ -232,8 +235,6 @@ def make_injector(name: str, params: dict[str, Any], seed: int) -> Injector:
     if name in INJECTORS:
         return INJECTORS[name](params, seed)
     if ":" in name:
-        from harness.bindings import import_dotted
-
         cls = import_dotted(name)
         if isinstance(cls, type) and issubclass(cls, Injector):
             return cls(params, seed)

@@ -6,7 +6,8 @@
 - property: a Hypothesis search over the check's params; a failing example is
   shrunk, saved into the evidence and the regression store, and the invariant
   is REFUTED. Saved counterexamples are replayed first.
-- fault: an injector from ``falsifiers.faults`` is handed to the check as
+- fault: an injector (``harness.falsify.faults`` or a ``module:Class`` of the
+  project's own) is handed to the check as
   ``ctx.fault``; the invariant must still hold (SURVIVED) or it is REFUTED. An
   injector that did not inject is ERROR, never a pass.
 """
@@ -18,8 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from harness.bindings import BindingError, import_dotted
+from harness.errors import HarnessError
+from harness.evaluate import evaluate, make_context
+from harness.falsify.faults import InjectionFailed, make_injector
+from harness.falsify.patching import apply_patch
 from harness.model import FalsifierOutcome, FalsifierResult, InvariantOutcome
-from harness.worker import Task, evaluate, make_context
+from harness.plan import Task
 
 
 def run_falsifier(task: Task) -> FalsifierResult:
@@ -44,25 +49,6 @@ def _result(
 
 
 # --------------------------------------------------------------------------- mutant
-
-
-def apply_patch(target: str, replacement: str) -> None:
-    """Replace ``module:attr`` with the object named by ``replacement`` (this process only)."""
-    import importlib
-
-    mod_name, _, attr = target.partition(":")
-    try:
-        owner: Any = importlib.import_module(mod_name)
-    except Exception as exc:
-        raise BindingError(f"mutant target module '{mod_name}' cannot be imported: {exc}") from exc
-    parts = attr.split(".")
-    for part in parts[:-1]:
-        if not hasattr(owner, part):
-            raise BindingError(f"mutant target '{target}' does not exist")
-        owner = getattr(owner, part)
-    if not hasattr(owner, parts[-1]):
-        raise BindingError(f"mutant target '{target}' does not exist")
-    setattr(owner, parts[-1], import_dotted(replacement))
 
 
 def run_mutant(task: Task) -> FalsifierResult:
@@ -109,8 +95,8 @@ def run_mutant(task: Task) -> FalsifierResult:
 # --------------------------------------------------------------------------- property
 
 
-class _Counterexample(AssertionError):
-    pass
+class _Counterexample(HarnessError, AssertionError):
+    """The check went red on a generated example: the search stops and shrinks."""
 
 
 def run_property(task: Task) -> FalsifierResult:
@@ -225,8 +211,6 @@ def _refuted(
 
 
 def run_fault(task: Task) -> FalsifierResult:
-    from falsifiers.faults import InjectionFailed, make_injector
-
     f = task.falsifier
     assert f is not None
     try:

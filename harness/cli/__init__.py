@@ -1,0 +1,27 @@
+"""The ``harness`` command. Commands parse arguments and call the library.
+
+``group`` holds the command group and the one place exit codes are chosen;
+``cmd_run`` (run, rerun), ``cmd_author`` (lint, list, schema, explain, init,
+new) and ``cmd_evidence`` (keygen, verify, promote, report, diff, history)
+hold the commands.
+"""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+from harness.cli import cmd_author, cmd_evidence, cmd_run  # noqa: F401  (they register commands)
+from harness.cli.group import cli
+
+__all__ = ["cli", "main"]
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The console script: exit codes follow harness.exitcodes.ExitCode."""
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    cli.main(args=argv, prog_name="harness")

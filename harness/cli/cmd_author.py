@@ -1,0 +1,107 @@
+"""Authoring commands: lint, list, schema, explain, init, new."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from harness.cli.group import cli, config, contract_paths
+from harness.exitcodes import ExitCode
+
+# --------------------------------------------------------------------------- lint
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--no-resolve", is_flag=True, help="Skip importing bindings (schema and IDs only).")
+def lint(paths: tuple[str, ...], no_resolve: bool) -> int:
+    """Validate contracts without running them (exit 4 on any error)."""
+    from harness.lint import lint_paths
+
+    cfg = config()
+    contracts, diags = lint_paths(
+        contract_paths(paths, cfg), cfg.root, cfg.allowed_packages, resolve=not no_resolve
+    )
+    for d in diags:
+        click.echo(d.format(), err=d.severity == "error")
+    errors = sum(d.severity == "error" for d in diags)
+    warnings = len(diags) - errors
+    n_items = sum(len(k.criteria) + len(k.invariants) + len(k.falsifiers) for k in contracts)
+    click.echo(
+        f"{len(contracts)} contract files, {n_items} items: {errors} errors, {warnings} warnings"
+    )
+    return int(ExitCode.USAGE_ERROR if errors else ExitCode.GO)
+
+
+# --------------------------------------------------------------------------- list/schema/explain
+
+
+@cli.command("list")
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--markdown", is_flag=True, help="A Markdown table mapping criteria to sources.")
+def list_(paths: tuple[str, ...], markdown: bool) -> int:
+    """Show criteria, invariants and falsifiers as a tree."""
+    from harness.listing import markdown_table, tree
+
+    contracts = _load(paths)
+    click.echo(markdown_table(contracts) if markdown else tree(contracts))
+    return 0
+
+
+@cli.command()
+def schema() -> int:
+    """Print the contract JSON Schema (draft 2020-12)."""
+    import json
+
+    from harness.loader import contract_schema
+
+    click.echo(json.dumps(contract_schema(), indent=2))
+    return 0
+
+
+@cli.command()
+@click.argument("item_id")
+@click.argument("paths", nargs=-1, type=click.Path())
+def explain(item_id: str, paths: tuple[str, ...]) -> int:
+    """Show one criterion, invariant or falsifier with its source location."""
+    from harness.listing import explain as explain_item
+
+    click.echo(explain_item(_load(paths), item_id))
+    return 0
+
+
+def _load(paths: tuple[str, ...]) -> Any:
+    from harness.loader import load_contract_set
+
+    return load_contract_set(contract_paths(paths, config()))
+
+
+# --------------------------------------------------------------------------- authoring
+
+
+@cli.command()
+@click.argument("directory", default=".", type=click.Path(file_okay=False))
+@click.option("--owner", default=None, help="Owner written into the example [the folder's name].")
+def init(directory: str, owner: str | None) -> int:
+    """Set up contracts/ and [tool.harness] in a project."""
+    from harness.scaffold import init_project
+
+    owner = owner or Path(directory).resolve().name
+    for line in init_project(Path(directory), owner):
+        click.echo(line)
+    click.echo("next: `harness lint`, then `harness run`")
+    return 0
+
+
+@cli.command()
+@click.argument("kind", type=click.Choice(["criterion", "invariant", "falsifier"]))
+@click.argument("file", type=click.Path(dir_okay=False))
+def new(kind: str, file: str) -> int:
+    """Append a skeleton with the next free ID to a contract file."""
+    from harness.scaffold import new_item
+
+    new_id = new_item(kind, Path(file))
+    click.echo(f"added {new_id} to {file}; fill in its TODO fields, then `harness lint {file}`")
+    return 0

@@ -1,0 +1,229 @@
+"""Evidence commands: keygen, verify, promote, report, diff, history."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from harness.cli.group import cli, config
+from harness.errors import UsageError
+from harness.exitcodes import ExitCode
+
+# --------------------------------------------------------------------------- evidence
+
+
+@cli.command()
+@click.option(
+    "-o",
+    "--out",
+    default="harness-signing.key",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="Private key path; the public key is OUT.pub.",
+)
+@click.option(
+    "--passphrase-env",
+    metavar="VAR",
+    help="Protect the private key with the passphrase in this environment variable.",
+)
+def keygen(out: str, passphrase_env: str | None) -> int:
+    """Write an Ed25519 key pair for signing evidence (private key mode 0600)."""
+    import os
+
+    from harness.signing import generate_keypair, keyid_of, load_public_key
+
+    passphrase = None
+    if passphrase_env:
+        if not os.environ.get(passphrase_env):
+            raise UsageError(f"--passphrase-env {passphrase_env}: the variable is not set")
+        passphrase = os.environ[passphrase_env].encode()
+    private, public = generate_keypair(Path(out), passphrase)
+    click.echo(f"private key: {private} (mode 0600; keep it out of the repository)")
+    click.echo(f"public key:  {public}")
+    click.echo(f"keyid:       {keyid_of(load_public_key(public))}")
+    return 0
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option(
+    "--key",
+    "keys",
+    multiple=True,
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Public key(s) (PEM) a valid signature must come from.",
+)
+def verify(run_dir: str, keys: tuple[str, ...]) -> int:
+    """Verify a run's bundle: digests, signatures, statements, audit chain, verdict."""
+    from harness.signing import load_public_key
+    from harness.verify import verify_run
+
+    problems = verify_run(Path(run_dir), [load_public_key(Path(k)) for k in keys])
+    for p in problems:
+        click.echo(p)
+    if problems:
+        click.echo(
+            f"FAILED: {len(problems)} problem{'s' if len(problems) != 1 else ''} in {run_dir}"
+        )
+        return int(ExitCode.NOT_GO)
+    click.echo(f"OK: {run_dir} verifies (digests, signatures, statements, audit chain, verdict)")
+    return 0
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
+@click.option("--to", "name", required=True, help="What the run is promoted to (e.g. production).")
+@click.option(
+    "--allowed-key",
+    "allowed",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="Public key allowed to have signed the run [[tool.harness] allowed-keys].",
+)
+@click.option(
+    "--sign-key",
+    type=click.Path(dir_okay=False),
+    help="The promoter's private key [$HARNESS_SIGN_KEY or [tool.harness] sign-key].",
+)
+@click.option("--as", "signer_name", default="", help="The promoter's name, recorded and signed.")
+def promote(
+    run_dir: str, name: str, allowed: tuple[str, ...], sign_key: str | None, signer_name: str
+) -> int:
+    """Sign off a run: refused unless it verifies, is GO and was signed by an allowed key."""
+    from harness.replay import PromotionRefused
+    from harness.replay import promote as do_promote
+    from harness.signing import load_signer, resolve_sign_key
+
+    cfg = config()
+    keys = [Path(a) for a in allowed] or list(cfg.allowed_keys)
+    key_path = resolve_sign_key(sign_key, cfg.sign_key)
+    signer = load_signer(key_path) if key_path else None
+    ledger = Path(run_dir).resolve().parent / "promotions.jsonl"
+    try:
+        record = do_promote(Path(run_dir), name, keys, signer, ledger, signer_name)
+    except PromotionRefused as exc:
+        click.echo("promotion REFUSED:", err=True)
+        for reason in exc.reasons:
+            click.echo(f"  {reason}", err=True)
+        return int(ExitCode.NOT_GO)
+    click.echo(
+        f"promoted {record['run_id']} to {name}, signed by {record['promoted_by'][:16]}; "
+        f"recorded in {ledger}"
+    )
+    return 0
+
+
+# --------------------------------------------------------------------------- reports
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
+@click.option("--html", "html_out", type=click.Path(dir_okay=False), help="Write the HTML report.")
+@click.option(
+    "--markdown", "md_out", type=click.Path(dir_okay=False), help="Write the Markdown summary."
+)
+@click.option("--sarif", "sarif_out", type=click.Path(dir_okay=False), help="Write SARIF 2.1.0.")
+@click.option(
+    "--key",
+    "keys",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="Public key(s) to verify the run's signatures in the report.",
+)
+def report(
+    run_dir: str,
+    html_out: str | None,
+    md_out: str | None,
+    sarif_out: str | None,
+    keys: tuple[str, ...],
+) -> int:
+    """Render a finished run's evidence as HTML, Markdown or SARIF."""
+    import json
+
+    from harness.fsutil import atomic_write_json, atomic_write_text
+    from harness.model import RunResult
+    from harness.reporters.html import render_html, signature_status
+    from harness.reporters.markdown import markdown_summary
+
+    rd = Path(run_dir)
+    try:
+        result = RunResult.from_dict(json.loads((rd / "results.json").read_text()))
+    except FileNotFoundError as exc:
+        raise UsageError(f"{rd}: no results.json (an interrupted or foreign folder?)") from exc
+    if not (html_out or md_out or sarif_out):
+        raise UsageError("say what to write: --html FILE, --markdown FILE or --sarif FILE")
+    if html_out:
+        status = signature_status(rd, [Path(k) for k in keys])
+        atomic_write_text(Path(html_out), render_html(result, rd, status))
+        click.echo(f"wrote {html_out} ({result.verdict.value}; signatures: {status})")
+    if md_out:
+        atomic_write_text(Path(md_out), markdown_summary(result))
+        click.echo(f"wrote {md_out}")
+    if sarif_out:
+        from harness.loader import load_contract_set
+        from harness.reporters.sarif import sarif_log
+
+        contracts = load_contract_set([rd / "contracts"]) if (rd / "contracts").is_dir() else None
+        atomic_write_json(Path(sarif_out), sarif_log(result, contracts))
+        click.echo(f"wrote {sarif_out}")
+    return 0
+
+
+@cli.command()
+@click.argument("run_a")
+@click.argument("run_b", default="latest")
+def diff(run_a: str, run_b: str) -> int:
+    """What changed between two runs (paths, run ids, 'latest' or 'previous').
+    Exits 1 when something regressed."""
+    from harness.history import diff_runs, resolve_run
+
+    cfg = config()
+    a, b = resolve_run(cfg.evidence_dir, run_a), resolve_run(cfg.evidence_dir, run_b)
+    changes, env, regressed = diff_runs(a, b)
+    click.echo(f"diff {a.name} -> {b.name}")
+    for line in changes:
+        click.echo(f"  {line}")
+    for line in env:
+        click.echo(f"  {line}")
+    if not changes and not env:
+        click.echo("  no change in verdicts, observations or environment")
+    click.echo("REGRESSED" if regressed else "no regression")
+    return int(ExitCode.NOT_GO if regressed else ExitCode.GO)
+
+
+@cli.command()
+@click.argument("criterion_id", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def history(criterion_id: str | None, as_json: bool) -> int:
+    """Verdicts across the runs in the evidence directory, newest first."""
+    import json
+
+    from harness import history as hist
+
+    cfg = config()
+    rows = hist.history(cfg.evidence_dir, criterion_id)
+    if as_json:
+        click.echo(json.dumps(hist.as_json(rows), indent=2))
+        return 0
+    if not rows:
+        what = f"criterion {criterion_id}" if criterion_id else "any run"
+        click.echo(f"no runs of {what} in {cfg.evidence_dir}")
+        return 0
+    for r in rows:
+        dirty = "+dirty" if r.dirty else ""
+        click.echo(
+            f"{r.started:<26} {r.run_id:<26} {(r.commit or 'no-git')[:10]}{dirty:<6} "
+            f"{r.verdict:<13} {r.profile}"
+        )
+    red = next((r for r in rows if r.verdict in ("NO-GO", "UNPROVEN")), None)
+    subject = criterion_id or "the release"
+    if red:
+        click.echo(
+            f"{subject} last went {red.verdict} in run {red.run_id} on commit "
+            f"{(red.commit or 'unknown')[:10]} ({red.started})"
+        )
+    else:
+        click.echo(f"{subject} has not gone red in {len(rows)} recorded runs")
+    return 0

@@ -1,0 +1,212 @@
+"""``harness run`` and ``harness rerun``: build one RunRequest, call the runner once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from harness.cli.group import cli, config, contract_paths
+from harness.errors import NothingSelected, UsageError
+from harness.exitcodes import ExitCode
+from harness.plan import Profile
+
+# --------------------------------------------------------------------------- run
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("-k", "keyword", help="Select criteria by keyword expression (like pytest -k).")
+@click.option("--tag", "tags", multiple=True, help="Select criteria with this tag (repeatable).")
+@click.option(
+    "--criterion",
+    "criteria",
+    multiple=True,
+    metavar="AC-ID",
+    help="Select one criterion by ID (repeatable).",
+)
+@click.option("-j", "--jobs", type=click.IntRange(min=1), help="Worker processes [cores].")
+@click.option("--seed", type=click.IntRange(min=0), help="The run's seed [random, recorded].")
+@click.option(
+    "--profile",
+    type=click.Choice([p.value for p in Profile]),
+    default=None,
+    help="full: everything; fast: skip mutants and slow falsifiers "
+    "(criteria end UNPROVEN-FAST, never GO); teeth: only the mutants.",
+)
+@click.option("--fast", is_flag=True, help="Same as --profile fast.")
+@click.option("--teeth", is_flag=True, help="Same as --profile teeth.")
+@click.option(
+    "--output",
+    "outputs",
+    multiple=True,
+    metavar="FORMAT[=FILE]",
+    help="json=FILE, junit=FILE, markdown=FILE, html=FILE, sarif=FILE or github (repeatable).",
+)
+@click.option("--evidence-dir", type=click.Path(), help="Where run bundles go [config].")
+@click.option("--no-evidence", is_flag=True, help="Write no evidence bundle.")
+@click.option("-v", "--verbose", is_flag=True, help="Print every reason of every criterion.")
+@click.option(
+    "--sign-key",
+    type=click.Path(dir_okay=False),
+    help="Ed25519 private key (PEM) to sign the evidence "
+    "[$HARNESS_SIGN_KEY or [tool.harness] sign-key].",
+)
+@click.option(
+    "--require-signature",
+    is_flag=True,
+    help="Refuse to run without a signing key (release profile).",
+)
+def run(
+    paths: tuple[str, ...],
+    keyword: str | None,
+    tags: tuple[str, ...],
+    criteria: tuple[str, ...],
+    jobs: int | None,
+    seed: int | None,
+    profile: str | None,
+    fast: bool,
+    teeth: bool,
+    outputs: tuple[str, ...],
+    evidence_dir: str | None,
+    no_evidence: bool,
+    verbose: bool,
+    sign_key: str | None,
+    require_signature: bool,
+) -> int:
+    """Run the contracts and print a verdict per acceptance criterion."""
+    from harness.loader import load_contract_set
+    from harness.model import Verdict
+    from harness.reporters import make_writer
+    from harness.reporters.terminal import TerminalReporter
+    from harness.runner import RunRequest
+    from harness.runner import run as run_request
+    from harness.selection import select
+    from harness.signing import load_signer, resolve_sign_key
+
+    if sum(bool(x) for x in (profile, fast, teeth)) > 1:
+        raise UsageError("choose one of --profile, --fast, --teeth")
+    profile = profile or ("fast" if fast else "teeth" if teeth else "full")
+    cfg = config()
+    contracts = load_contract_set(contract_paths(paths, cfg))
+    chosen = select(contracts, keyword, tags, criteria)
+    if not chosen:
+        raise NothingSelected(
+            f"no criterion matches the selection (-k {keyword!r}, --tag {list(tags)}, "
+            f"--criterion {list(criteria)}) among {len(contracts.criteria)} criteria"
+        )
+    listeners: list[Any] = [TerminalReporter(verbose=verbose)]
+    listeners += [make_writer(spec) for spec in outputs]
+    evidence_root = None
+    signer = None
+    key_path = resolve_sign_key(sign_key, cfg.sign_key)
+    if require_signature and (key_path is None or no_evidence):
+        raise UsageError(
+            "--require-signature: no signing key (use --sign-key, "
+            "$HARNESS_SIGN_KEY or [tool.harness] sign-key; `harness keygen` makes one)"
+        )
+    if not no_evidence:
+        evidence_root = Path(evidence_dir) if evidence_dir else cfg.evidence_dir
+        if key_path is not None:
+            signer = load_signer(key_path)
+    selection: dict[str, object] = {
+        "paths": list(paths),
+        "keyword": keyword,
+        "tags": list(tags),
+        "criteria": list(criteria),
+    }
+    request = RunRequest(
+        contracts,
+        tuple(chosen),
+        profile=Profile(profile),
+        seed=seed,
+        jobs=cfg.effective_jobs(jobs),
+        evidence_root=evidence_root,
+        root=cfg.root,
+        default_timeout=cfg.default_timeout,
+        allowed=cfg.allowed_packages,
+        selection=selection,
+        signer=signer,
+        outputs=tuple(listeners),
+    )
+    result = run_request(request)
+    return int(ExitCode.GO if result.verdict is Verdict.GO else ExitCode.NOT_GO)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
+@click.option(
+    "--criterion",
+    "criteria",
+    multiple=True,
+    metavar="AC-ID",
+    help="Rerun only this criterion (repeatable).",
+)
+@click.option("-j", "--jobs", type=click.IntRange(min=1), help="Worker processes [cores].")
+@click.option(
+    "--sign-key",
+    type=click.Path(dir_okay=False),
+    help="Sign the rerun's evidence [$HARNESS_SIGN_KEY or [tool.harness] sign-key].",
+)
+def rerun(run_dir: str, criteria: tuple[str, ...], jobs: int | None, sign_key: str | None) -> int:
+    """Run again with the recorded seed, selection and contract text; compare."""
+    from harness.replay import compare_runs, environment_diff, load_recorded
+    from harness.reporters.terminal import TerminalReporter
+    from harness.runner import RunRequest
+    from harness.runner import run as run_request
+    from harness.selection import select
+    from harness.signing import load_signer, resolve_sign_key
+
+    cfg = config()
+    old_dir = Path(run_dir)
+    meta, contracts, old = load_recorded(old_dir)
+    sel = meta.get("selection", {})
+    chosen = select(
+        contracts,
+        sel.get("keyword"),
+        sel.get("tags", ()),
+        list(criteria) or sel.get("criteria", ()),
+    )
+    chosen = [c for c in chosen if c.id in {r.criterion_id for r in old.criteria}]
+    if not chosen:
+        raise NothingSelected(f"nothing to rerun in {run_dir} with --criterion {list(criteria)}")
+    click.echo(
+        f"rerunning {len(chosen)} criteria of {meta['run_id']} with seed {meta['seed']}, "
+        f"profile {meta['profile']}"
+    )
+    key_path = resolve_sign_key(sign_key, cfg.sign_key)
+    request = RunRequest(
+        contracts,
+        tuple(chosen),
+        profile=Profile(meta.get("profile", "full")),
+        seed=int(meta["seed"]),
+        jobs=cfg.effective_jobs(jobs),
+        evidence_root=cfg.evidence_dir,
+        root=cfg.root,
+        default_timeout=cfg.default_timeout,
+        allowed=cfg.allowed_packages,
+        selection={**sel, "rerun_of": meta["run_id"]},
+        signer=load_signer(key_path) if key_path else None,
+        outputs=(TerminalReporter(),),
+    )
+    new = run_request(request)
+    diffs = compare_runs(contracts, old, new)
+    env = environment_diff(old_dir, Path(new.evidence_dir))
+    click.echo()
+    for line in env:
+        click.echo(f"note: {line}")
+    for line in diffs:
+        click.echo(f"DIFFERS {line}")
+    n_obs = sum(len(r.observations) for c in new.criteria for r in c.invariants)
+    if diffs:
+        click.echo(
+            f"rerun differs: {len(diffs)} differences over {len(new.criteria)} criteria "
+            f"and {n_obs} observations"
+        )
+        return int(ExitCode.NOT_GO)
+    click.echo(
+        f"rerun matches: {len(new.criteria)} criteria, {n_obs} observations identical "
+        "(bitwise, or within the declared tolerance)"
+    )
+    return 0
