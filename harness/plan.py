@@ -85,9 +85,6 @@ class Plan:
     not_run: list[FalsifierResult] = field(default_factory=list)  # skipped by the profile
     keys_of: dict[str, list[str]] = field(default_factory=dict)  # criterion -> task keys
 
-    def seed_of(self, key: str) -> int | None:
-        return next((t.seed for t in self.tasks if t.key == key), None)
-
 
 def make_plan(
     contracts: ContractSet,

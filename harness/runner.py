@@ -34,8 +34,6 @@ from harness.model import (
 )
 from harness.plan import CheckStarted, Profile, make_plan
 
-PROFILES = tuple(p.value for p in Profile)
-
 
 @dataclass(frozen=True)
 class RunRequest:
