@@ -1,16 +1,20 @@
 """Harness overhead vs pytest, measured in one run (medians of alternating repeats).
 
-    .venv/bin/python benchmarks/harness_overhead.py [--n 500] [--repeats 5]
+    .venv/bin/python benchmarks/harness_overhead.py [--n 500] [--repeats 5] [--against DIR]
 
 Runs N trivial invariants through `harness run` and N trivial tests through
 `pytest` in the same temporary project, alternately, and prints the median
 wall times and their ratio; then the start-up time of `harness --version`
 against `python -c pass`. Goals (issue 2): ratio <= 1.0, start-up < 0.3 s.
+``--against DIR`` also times the harness of another checkout (e.g. a
+``git worktree`` of the previous commit) in the same alternation, to measure
+what a change costs (issue 12: a fresh process per check, aim <= 10%).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -43,9 +47,9 @@ def make_project(root: Path, n: int) -> None:
     (root / "tests" / "test_bench.py").write_text(body)
 
 
-def timed(argv: list[str], cwd: Path) -> float:
+def timed(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> float:
     start = time.perf_counter()
-    proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True)
+    proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, env=env)
     elapsed = time.perf_counter() - start
     if proc.returncode not in (0, 1):
         raise SystemExit(f"{argv} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
@@ -56,6 +60,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=500)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--against", type=Path, help="another checkout's harness, timed alike")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -64,14 +69,23 @@ def main() -> None:
         harness_ev = [str(BIN / "harness"), "run", "--evidence-dir", str(root / "ev")]
         pytest_cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"]
         runs: dict[str, list[float]] = {"harness": [], "harness+evidence": [], "pytest": []}
+        other_env = None
+        if args.against:
+            runs["against"] = []
+            other_env = {**os.environ, "PYTHONPATH": str(args.against.resolve())}
         for _ in range(args.repeats):
             runs["pytest"].append(timed(pytest_cmd, root))
             runs["harness"].append(timed(harness_cmd, root))
             runs["harness+evidence"].append(timed(harness_ev, root))
+            if other_env is not None:
+                other = [sys.executable, "-m", "harness.cli", "run", "--no-evidence"]
+                runs["against"].append(timed(other, root, other_env))
         med = {k: statistics.median(v) for k, v in runs.items()}
         print(f"{args.n} trivial checks, median of {args.repeats} alternating runs:")
         for k, v in med.items():
             print(f"  {k:<18} {v:7.3f} s   ratio to pytest {v / med['pytest']:.2f}")
+        if "against" in med:
+            print(f"  harness / against: {med['harness'] / med['against']:.2f} ({args.against})")
         start_h, start_py = [], []
         for _ in range(10):
             start_py.append(timed([sys.executable, "-c", "pass"], root))

@@ -8,10 +8,12 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
 GENESIS = "0" * 64
+MAX_LOG = 256 << 20  # an audit log larger than this is refused unread
 
 
 def line_hash(line: bytes) -> str:
@@ -23,8 +25,8 @@ class AuditLog:
         self.path = path
         self.head = GENESIS
         self.count = 0
-        if path.exists():  # continue an existing chain
-            for raw in path.read_bytes().splitlines():
+        if path.exists():  # continue an existing chain (lines end with "\n", nothing else)
+            for raw in path.read_bytes().split(b"\n"):
                 if raw.strip():
                     self.head = line_hash(raw)
                     self.count += 1
@@ -53,31 +55,51 @@ class AuditLog:
 
 
 def verify_chain(path: Path) -> tuple[str, int, list[str]]:
-    """Walk the chain: (head, count, problems)."""
-    problems: list[str] = []
-    head, count = GENESIS, 0
+    """Walk the chain: (head, count, problems). Lines are split on ``\n`` alone and
+    each must end with it: a ``\r``, a partial last line or an empty line is a problem."""
     try:
-        lines = path.read_bytes().splitlines()
+        mode = os.lstat(path).st_mode
+        if not stat.S_ISREG(mode):
+            return GENESIS, 0, ["not a regular file"]
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_LOG + 1)
     except OSError as exc:
         return GENESIS, 0, [f"cannot read: {exc.strerror}"]
+    if len(data) > MAX_LOG:
+        return GENESIS, 0, [f"larger than the {MAX_LOG >> 20} MiB an audit log may have"]
+    return verify_lines(data)
+
+
+def verify_lines(data: bytes) -> tuple[str, int, list[str]]:
+    """:func:`verify_chain` over the bytes of a log."""
+    problems: list[str] = []
+    head, count = GENESIS, 0
+    lines = data.split(b"\n")
+    tail = lines.pop()  # b"" when the log ends with a newline, as it must
+    if tail:
+        lines.append(tail)
+        problems.append(f"line {len(lines)}: no newline at its end (a partial line)")
     for n, raw in enumerate(lines, 1):
-        if not raw.strip():
+        if not raw:
             problems.append(f"line {n}: empty line in the chain")
             continue
+        if b"\r" in raw:
+            problems.append(f"line {n}: a carriage return in the line")
         try:
             record = json.loads(raw)
-        except ValueError:
-            problems.append(f"line {n}: not JSON")
-            head = line_hash(raw)
-            count += 1
-            continue
-        if record.get("prev") != head:
-            problems.append(
-                f"line {n}: prev hash does not match line {n - 1} "
-                "(a line was edited, removed or reordered)"
-            )
-        if record.get("seq") != count:
-            problems.append(f"line {n}: seq {record.get('seq')} where {count} was expected")
+        except (ValueError, RecursionError):
+            record = None
+        if not isinstance(record, dict):
+            problems.append(f"line {n}: not a JSON object")
+        else:
+            if record.get("prev") != head:
+                problems.append(
+                    f"line {n}: prev hash does not match line {n - 1} "
+                    "(a line was edited, removed or reordered)"
+                )
+            seq = record.get("seq")
+            if type(seq) is not int or seq != count:
+                problems.append(f"line {n}: seq {seq!r} where {count} was expected")
         head = line_hash(raw)
         count += 1
     return head, count, problems

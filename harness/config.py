@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.errors import UsageError
+from harness.plan import Limits
 
 DEFAULT_TIMEOUT = 600.0
 KNOWN_KEYS = {
@@ -20,6 +21,9 @@ KNOWN_KEYS = {
     "allowed-keys",
     "profile",
     "commands",
+    "pass-env",
+    "preload",
+    "limits",
 }
 
 
@@ -35,6 +39,9 @@ class Config:
     allowed_keys: tuple[Path, ...] = ()
     pyproject: Path | None = None
     commands: dict[str, str] = field(default_factory=dict)  # name -> "module:click_command"
+    pass_env: tuple[str, ...] = ()  # variables (or patterns) checks get beyond the allowlist
+    preload: tuple[str, ...] = ()  # modules the fork server imports once, before any check
+    limits: Limits = field(default_factory=Limits)  # per-check defaults
     extra: dict[str, object] = field(default_factory=dict)
 
     def effective_jobs(self, requested: int | None = None) -> int:
@@ -94,11 +101,30 @@ def load_config(start: Path | None = None) -> Config:
         isinstance(v, str) and ":" in v for v in commands.values()
     ):
         raise UsageError(
-            f"{pyproject}: [tool.harness] commands must map a name to \"module:command\" "
+            f'{pyproject}: [tool.harness] commands must map a name to "module:command" '
             '(e.g. commands = {core = "mypkg.cli:core"})'
         )
+    lists = {}
+    for key in ("pass-env", "preload"):
+        raw = table.get(key, [])
+        if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
+            raise UsageError(f"{pyproject}: [tool.harness] {key} must be a list of strings")
+        lists[key] = tuple(raw)
+    raw_limits = table.get("limits", {})
+    if not isinstance(raw_limits, dict) or set(raw_limits) - {"memory", "output"}:
+        raise UsageError(
+            f"{pyproject}: [tool.harness] limits must be a table with memory and/or output "
+            '(e.g. limits = {memory = "8GiB", output = "4MiB"})'
+        )
+    try:
+        limits = Limits().merged(raw_limits, "[tool.harness] limits")
+    except ValueError as exc:
+        raise UsageError(f"{pyproject}: {exc}") from exc
     return Config(
         root=root,
+        pass_env=lists["pass-env"],
+        preload=lists["preload"],
+        limits=limits,
         commands={str(k): str(v) for k, v in commands.items()},
         contracts=paths("contracts", ["contracts"]),
         evidence_dir=paths("evidence-dir", ["evidence"])[0],

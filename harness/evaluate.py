@@ -1,8 +1,9 @@
-"""Call one check and judge what it observed: the step every task shares.
+"""Call one check and record what it observed: the step every task shares.
 
 An invariant's own run, a mutant, each example of a property search and a fault
-all come down to ``evaluate(task, make_context(task, ...))``. Thresholds come
-from the YAML (``task.invariant.expect``), never from the check.
+all come down to ``observe(task, make_context(task, ...))``. Nothing here
+decides an outcome: the worker sends the ``Observed`` record to the
+coordinator, which judges it against the YAML (``harness.judge.judge_task``).
 """
 
 from __future__ import annotations
@@ -15,9 +16,7 @@ from typing import Any
 from harness.bindings import call_check
 from harness.context import CheckContext
 from harness.errors import SkipCheck
-from harness.judge import judge_observations
-from harness.model import InvariantOutcome, Judgement
-from harness.plan import Task
+from harness.plan import Observed, Task, to_plain
 
 
 def make_context(
@@ -43,19 +42,22 @@ def make_context(
     )
 
 
-def evaluate(
-    task: Task, ctx: CheckContext
-) -> tuple[InvariantOutcome, tuple[Judgement, ...], str, dict[str, Any]]:
-    """Call the check and judge it: (outcome, judgements, message, observations).
+def observe(task: Task, ctx: CheckContext) -> Observed:
+    """Call the check: what it returned (as plain data), or that it skipped or raised.
 
-    A check that raises is ERROR (its traceback goes to its stderr log); one that
-    calls ``ctx.skip`` is SKIP, never a pass."""
+    A check that raises leaves its traceback in its stderr log; one that returns
+    something other than plain data (numbers, strings, booleans, lists, mappings;
+    NumPy scalars and arrays are converted) is ``raised``, so judged ERROR."""
     try:
         observations = call_check(task.invariant.check, ctx, task.allowed)
     except SkipCheck as exc:
-        return InvariantOutcome.SKIP, (), exc.reason, {}
+        return Observed("skipped", exc.reason)
     except Exception as exc:
         sys.stderr.write(traceback.format_exc(limit=8))
-        return InvariantOutcome.ERROR, (), f"{type(exc).__name__}: {exc}", {}
-    outcome, judgements, message = judge_observations(task.invariant.expect, observations)
-    return outcome, tuple(judgements), message, observations
+        return Observed("raised", f"{type(exc).__name__}: {exc}")
+    try:
+        plain = to_plain(observations, "observations")
+        metrics = to_plain(ctx.metrics, "metrics")
+    except TypeError as exc:
+        return Observed("raised", f"the check returned data that is not plain: {exc}")
+    return Observed("returned", "", plain, tuple(ctx.artifacts), tuple(metrics))

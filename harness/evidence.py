@@ -7,7 +7,6 @@ Layout::
       run.json                   tool version, git, contract digest, seed, selection, status
       environment.json           versions, CPU, BLAS, threads, dependency digest
       results.json               the full RunResult (results schema v1)
-      checks/<ID>/               raw stdout/stderr/artifacts of each check, as run
       criteria/<AC-ID>/
         criterion.yaml           the criterion, its invariants and falsifiers as run
         observations.jsonl       one line per invariant and falsifier
@@ -22,10 +21,12 @@ INCOMPLETE marker and ``run.json`` says ``"complete": false``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
-import shutil
+import stat
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ import yaml
 from harness import __version__
 from harness.audit import AuditLog
 from harness.environment import collect_environment, git_state
-from harness.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
+from harness.fsutil import atomic_write_bytes, atomic_write_json, dumps_json, sha256_file
 from harness.hooks import Listener, RunInfo
 from harness.model import (
     ContractSet,
@@ -43,7 +44,8 @@ from harness.model import (
     InvariantResult,
     RunResult,
 )
-from harness.plan import Plan
+from harness.plan import Plan, Task
+from harness.procs import redact
 from harness.signing import (
     STATEMENT_TYPE,
     VERDICT_TYPE,
@@ -81,12 +83,32 @@ def _safe_rel(path: str) -> str:
 
 
 def build_manifest(folder: Path) -> dict[str, dict[str, Any]]:
+    """path -> sha256 and size of every file under ``folder``, at any depth.
+
+    Dotfiles count, and so does a nested file named like a seal
+    (``artifacts/X/manifest.json``): only the three SEALS at the top of ``folder``,
+    written after the manifest and each covering it, are left out. Links are not
+    followed: a symbolic link, a pipe or a device is listed by its kind alone
+    (``{"type": "symlink"}``), which ``harness verify`` never accepts."""
     out: dict[str, dict[str, Any]] = {}
-    for p in sorted(folder.rglob("*")):
-        if p.is_file() and p.name not in SEALS and not p.name.startswith("."):
-            rel = p.relative_to(folder).as_posix()
-            out[rel] = {"sha256": sha256_file(p), "size": p.stat().st_size}
-    return out
+    pending = [folder]
+    while pending:
+        current = pending.pop()
+        with os.scandir(current) as listing:
+            entries = list(listing)
+        for entry in entries:
+            path = Path(entry.path)
+            rel = path.relative_to(folder).as_posix()
+            if entry.is_dir(follow_symlinks=False):
+                pending.append(path)
+            elif current == folder and entry.name in SEALS:
+                continue
+            elif entry.is_file(follow_symlinks=False):
+                size = entry.stat(follow_symlinks=False).st_size
+                out[rel] = {"sha256": sha256_file(path), "size": size}
+            else:
+                out[rel] = {"type": "symlink" if entry.is_symlink() else "special"}
+    return dict(sorted(out.items()))
 
 
 def statement_result(verdict: str) -> str:
@@ -143,18 +165,67 @@ def test_result_statement(
 
 
 class EvidenceWriter(Listener):
-    def __init__(self, evidence_root: Path, root: Path, signer: Signer | None = None) -> None:
+    """The coordinator's bundle writer: the only process that writes the bundle.
+
+    Every file it writes is digested from the bytes it wrote (kept in memory),
+    so the manifests and the signed verdict seal what the coordinator wrote,
+    not what is on disk when it seals: a file a check changed or planted in the
+    meantime makes ``verify`` fail. Logs are capped at the task's output limit
+    and redacted of secret values; of a check's artifacts only the files it
+    declared (``ctx.attach``) are copied, never through a symlink. Signing
+    happens once, in ``run_finished``, after every worker is gone: ``signer`` is
+    a callable that loads the key then.
+    """
+
+    def __init__(
+        self,
+        evidence_root: Path,
+        root: Path,
+        signer: Signer | Callable[[], Signer | None] | None = None,
+        *,
+        redactions: Mapping[str, str] | None = None,
+    ) -> None:
         self.evidence_root = evidence_root
-        self.signer = signer
+        if signer is not None and hasattr(signer, "sign"):
+            fixed = signer
+            self.load_signer: Callable[[], Signer | None] | None = lambda: fixed  # type: ignore[assignment,return-value]
+        else:
+            self.load_signer = signer  # type: ignore[assignment]
+        self.redactions = dict(redactions or {})
         self.audit: AuditLog | None = None
-        self.envelopes: dict[str, str] = {}
         self.root = root
         self.run_dir: Path | None = None
         self.contracts: ContractSet | None = None
         self.info: RunInfo | None = None
         self.run_meta: dict[str, Any] = {}
-        self.check_dirs: dict[str, Path] = {}
+        self.tasks: dict[str, Task] = {}
         self.seeds: dict[str, int] = {}
+        self.run_digests: dict[str, str] = {}  # run-level file -> sha256 of what we wrote
+        self.sealed: dict[str, dict[str, dict[str, Any]]] = {}  # criterion -> manifest
+        self.statements: dict[str, bytes] = {}  # criterion -> unsigned statement body
+        self.order: list[str] = []
+
+    # -- writing -----------------------------------------------------------
+    def _write_run_file(self, rel: str, data: bytes, durable: bool = True) -> None:
+        assert self.run_dir is not None
+        atomic_write_bytes(self.run_dir / rel, data, durable=durable)
+        self.run_digests[rel] = hashlib.sha256(data).hexdigest()
+
+    def _write_sealed(self, cid: str, rel: str, data: bytes) -> None:
+        assert self.run_dir is not None
+        atomic_write_bytes(self.run_dir / "criteria" / cid / rel, data, durable=False)
+        self.sealed.setdefault(cid, {})[rel] = {
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "size": len(data),
+        }
+
+    def _restore_marker(self) -> None:
+        """Only the coordinator writes markers: one a check removed comes back, noted."""
+        assert self.run_dir is not None
+        if not (self.run_dir / MARKER).exists():
+            (self.run_dir / MARKER).write_text("run in progress or interrupted\n")
+            if self.audit:
+                self.audit.append("tamper", what=f"{MARKER} was removed during the run; restored")
 
     # -- events ------------------------------------------------------------
     def run_started(self, info: RunInfo, contracts: ContractSet, plan: Plan) -> None:
@@ -165,10 +236,10 @@ class EvidenceWriter(Listener):
         staging.mkdir(parents=True)
         (staging / MARKER).write_text("run in progress or interrupted\n")
         os.rename(staging, self.run_dir)
-        self.check_dirs = {t.key: Path(t.check_dir) for t in plan.tasks}
+        self.tasks = {t.key: t for t in plan.tasks}
         self.seeds = {t.key: t.seed for t in plan.tasks}  # the seeds the checks ran with
         env = collect_environment(self.root)
-        atomic_write_json(self.run_dir / "environment.json", env)
+        self._write_run_file("environment.json", dumps_json(env).encode())
         self.run_meta = {
             "run_id": info.run_id,
             "tool": "harness",
@@ -185,9 +256,10 @@ class EvidenceWriter(Listener):
             "complete": False,
             "verdict": None,
         }
-        atomic_write_json(self.run_dir / "run.json", self.run_meta)
+        self._write_run_file("run.json", dumps_json(self.run_meta).encode())
         for k in contracts.contracts:  # the contract text exactly as run, for rerun
-            atomic_write_text(self.run_dir / "contracts" / _safe_rel(k.path), k.text, durable=False)
+            rel = f"contracts/{_safe_rel(k.path)}"
+            self._write_run_file(rel, k.text.encode("utf-8"), durable=False)
         self.audit = AuditLog(self.run_dir / "audit.jsonl")
         self.audit.append(
             "run_start",
@@ -196,8 +268,7 @@ class EvidenceWriter(Listener):
             profile=info.profile,
             contract_digest=contracts.digest,
             git=self.run_meta["git"],
-            signed=self.signer is not None,
-            keyid=self.signer.keyid if self.signer else None,
+            signed=self.load_signer is not None,
         )
 
     def check_started(self, key: str, kind: str) -> None:
@@ -225,67 +296,74 @@ class EvidenceWriter(Listener):
 
     def criterion_finished(self, result: CriterionResult) -> None:
         assert self.run_dir is not None and self.contracts is not None
-        folder = self.run_dir / "criteria" / result.criterion_id
-        folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(
-            folder / "criterion.yaml", self._criterion_yaml(result.criterion_id), durable=False
-        )
+        self._restore_marker()
+        cid = result.criterion_id
+        self.sealed[cid] = {}
+        self.order.append(cid)
+        self._write_sealed(cid, "criterion.yaml", self._criterion_yaml(cid).encode("utf-8"))
         checks: list[InvariantResult | FalsifierResult] = [*result.invariants, *result.falsifiers]
         lines = [json.dumps(self._observation_line(r), sort_keys=True, default=str) for r in checks]
-        atomic_write_text(folder / "observations.jsonl", "\n".join(lines) + "\n", durable=False)
+        self._write_sealed(cid, "observations.jsonl", ("\n".join(lines) + "\n").encode())
         metrics = [
             json.dumps({"check": r.invariant_id, **m}, sort_keys=True, default=str)
             for r in result.invariants
             for m in r.metrics
         ]
-        atomic_write_text(
-            folder / "metrics.jsonl", "".join(m + "\n" for m in metrics), durable=False
-        )
+        self._write_sealed(cid, "metrics.jsonl", "".join(m + "\n" for m in metrics).encode())
         for r in checks:
             key = r.invariant_id if isinstance(r, InvariantResult) else r.falsifier_id
-            self._copy_check_files(key, folder)
+            self._copy_check_files(cid, key, r)
         verdict = {
-            "criterion_id": result.criterion_id,
+            "criterion_id": cid,
             "verdict": result.verdict.value,
             "severity": result.severity,
             "reasons": list(result.reasons),
         }
-        atomic_write_json(folder / "verdict.json", verdict, durable=False)
-        manifest = build_manifest(folder)
-        atomic_write_json(folder / "manifest.json", manifest)
+        self._write_sealed(cid, "verdict.json", dumps_json(verdict).encode())
+        manifest = dict(sorted(self.sealed[cid].items()))
+        manifest_bytes = dumps_json(manifest).encode()
+        folder = self.run_dir / "criteria" / cid
+        atomic_write_bytes(folder / "manifest.json", manifest_bytes)
         statement = test_result_statement(
-            result, manifest, sha256_file(folder / "manifest.json"), self.run_meta["git"]
+            result, manifest, hashlib.sha256(manifest_bytes).hexdigest(), self.run_meta["git"]
         )
         body = canonical_json(statement)
         atomic_write_bytes(folder / "statement.json", body, durable=False)
-        envelope = make_envelope(body, STATEMENT_TYPE, self.signer)
-        atomic_write_json(folder / "statement.dsse.json", envelope)
-        digest = sha256_file(folder / "statement.dsse.json")
-        self.envelopes[result.criterion_id] = digest
-        if self.audit:
-            self.audit.append(
-                "bundle_sealed",
-                criterion=result.criterion_id,
-                verdict=result.verdict.value,
-                envelope_sha256=digest,
-            )
+        self.statements[cid] = body  # signed with the verdict, once every check has ended
 
     def run_finished(self, result: RunResult) -> None:
-        assert self.run_dir is not None
-        atomic_write_json(self.run_dir / "results.json", result.to_dict())
+        assert self.run_dir is not None and self.audit is not None
+        self._restore_marker()
+        self._write_run_file("results.json", dumps_json(result.to_dict()).encode())
         self.run_meta.update(
             finished=result.finished,
             complete=not result.interrupted,
             verdict=result.verdict.value,
             summary=result.summary_line(),
         )
-        atomic_write_json(self.run_dir / "run.json", self.run_meta)
-        assert self.audit is not None
+        self._write_run_file("run.json", dumps_json(self.run_meta).encode())
+        # every worker is gone: only now is the key read
+        signer = self.load_signer() if self.load_signer is not None else None
+        envelopes: dict[str, str] = {}
+        for cid in self.order:
+            envelope = dumps_json(make_envelope(self.statements[cid], STATEMENT_TYPE, signer))
+            data = envelope.encode()
+            atomic_write_bytes(self.run_dir / "criteria" / cid / "statement.dsse.json", data)
+            envelopes[cid] = hashlib.sha256(data).hexdigest()
+            self.audit.append(
+                "bundle_sealed",
+                criterion=cid,
+                verdict=next(
+                    (c.verdict.value for c in result.criteria if c.criterion_id == cid), None
+                ),
+                envelope_sha256=envelopes[cid],
+            )
         self.audit.append(
             "verdict",
             verdict=result.verdict.value,
             interrupted=result.interrupted,
             summary=result.summary_line(),
+            keyid=signer.keyid if signer else None,
         )
         verdict = {
             "run_id": result.run_id,
@@ -296,7 +374,7 @@ class EvidenceWriter(Listener):
                 c.criterion_id: {
                     "verdict": c.verdict.value,
                     "severity": c.severity,
-                    "envelope_sha256": self.envelopes.get(c.criterion_id),
+                    "envelope_sha256": envelopes.get(c.criterion_id),
                 }
                 for c in result.criteria
             },
@@ -306,28 +384,17 @@ class EvidenceWriter(Listener):
             "profile": result.profile,
             "audit_head": self.audit.head,
             "audit_count": self.audit.count,
-            "run_files": {
-                name: sha256_file(self.run_dir / name)
-                for name in RUN_FILES
-                if (self.run_dir / name).exists()
-            }
-            | {
-                f"contracts/{p.relative_to(self.run_dir / 'contracts').as_posix()}": sha256_file(p)
-                for p in sorted((self.run_dir / "contracts").rglob("*"))
-                if p.is_file()
-            },
-            "signed": self.signer is not None,
-            "keyid": self.signer.keyid if self.signer else None,
+            "run_files": dict(sorted(self.run_digests.items())),
+            "signed": signer is not None,
+            "keyid": signer.keyid if signer else None,
         }
         self.audit.close()
         body = canonical_json(verdict)
         atomic_write_bytes(self.run_dir / "verdict.json", body)
         atomic_write_json(
-            self.run_dir / "verdict.dsse.json", make_envelope(body, VERDICT_TYPE, self.signer)
+            self.run_dir / "verdict.dsse.json", make_envelope(body, VERDICT_TYPE, signer)
         )
         if not result.interrupted:
-            # everything a check left is now copied into its criteria folders
-            shutil.rmtree(self.run_dir / "checks", ignore_errors=True)
             (self.run_dir / MARKER).unlink(missing_ok=True)
         else:
             (self.run_dir / MARKER).write_text("interrupted: the bundle is partial\n")
@@ -375,27 +442,69 @@ class EvidenceWriter(Listener):
             "seed": self.seeds.get(r.falsifier_id),
         }
 
-    def _copy_check_files(self, key: str, folder: Path) -> None:
-        src = self.check_dirs.get(key)
-        if src is None or not src.exists():
+    def _copy_check_files(self, cid: str, key: str, r: InvariantResult | FalsifierResult) -> None:
+        """Copy a check's logs (capped, redacted) and its declared artifacts."""
+        task = self.tasks.get(key)
+        if task is None:
             return
+        src = Path(task.check_dir)
+        cap = task.limits.output
         for name in ("stdout", "stderr"):
-            f = src / f"{name}.txt"
-            if f.exists() and f.stat().st_size > 0:  # an empty log says nothing
-                _copy(f, folder / "logs" / f"{key}.{name}.txt")
+            data, size = _read_capped(src / f"{name}.txt", cap)
+            if not size:  # an empty log says nothing
+                continue
+            data = redact(data, self.redactions)
+            if size > cap:
+                data += (
+                    f"\n[harness: output truncated: kept {cap} of {size} bytes; "
+                    "raise 'limits: {output: ...}' to keep more]\n"
+                ).encode()
+            self._write_sealed(cid, f"logs/{key}.{name}.txt", data)
         arts = src / "artifacts"
-        if arts.is_dir():
-            for f in arts.rglob("*"):
-                if f.is_file():
-                    _copy(f, folder / "artifacts" / key / f.relative_to(arts))
+        for name in r.artifacts:
+            for rel, path in _declared_files(arts, name):
+                data, size = _read_capped(path, MAX_ARTIFACT)
+                if size > MAX_ARTIFACT:
+                    continue  # too big to seal: left out, and the manifest says nothing of it
+                self._write_sealed(cid, f"artifacts/{key}/{rel}", data)
 
 
-def _copy(src: Path, dest: Path) -> None:
-    """A hard link where possible (checks/ is removed when the run completes, so the
-    bundle's copy is then the only name), else a copy."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.unlink(missing_ok=True)
+MAX_ARTIFACT = 512 * 1024 * 1024  # bytes of one artifact file copied into the bundle
+
+
+def _read_capped(path: Path, cap: int) -> tuple[bytes, int]:
+    """Up to ``cap`` bytes of a regular file (never through a symlink) and its size."""
     try:
-        os.link(src, dest)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError:
-        shutil.copyfile(src, dest)
+        return b"", 0
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return b"", 0
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            return fh.read(cap), st.st_size
+    finally:
+        os.close(fd)
+
+
+def _declared_files(arts: Path, name: str) -> list[tuple[str, Path]]:
+    """The files of the artifact ``name`` a check declared: a file, or a folder's
+    regular files; nothing reached through a symlink or outside ``arts``."""
+    if not name or "/" in name or name in (".", ".."):
+        return []
+    top = arts / name
+    if top.is_symlink():
+        return []
+    if top.is_file():
+        return [(name, top)]
+    out = []
+    if top.is_dir():
+        for dirpath, dirnames, filenames in os.walk(top, followlinks=False):
+            here = Path(dirpath)
+            dirnames[:] = [d for d in dirnames if not (here / d).is_symlink()]
+            for f in filenames:
+                p = here / f
+                if not p.is_symlink() and p.is_file():
+                    out.append((p.relative_to(arts).as_posix(), p))
+    return sorted(out)

@@ -1,28 +1,40 @@
-"""Executors run tasks in worker processes; the local process pool is the default.
+"""Executors run tasks in worker processes; the local fork server is the default.
 
 The interface is one generator: ``run(tasks)`` yields ``CheckStarted(task)`` and
-``CheckDone(task, result)`` events (``harness.plan``) as they happen. A worker that dies (a
-segfault, the OOM killer) or overruns its task's timeout is killed with its
-whole process group and its task becomes ERROR; the run goes on. Tasks marked
-``fresh`` (mutants, faults) get a worker of their own that exits afterwards, so
-nothing they patch can leak into another check.
+``CheckDone(task, observed, logs)`` events (``harness.plan``) as they happen. An
+executor never judges: ``observed`` is what the worker reported (plain data,
+validated), or a ``failed`` record when the worker died (a segfault, the OOM
+killer, a memory limit), overran its task's timeout, or sent something that is
+not a valid record. The runner, in the coordinator, judges.
+
+``LocalProcessExecutor`` starts one fork server (``harness.forkserver``) in a
+scrubbed environment and has it fork a fresh worker for every task, at most
+``jobs`` at a time. Results come back over a socket of their own as JSON of at
+most ``MAX_RESULT`` bytes.
 """
 
 from __future__ import annotations
 
-import multiprocessing as mp
+import json
 import os
+import pickle
 import signal
+import socket
+import subprocess
+import sys
+import tempfile
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
-from multiprocessing.connection import Connection, wait
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
-from harness.plan import CheckDone, CheckStarted, ExecutorEvent, Task
-from harness.worker import execute_task, failure_result
+from harness.plan import CheckDone, CheckStarted, ExecutorEvent, Observed, Task
+from harness.worker import execute_task, log_files
 
-WORKER_NAME = "harness-worker"
+MAX_RESULT = 64 * 1024 * 1024  # bytes of one worker's JSON record
+START_TIMEOUT = 120.0  # seconds for the fork server to preload and say ready
 
 
 class Executor(Protocol):
@@ -33,183 +45,296 @@ class Executor(Protocol):
         ...
 
 
-def _worker_main(conn: Connection) -> None:
-    os.setpgrp()  # its own process group: a timeout kills the check's children too
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent owns Ctrl-C
-    while True:
+class ForkServerError(RuntimeError):
+    """The fork server could not start or died."""
+
+
+def _death_reason(status: int | None) -> str:
+    if status is None:
+        return "worker process died without a result"
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
         try:
-            task = conn.recv()
-        except (EOFError, OSError):
-            return
-        if task is None:
-            return
-        try:
-            result = execute_task(task)
-        except BaseException as exc:  # never let a task take the worker loop down silently
-            result = failure_result(task, f"{type(exc).__name__}: {exc}", 0.0)
-        conn.send(result)
-        if task.fresh:
-            return
-
-
-class _Worker:
-    def __init__(self, ctx: Any) -> None:
-        parent, child = ctx.Pipe(duplex=True)
-        self.conn: Connection = parent
-        # not daemonic: a check may itself run the harness (a nested pool)
-        self.process = ctx.Process(
-            target=_worker_main, args=(child,), daemon=False, name=WORKER_NAME
-        )
-        self.process.start()
-        child.close()
-        self.task: Task | None = None
-        self.started = 0.0
-
-    def kill(self) -> None:
-        pid = self.process.pid
-        if pid is not None and self.process.is_alive():
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-        self.process.join(timeout=5)
-        self.conn.close()
-
-    def stop(self) -> None:
-        try:
-            self.conn.send(None)
-        except (BrokenPipeError, OSError):
-            pass
-        self.process.join(timeout=2)
-        if self.process.is_alive():
-            self.kill()
-        else:
-            self.conn.close()
-
-
-def _death_reason(code: int | None) -> str:
-    if code is not None and code < 0:
-        try:
-            name = signal.Signals(-code).name
+            name = signal.Signals(sig).name
         except ValueError:
-            name = f"signal {-code}"
+            name = f"signal {sig}"
         return f"worker process died ({name})"
-    return f"worker process exited unexpectedly (exit code {code})"
+    return f"worker process exited without a result (exit code {os.WEXITSTATUS(status)})"
+
+
+@dataclass
+class _Running:
+    task: Task
+    sock: socket.socket
+    started: float
+    pid: int | None = None
+    data: bytearray = field(default_factory=bytearray)
+    eof: bool = False
+    eof_at: float = 0.0
+    status: int | None = None
+    exited: bool = False
+    failure: str = ""
 
 
 class LocalProcessExecutor:
-    """A pool of ``jobs`` forked worker processes."""
+    """Up to ``jobs`` fresh worker processes at a time, forked by one fork server.
 
-    def __init__(self, jobs: int) -> None:
+    ``env`` is the whole environment of the fork server and so of every check
+    (build it with ``harness.procs.scrubbed_environment``); ``preload`` names
+    modules the server imports once before forking (e.g. numpy, numba)."""
+
+    def __init__(
+        self,
+        jobs: int,
+        *,
+        env: Mapping[str, str] | None = None,
+        preload: Sequence[str] = (),
+        root: Path | None = None,
+        log_dir: Path | None = None,
+    ) -> None:
         self.jobs = max(1, jobs)
-        self._ctx = mp.get_context("fork")
-        self._idle: list[_Worker] = []
-        self._busy: list[_Worker] = []
+        self.env = dict(env) if env is not None else None
+        self.preload = tuple(preload)
+        self.root = root
+        self.log_dir = log_dir
+        self.server: subprocess.Popen[bytes] | None = None
+        self.control: socket.socket | None = None
+        self.server_info: dict[str, Any] = {}
+        self._running: dict[int, _Running] = {}
+        self._by_pid: dict[int, int] = {}
+        self._exits: dict[int, int] = {}
+        self._next_id = 0
 
+    # -- the fork server ---------------------------------------------------
+    def _start_server(self, root: str) -> None:
+        from harness.procs import scrubbed_environment
+
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        env = self.env if self.env is not None else scrubbed_environment(os.environ)
+        log_dir = self.log_dir or Path(tempfile.gettempdir())
+        log_dir.mkdir(parents=True, exist_ok=True)
+        config = {"root": root, "preload": list(self.preload)}
+        with open(log_dir / "forkserver.log", "ab") as log:
+            self.server = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "harness.forkserver",
+                    str(theirs.fileno()),
+                    str(os.getpid()),
+                    json.dumps(config),
+                ],
+                pass_fds=(theirs.fileno(),),
+                env=env,
+                cwd=root,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,  # Ctrl-C at the terminal reaches the coordinator only
+            )
+        theirs.close()
+        self.control = ours
+        ours.settimeout(START_TIMEOUT)
+        try:
+            hello = ours.recv(65536)
+        except OSError as exc:
+            raise ForkServerError(f"the fork server did not start: {exc}") from exc
+        finally:
+            ours.settimeout(None)
+        if not hello:
+            raise ForkServerError(
+                f"the fork server exited at start (see {log_dir / 'forkserver.log'})"
+            )
+        self.server_info = json.loads(hello)
+
+    def _send(self, msg: tuple[Any, ...], fds: Sequence[int] = ()) -> None:
+        assert self.control is not None
+        socket.send_fds(self.control, [pickle.dumps(msg)], list(fds))
+
+    # -- running -----------------------------------------------------------
     def run(self, tasks: Iterable[Task]) -> Iterator[ExecutorEvent]:
         pending = deque(tasks)
         try:
-            while pending or self._busy:
-                while pending and len(self._busy) < self.jobs:
+            while pending or self._running:
+                while pending and len(self._running) < self.jobs:
                     task = pending.popleft()
-                    worker = self._worker_for(task)
-                    worker.task, worker.started = task, time.monotonic()
-                    try:
-                        worker.conn.send(task)
-                    except (BrokenPipeError, OSError) as exc:
-                        worker.kill()
-                        yield CheckDone(task, failure_result(task, f"cannot start: {exc}", 0.0))
+                    failure = self._launch(task)
+                    if failure:
+                        yield CheckDone(
+                            task, Observed.failed(failure), log_files(Path(task.check_dir))
+                        )
                         continue
-                    self._busy.append(worker)
                     yield CheckStarted(task)
                 yield from self._collect()
         except BaseException:
             self.shutdown(kill=True)
             raise
 
-    def _worker_for(self, task: Task) -> _Worker:
-        if task.fresh or not self._idle:
-            if len(self._idle) + len(self._busy) >= self.jobs and self._idle:
-                self._idle.pop().stop()
-            return _Worker(self._ctx)
-        return self._idle.pop()
+    def _launch(self, task: Task) -> str:
+        try:
+            if self.server is None or self.server.poll() is not None:
+                self._start_server(task.root)
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            task_id = self._next_id
+            self._next_id += 1
+            try:
+                self._send(("run", task_id, task), [theirs.fileno()])
+            finally:
+                theirs.close()
+        except (OSError, ForkServerError, pickle.PicklingError) as exc:
+            return f"cannot start: {exc}"
+        ours.setblocking(False)
+        self._running[task_id] = _Running(task, ours, time.monotonic())
+        return ""
 
     def _collect(self) -> Iterator[ExecutorEvent]:
+        from multiprocessing.connection import wait
+
         now = time.monotonic()
-        deadline = min(w.started + w.task.timeout for w in self._busy if w.task)
-        waitables: list[Any] = [w.conn for w in self._busy]
-        waitables += [w.process.sentinel for w in self._busy]
-        ready = set(wait(waitables, timeout=max(0.0, deadline - now)))
+        deadlines = [r.started + r.task.timeout for r in self._running.values()]
+        deadlines += [r.eof_at + 2.0 for r in self._running.values() if r.eof]
+        timeout = max(0.0, min(deadlines) - now) if deadlines else None
+        waitables: list[Any] = [r.sock for r in self._running.values() if not r.eof]
+        if self.control is not None:
+            waitables.append(self.control)
+        ready = set(wait(waitables, timeout=timeout)) if waitables else set()
+        if self.control is not None and self.control in ready:
+            self._read_control()
         now = time.monotonic()
-        for worker in list(self._busy):
-            task = worker.task
-            assert task is not None
-            elapsed = now - worker.started
-            result = None
-            if worker.conn in ready:
-                try:
-                    result = worker.conn.recv()
-                except (EOFError, OSError):
-                    worker.process.join(timeout=1)
-                    result = failure_result(task, _death_reason(worker.process.exitcode), elapsed)
-                    worker.kill()
-                    self._busy.remove(worker)
-                    yield CheckDone(task, result)
-                    continue
-                self._busy.remove(worker)
-                if task.fresh:
-                    worker.stop()
-                else:
-                    worker.task = None
-                    self._idle.append(worker)
-                yield CheckDone(task, result)
-            elif worker.process.sentinel in ready:
-                worker.process.join(timeout=1)
-                result = failure_result(task, _death_reason(worker.process.exitcode), elapsed)
-                worker.kill()
-                self._busy.remove(worker)
-                yield CheckDone(task, result)
-            elif elapsed >= task.timeout:
-                worker.kill()
-                self._busy.remove(worker)
-                yield CheckDone(
-                    task,
-                    failure_result(
-                        task,
-                        f"timed out after {task.timeout:g}s (raise 'timeout' in the contract "
-                        "if the check needs longer)",
-                        elapsed,
-                    ),
+        for task_id, run in list(self._running.items()):
+            if run.sock in ready and not run.eof:
+                self._read_result(run, now)
+            if run.pid is not None and run.pid in self._exits:
+                run.status, run.exited = self._exits.pop(run.pid), True
+            done = None
+            if run.eof and (run.exited or run.data or now - run.eof_at >= 2.0):
+                done = self._finish(run)
+            elif not run.eof and now - run.started >= run.task.timeout:
+                self._kill(run)
+                done = Observed.failed(
+                    f"timed out after {run.task.timeout:g}s (raise 'timeout' in the contract "
+                    "if the check needs longer)",
+                    now - run.started,
                 )
+            if done is not None:
+                run.sock.close()
+                del self._running[task_id]
+                if run.pid is not None:
+                    self._by_pid.pop(run.pid, None)
+                yield CheckDone(run.task, done, log_files(Path(run.task.check_dir)))
+
+    def _read_result(self, run: _Running, now: float) -> None:
+        while True:
+            try:
+                chunk = run.sock.recv(1 << 20)
+            except BlockingIOError:
+                return
+            except OSError:
+                chunk = b""
+            if not chunk:
+                run.eof, run.eof_at = True, now
+                return
+            run.data += chunk
+            if len(run.data) > MAX_RESULT:
+                run.failure = f"the worker's result exceeded {MAX_RESULT // 1024**2} MiB"
+                self._kill(run)
+                run.data.clear()
+                run.eof, run.eof_at = True, now
+                return
+
+    def _read_control(self) -> None:
+        assert self.control is not None
+        while True:
+            try:
+                self.control.setblocking(False)
+                data = self.control.recv(65536)
+            except BlockingIOError:
+                break
+            except OSError:
+                data = b""
+            finally:
+                if self.control is not None:
+                    self.control.setblocking(True)
+            if not data:  # the fork server died: every running task is lost
+                self._server_lost()
+                return
+            msg = json.loads(data)
+            if msg.get("op") == "started":
+                run = self._running.get(msg["id"])
+                if run is not None:
+                    run.pid = msg["pid"]
+                    self._by_pid[msg["pid"]] = msg["id"]
+            elif msg.get("op") == "exited":
+                self._exits[msg["pid"]] = msg["status"]
+
+    def _server_lost(self) -> None:
+        for run in self._running.values():
+            if not run.eof:
+                run.failure = run.failure or "the fork server died"
+                run.eof, run.eof_at = True, time.monotonic()
+        if self.control is not None:
+            self.control.close()
+        self.control = None
+        if self.server is not None:
+            self.server.wait(timeout=5)
+        self.server = None
+
+    def _finish(self, run: _Running) -> Observed:
+        elapsed = time.monotonic() - run.started
+        if run.failure:
+            return Observed.failed(run.failure, elapsed)
+        if not run.data:
+            return Observed.failed(_death_reason(run.status), elapsed)
+        try:
+            return Observed.from_wire(bytes(run.data))
+        except ValueError as exc:
+            return Observed.failed(f"the worker sent a malformed result: {exc}", elapsed)
+
+    def _kill(self, run: _Running) -> None:
+        if run.pid is not None:
+            try:
+                os.killpg(run.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            if self.control is not None:
+                try:
+                    self._send(("kill", run.pid))
+                except OSError:
+                    pass
 
     def shutdown(self, kill: bool = False) -> None:
-        for worker in self._busy + self._idle:
-            if kill:
-                worker.kill()
-            else:
-                worker.stop()
-        self._busy.clear()
-        self._idle.clear()
-        if kill:  # a worker forked just as Ctrl-C arrived is not tracked yet: end it too
-            for proc in mp.active_children():
-                if proc.name == WORKER_NAME and proc.pid is not None:
-                    try:
-                        os.killpg(proc.pid, signal.SIGKILL)
-                    except (ProcessLookupError, PermissionError):
-                        proc.kill()
-                    proc.join(timeout=5)
+        for run in self._running.values():
+            self._kill(run)
+            run.sock.close()
+        self._running.clear()
+        if self.control is not None:
+            try:
+                self._send(("stop",))
+            except OSError:
+                pass
+            self.control.close()
+            self.control = None
+        if self.server is not None:
+            try:
+                self.server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.server.kill()
+                self.server.wait(timeout=5)
+            self.server = None
 
 
 class InlineExecutor:
-    """Runs tasks in this process, one after another (debugging; no isolation)."""
+    """Runs tasks in this process, one after another (debugging; no isolation:
+    only for checks you trust). The record still goes through the wire format."""
 
     def run(self, tasks: Iterable[Task]) -> Iterator[ExecutorEvent]:
         for task in tasks:
             yield CheckStarted(task)
-            yield CheckDone(task, execute_task(task))
+            try:
+                observed = Observed.from_wire(execute_task(task).to_wire())
+            except (TypeError, ValueError) as exc:
+                observed = Observed.failed(f"the result is not plain data: {exc}")
+            yield CheckDone(task, observed, log_files(Path(task.check_dir)))
 
     def shutdown(self, kill: bool = False) -> None:
         return None

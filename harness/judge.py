@@ -5,7 +5,9 @@ Fail closed: only GO is GO. NaN never satisfies a numeric comparison.
 
 from __future__ import annotations
 
+import json
 import math
+import numbers
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -20,46 +22,95 @@ from harness.model import (
     Judgement,
     Verdict,
 )
+from harness.plan import Observed, Task
 
 _NUMERIC = ("le", "lt", "ge", "gt", "approx")
 
 
-def _is_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
+class _WrongType(Exception):
+    """The observation is not of the type its comparator needs: ERROR, not FAIL."""
+
+
+def is_number(x: Any) -> bool:
+    """Python and NumPy ints and floats (NumPy registers its scalars as numbers.Real);
+    booleans are not numbers."""
+    return isinstance(x, numbers.Real) and not isinstance(x, bool) and type(x).__name__ != "bool_"
+
+
+def _has_nan(x: Any) -> bool:
+    if is_number(x):
+        return math.isnan(float(x))
+    if isinstance(x, (list, tuple)):
+        return any(_has_nan(v) for v in x)
+    if isinstance(x, dict):
+        return any(_has_nan(v) for v in x.values())
+    return False
 
 
 def _compare(op: str, observed: Any, expected: Any, comps: Mapping[str, Any]) -> str | None:
-    """None when the comparison holds, else why not."""
+    """None when the comparison holds, else why not; raises _WrongType when the
+    observation cannot be compared at all. NaN fails every comparison."""
+    if op not in (*_NUMERIC, "eq", "ne", "in", "matches"):
+        raise _WrongType(f"unknown comparator {op!r}")
+    if _has_nan(observed):
+        return "observed NaN (NaN fails every comparison)"
     if op in _NUMERIC:
-        if not _is_number(observed):
-            return f"expected a number, got {type(observed).__name__} {observed!r}"
-        if math.isnan(observed):
-            return "observed NaN"
+        if not is_number(observed):
+            raise _WrongType(f"expected a number, got {type(observed).__name__} {observed!r}")
+        value = float(observed) if not isinstance(observed, int) else observed
         ok = {
-            "le": lambda: observed <= expected,
-            "lt": lambda: observed < expected,
-            "ge": lambda: observed >= expected,
-            "gt": lambda: observed > expected,
-            "approx": lambda: _approx(observed, expected, comps),
+            "le": lambda: value <= expected,
+            "lt": lambda: value < expected,
+            "ge": lambda: value >= expected,
+            "gt": lambda: value > expected,
+            "approx": lambda: _approx(value, expected, comps),
         }[op]()
         return None if ok else "out of bounds"
-    if op in ("eq", "ne"):
-        same = _equal(observed, expected)
-        return None if same == (op == "eq") else ("not equal" if op == "eq" else "equal")
-    if op == "in":
-        return None if any(_equal(observed, e) for e in expected) else "not among the allowed"
     if op == "matches":
         if not isinstance(observed, str):
-            return f"expected a string, got {type(observed).__name__}"
+            raise _WrongType(f"expected a string, got {type(observed).__name__}")
         return None if re.search(expected, observed) else "does not match"
-    return f"unknown comparator {op!r}"
+    if op == "in":
+        kinds = {_kind(e) for e in expected if e is not None}
+        if kinds and observed is not None and _kind(observed) not in kinds:
+            raise _WrongType(
+                f"expected one of {', '.join(sorted(kinds))}, got {_kind(observed)} {observed!r}"
+            )
+        return None if any(_equal(observed, e) for e in expected) else "not among the allowed"
+    _same_kind(observed, expected)
+    same = _equal(observed, expected)
+    return None if same == (op == "eq") else ("not equal" if op == "eq" else "equal")
+
+
+def _kind(x: Any) -> str:
+    if isinstance(x, bool) or type(x).__name__ == "bool_":
+        return "bool"
+    if is_number(x):
+        return "number"
+    if isinstance(x, str):
+        return "string"
+    if isinstance(x, (list, tuple)):
+        return "list"
+    if isinstance(x, dict):
+        return "mapping"
+    if x is None:
+        return "null"
+    return type(x).__name__
+
+
+def _same_kind(observed: Any, expected: Any) -> None:
+    """eq/ne/in compare like with like: a string where a number is expected is ERROR."""
+    if expected is None or observed is None:
+        return
+    if _kind(observed) != _kind(expected):
+        raise _WrongType(f"expected a {_kind(expected)}, got {_kind(observed)} {observed!r}")
 
 
 def _equal(a: Any, b: Any) -> bool:
-    if isinstance(a, bool) or isinstance(b, bool):
-        return isinstance(a, bool) and isinstance(b, bool) and a == b
-    if _is_number(a) and _is_number(b):
-        return not (math.isnan(a) or math.isnan(b)) and a == b
+    if _kind(a) == "bool" or _kind(b) == "bool":
+        return _kind(a) == _kind(b) and bool(a) == bool(b)
+    if is_number(a) and is_number(b):
+        return not (_has_nan(a) or _has_nan(b)) and a == b
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
         return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b, strict=True))
     return bool(a == b)
@@ -83,12 +134,16 @@ def judge_expectation(exp: Expectation, observations: Mapping[str, Any]) -> Judg
             None,
             False,
             f"observation '{exp.observation}' missing (the check returned: {have})",
+            error=True,
         )
     observed = observations[exp.observation]
     for op, value in exp.comparators.items():
         if op in ("rel", "abs"):
             continue
-        why = _compare(op, observed, value, exp.comparators)
+        try:
+            why = _compare(op, observed, value, exp.comparators)
+        except _WrongType as exc:
+            return Judgement(exp.observation, described, observed, False, str(exc), error=True)
         if why is not None:
             return Judgement(exp.observation, described, observed, False, why)
     return Judgement(exp.observation, described, observed, True)
@@ -97,15 +152,18 @@ def judge_expectation(exp: Expectation, observations: Mapping[str, Any]) -> Judg
 def judge_observations(
     expect: Iterable[Expectation], observations: Mapping[str, Any]
 ) -> tuple[InvariantOutcome, tuple[Judgement, ...], str]:
-    """Outcome of one invariant whose check returned ``observations``."""
+    """Outcome of one invariant whose check returned ``observations``: FAIL when a
+    threshold is not met, ERROR when an observation is missing or of the wrong type."""
     judgements = tuple(judge_expectation(e, observations) for e in expect)
-    missing = [
-        j
-        for j in judgements
-        if j.observed is None and not j.ok and j.message.startswith("observation ")
-    ]
-    if missing:
-        return InvariantOutcome.ERROR, judgements, missing[0].message
+    broken = next((j for j in judgements if j.error), None)
+    if broken is not None:
+        return (
+            InvariantOutcome.ERROR,
+            judgements,
+            broken.message
+            if broken.message.startswith("observation ")
+            else f"{broken.observation}: {broken.message}",
+        )
     bad = next((j for j in judgements if not j.ok), None)
     if bad is None:
         return InvariantOutcome.PASS, judgements, ""
@@ -113,6 +171,210 @@ def judge_observations(
         InvariantOutcome.FAIL,
         judgements,
         f"{bad.observation}: observed {bad.observed!r}, expected {bad.expected} ({bad.message})",
+    )
+
+
+# --------------------------------------------------------------------------- tasks
+
+
+def _observations_of(observed: Observed) -> dict[str, Any]:
+    return observed.observations if isinstance(observed.observations, dict) else {}
+
+
+def _judge_call(
+    task: Task, observed: Observed
+) -> tuple[InvariantOutcome, tuple[Judgement, ...], str]:
+    """An invariant outcome from one call of the check, as the worker reported it."""
+    if observed.status == "returned":
+        return judge_observations(task.invariant.expect, _observations_of(observed))
+    if observed.status == "skipped":
+        return InvariantOutcome.SKIP, (), observed.message
+    return InvariantOutcome.ERROR, (), observed.message or "the check returned nothing"
+
+
+def judge_task(
+    task: Task, observed: Observed, logs: Mapping[str, str] | None = None
+) -> InvariantResult | FalsifierResult:
+    """The coordinator's judgement of what a worker reported for ``task``.
+
+    This is the only place an outcome is decided: thresholds come from the YAML
+    the coordinator loaded, never from the worker, and nothing a check does in its
+    own process can reach it."""
+    logs = dict(logs or {})
+    f = task.falsifier
+    if f is None:
+        outcome, judgements, message = _judge_call(task, observed)
+        return InvariantResult(
+            task.invariant.id,
+            outcome,
+            _observations_of(observed) if observed.status == "returned" else {},
+            judgements,
+            observed.duration,
+            task.seed,
+            message,
+            logs,
+            observed.artifacts,
+            observed.metrics,
+        )
+    outcome_f, message, detail, artifacts = {
+        "mutant": _judge_mutant,
+        "property": _judge_property,
+        "fault": _judge_fault,
+    }[f.kind](task, observed)
+    return FalsifierResult(
+        f.id,
+        f.target,
+        f.kind,
+        outcome_f,
+        observed.duration,
+        message,
+        detail,
+        logs=logs,
+        artifacts=artifacts,
+    )
+
+
+_Judged = tuple[FalsifierOutcome, str, dict[str, Any], tuple[str, ...]]
+
+
+def _judgement_rows(judgements: Sequence[Judgement]) -> list[dict[str, Any]]:
+    return [
+        {"observation": j.observation, "expected": j.expected, "observed": j.observed, "ok": j.ok}
+        for j in judgements
+    ]
+
+
+def _judge_mutant(task: Task, observed: Observed) -> _Judged:
+    if observed.extra.get("applied") is not True:
+        return FalsifierOutcome.ERROR, observed.message or "the mutant was not applied", {}, ()
+    outcome, judgements, message = _judge_call(task, observed)
+    detail = {
+        "observations": _observations_of(observed),
+        "judgements": _judgement_rows(judgements),
+    }
+    if outcome is InvariantOutcome.FAIL:
+        return FalsifierOutcome.KILLED, message, detail, observed.artifacts
+    if outcome is InvariantOutcome.PASS:
+        return (
+            FalsifierOutcome.MISSED,
+            "the check stayed green against the mutant",
+            detail,
+            observed.artifacts,
+        )
+    if outcome is InvariantOutcome.SKIP:
+        return FalsifierOutcome.ERROR, f"the check skipped under the mutant: {message}", detail, ()
+    return (
+        FalsifierOutcome.CRASHED,
+        f"the check errored under the mutant instead of going red (not teeth): {message}",
+        detail,
+        (),
+    )
+
+
+def _judge_fault(task: Task, observed: Observed) -> _Judged:
+    extra = observed.extra
+    name = str(extra.get("injector", "injector"))
+    outcome, _, message = _judge_call(task, observed)
+    detail = {
+        "injected": extra.get("injected") is True,
+        "report": extra.get("report", {}),
+        "observations": _observations_of(observed),
+    }
+    if observed.status == "failed":
+        return FalsifierOutcome.ERROR, observed.message, detail, ()
+    if extra.get("injected") is not True:
+        why = extra.get("failure") or "the check never called ctx.fault.inject()"
+        return FalsifierOutcome.ERROR, f"injector '{name}' did not inject: {why}", detail, ()
+    if outcome is InvariantOutcome.PASS:
+        return FalsifierOutcome.SURVIVED, f"held under {name}", detail, observed.artifacts
+    if outcome is InvariantOutcome.FAIL:
+        return FalsifierOutcome.REFUTED, f"under {name}: {message}", detail, observed.artifacts
+    return (
+        FalsifierOutcome.ERROR,
+        f"the check was {outcome.value} under the fault: {message}",
+        detail,
+        (),
+    )
+
+
+def _example_outcome(task: Task, example: Any) -> tuple[InvariantOutcome, str]:
+    if not isinstance(example, dict):
+        return InvariantOutcome.ERROR, "the worker sent a malformed example"
+    status = example.get("status")
+    observations = example.get("observations")
+    if status == "returned" and isinstance(observations, dict):
+        outcome, _, message = judge_observations(task.invariant.expect, observations)
+        return outcome, message
+    if status == "skipped":
+        return InvariantOutcome.SKIP, str(example.get("message", ""))
+    return InvariantOutcome.ERROR, str(example.get("message", "")) or "malformed example"
+
+
+def _judge_property(task: Task, observed: Observed) -> _Judged:
+    if observed.status != "returned":
+        return FalsifierOutcome.ERROR, observed.message, {}, ()
+    extra = observed.extra
+    examples = extra.get("examples")
+    if not isinstance(examples, list):
+        return FalsifierOutcome.ERROR, "the worker sent no examples to judge", {}, ()
+    counter = extra.get("counterexample")
+    replayed = extra.get("replayed") is True
+    if counter is not None:
+        outcome, message = _example_outcome(task, counter)
+        params = counter.get("params") if isinstance(counter, dict) else None
+        if outcome is not InvariantOutcome.FAIL:
+            return (
+                FalsifierOutcome.ERROR,
+                f"the worker reported a counterexample the coordinator judges {outcome.value}",
+                {"counterexample": params},
+                (),
+            )
+        how = "replayed saved counterexample" if replayed else "counterexample"
+        compact = json.dumps(params, sort_keys=True, default=repr)
+        return (
+            FalsifierOutcome.REFUTED,
+            f"{how} {compact}: {message}",
+            {"counterexample": params, "replayed": replayed},
+            ("counterexample.json",),
+        )
+    # no counterexample claimed: every example is judged again here
+    for example in examples:
+        outcome, message = _example_outcome(task, example)
+        if outcome is InvariantOutcome.FAIL:
+            params = example.get("params")
+            compact = json.dumps(params, sort_keys=True, default=repr)
+            return (
+                FalsifierOutcome.REFUTED,
+                f"counterexample {compact} (found by re-judging the search): {message}",
+                {"counterexample": params, "replayed": False},
+                ("counterexample.json",),
+            )
+    if extra.get("search_error"):
+        return (
+            FalsifierOutcome.ERROR,
+            f"the check errored during the search: {extra['search_error']}",
+            {},
+            (),
+        )
+    judged = [_example_outcome(task, e) for e in examples]
+    errors = [m for m in judged if m[0] is InvariantOutcome.ERROR]
+    if errors:
+        return FalsifierOutcome.ERROR, f"an example was ERROR: {errors[0][1]}", {}, ()
+    held = sum(1 for m in judged if m[0] is InvariantOutcome.PASS)
+    if not held:
+        return (
+            FalsifierOutcome.ERROR,
+            "no example held (all skipped, or none tried): the search showed nothing",
+            {},
+            (),
+        )
+    tried = extra.get("tried")
+    n = tried if isinstance(tried, int) and not isinstance(tried, bool) else len(examples)
+    return (
+        FalsifierOutcome.SURVIVED,
+        f"no counterexample in {n} examples ({held} judged to hold by the coordinator)",
+        {"examples": n},
+        (),
     )
 
 
@@ -155,6 +417,12 @@ def judge_criterion(
             no_go.append(f"{f.target} REFUTED by {f.falsifier_id}: {f.message}")
         elif f.outcome is FalsifierOutcome.MISSED:
             unproven.append(f"{f.target}: mutant {f.falsifier_id} survived")
+            fast_only = False
+        elif f.outcome is FalsifierOutcome.CRASHED:
+            unproven.append(
+                f"{f.target}: mutant {f.falsifier_id} crashed the check instead of turning it "
+                f"red (not teeth): {f.message}"
+            )
             fast_only = False
         elif f.outcome is FalsifierOutcome.ERROR:
             unproven.append(f"{f.target}: falsifier {f.falsifier_id} ERROR: {f.message}")

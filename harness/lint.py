@@ -4,6 +4,12 @@ Schema, unique IDs, references, bindings (the callable imports, the pytest
 node id is collected, the program is on PATH), falsifier targets and
 strategies, every invariant attacked by at least one falsifier, and no
 skeleton ``TODO`` left in a field.
+
+Lint runs no code the contracts name outside the allowed packages: every
+dotted name (check, mutant target and replacement, property strategy, fault
+injector) is checked by ``harness.bindings`` before its module is imported,
+and a pytest file outside the root or the allowed packages is never collected.
+A file shows at most ``MAX_ERRORS_PER_FILE`` problems, then a count.
 """
 
 from __future__ import annotations
@@ -15,15 +21,18 @@ from pathlib import Path
 
 from harness.bindings import (
     BindingError,
-    import_dotted,
+    BindingRefused,
+    pytest_file,
+    resolve_allowed,
     resolve_command,
+    resolve_patch_target,
     resolve_pytest,
     resolve_python,
 )
 from harness.errors import ContractError, Diagnostic
-from harness.falsify.faults import INJECTORS
-from harness.loader import load_each
-from harness.model import Contract, Location
+from harness.falsify.faults import INJECTORS, injector_class
+from harness.loader import cap_diagnostics, cross_check, load_files
+from harness.model import Contract, Falsifier, Location
 
 TODO = re.compile(r"\bTODO\b")
 
@@ -39,13 +48,14 @@ def lint_paths(
 ) -> tuple[list[Contract], list[Diagnostic]]:
     """Every problem of the contracts under ``paths`` (errors and warnings)."""
     try:
-        contracts, diags = load_each(paths)
+        contracts, diags = load_files(paths)  # each file that does not load: capped already
     except ContractError as exc:  # a path that does not exist
         return [], exc.diagnostics
-    diags.extend(_todos(contracts))
-    diags.extend(_falsifier_coverage(contracts))
+    found = cross_check(contracts) + _todos(contracts) + _falsifier_coverage(contracts)
     if resolve:
-        diags.extend(_bindings(contracts, root, allowed))
+        found.extend(_bindings(contracts, root, allowed))
+    found.sort(key=lambda d: (d.file, d.line, d.col))
+    diags.extend(cap_diagnostics(found))
     diags.sort(key=lambda d: (d.file, d.line, d.col))
     return contracts, diags
 
@@ -100,7 +110,12 @@ def _bindings(
                     resolve_command(tuple(inv.check.target), root)
                 else:
                     assert isinstance(inv.check.target, str)
+                    pytest_file(inv.check.target, root, allowed)  # before anything collects it
                     node_ids.setdefault(inv.check.target, []).append(inv.location)
+            except BindingRefused as exc:
+                out.append(
+                    _diag(inv.location, f"{inv.id}: binding refused: {exc}", f"{inv.id}.check")
+                )
             except BindingError as exc:
                 out.append(
                     _diag(
@@ -111,30 +126,8 @@ def _bindings(
                     )
                 )
         for f in k.falsifiers:
-            for dotted in _falsifier_names(f.kind, f.spec):
-                try:
-                    import_dotted(dotted, allowed if f.kind != "fault" else ())
-                except BindingError as exc:
-                    out.append(
-                        _diag(
-                            f.location,
-                            f"{f.id}: {exc}",
-                            f"{f.id}.{f.kind}",
-                            "name an importable module:attribute",
-                        )
-                    )
-            if f.kind == "fault":
-                name = f.spec.get("injector", "")
-                if ":" not in name and name not in INJECTORS:
-                    out.append(
-                        _diag(
-                            f.location,
-                            f"{f.id}: unknown injector '{name}'",
-                            f"{f.id}.fault.injector",
-                            "one of " + ", ".join(sorted(INJECTORS)),
-                        )
-                    )
-    for node, problem in resolve_pytest(sorted(node_ids), root).items():
+            out.extend(_falsifier_bindings(f, allowed))
+    for node, problem in resolve_pytest(sorted(node_ids), root, allowed).items():
         for loc in node_ids[node]:
             out.append(
                 _diag(
@@ -147,13 +140,40 @@ def _bindings(
     return out
 
 
-def _falsifier_names(kind: str, spec: dict[str, object]) -> list[str]:
-    if kind == "mutant":
-        patch = spec.get("patch", {})
-        assert isinstance(patch, dict)
-        return [*patch.keys(), *patch.values()]
-    if kind == "property":
-        return [str(spec["strategy"])]
-    if kind == "fault" and ":" in str(spec.get("injector", "")):
-        return [str(spec["injector"])]
-    return []
+def _falsifier_bindings(f: Falsifier, allowed: Sequence[str]) -> list[Diagnostic]:
+    """Each dotted name a falsifier gives, resolved as the worker will resolve it."""
+    out: list[Diagnostic] = []
+
+    def refuse(exc: Exception, key: str, hint: str) -> None:
+        hint = "" if isinstance(exc, BindingRefused) else hint  # the message says what to do
+        out.append(_diag(f.location, f"{f.id}: {exc}", f"{f.id}.{f.kind}.{key}", hint))
+
+    if f.kind == "mutant":
+        patch = f.spec.get("patch", {})
+        for target, replacement in patch.items() if isinstance(patch, dict) else ():
+            try:
+                resolve_patch_target(str(target), allowed, "mutant target")
+            except BindingError as exc:
+                refuse(exc, "patch", "name an existing module:attribute of an allowed package")
+            try:
+                resolve_allowed(str(replacement), allowed, "mutant replacement")
+            except BindingError as exc:
+                refuse(exc, "patch", "name an importable module:attribute")
+    elif f.kind == "property":
+        try:
+            resolve_allowed(str(f.spec.get("strategy", "")), allowed, "property strategy")
+        except BindingError as exc:
+            refuse(exc, "strategy", "name an importable module:attribute")
+    elif f.kind == "fault":
+        name = str(f.spec.get("injector", ""))
+        try:
+            injector_class(name, allowed)
+        except KeyError:
+            refuse(
+                BindingError(f"unknown injector '{name}'"),
+                "injector",
+                "one of " + ", ".join(sorted(INJECTORS)) + ", or module:Class of an Injector",
+            )
+        except (BindingError, ValueError) as exc:
+            refuse(exc, "injector", "name an Injector subclass as module:Class")
+    return out

@@ -6,10 +6,13 @@ file with problems raises ``ContractError`` carrying all of them.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import functools
 import hashlib
+import heapq
 import json
+import reprlib
 from collections.abc import Iterable, Sequence
 from importlib import resources
 from pathlib import Path
@@ -30,6 +33,11 @@ from harness.yamlsrc import Positions, YamlSourceError, load_yaml
 
 SCHEMA_FILE = "contract-v1.json"
 CONTRACT_SUFFIXES = (".yaml", ".yml")
+MAX_ERRORS_PER_FILE = 20  # then one line: "... and N more errors in FILE"
+MAX_MESSAGE_CHARS = 300  # one diagnostic quotes at most this much of a value
+
+_repr = reprlib.Repr()
+_repr.maxstring, _repr.maxother, _repr.maxlist, _repr.maxdict = 60, 60, 5, 5
 
 
 @functools.cache
@@ -128,11 +136,15 @@ def _schema_diagnostic(file: str, err: Any, pos: Positions) -> Diagnostic:
     if v == "enum":
         opts = ", ".join(str(o) for o in err.validator_value)
         return Diagnostic(
-            file, line, col, f"{name} must be one of {opts} (got {err.instance!r})", kp
+            file, line, col, f"{name} must be one of {opts} (got {_repr.repr(err.instance)})", kp
         )
     if v == "const":
         return Diagnostic(
-            file, line, col, f"{name} must be {err.validator_value!r} (got {err.instance!r})", kp
+            file,
+            line,
+            col,
+            f"{name} must be {err.validator_value!r} (got {_repr.repr(err.instance)})",
+            kp,
         )
     if v == "type":
         return Diagnostic(
@@ -140,7 +152,7 @@ def _schema_diagnostic(file: str, err: Any, pos: Positions) -> Diagnostic:
             line,
             col,
             f"{name} must be of type {err.validator_value} "
-            f"(got {type(err.instance).__name__} {err.instance!r})",
+            f"(got {type(err.instance).__name__} {_repr.repr(err.instance)})",
             kp,
         )
     if v == "pattern":
@@ -153,7 +165,7 @@ def _schema_diagnostic(file: str, err: Any, pos: Positions) -> Diagnostic:
             file,
             line,
             col,
-            f"{name} {err.instance!r} does not match {err.validator_value}",
+            f"{name} {_repr.repr(err.instance)} does not match {err.validator_value}",
             kp,
             hint,
         )
@@ -170,9 +182,23 @@ def _schema_diagnostic(file: str, err: Any, pos: Positions) -> Diagnostic:
         return Diagnostic(file, line, col, f"{name} must not be empty", kp)
     if v == "dependentRequired":
         return Diagnostic(
-            file, line, col, f"{err.message}", kp, "'rel' and 'abs' are tolerances for 'approx'"
+            file, line, col, _clip(err.message), kp, "'rel' and 'abs' are tolerances for 'approx'"
         )
-    return Diagnostic(file, line, col, err.message, kp)
+    return Diagnostic(file, line, col, _clip(err.message), kp)
+
+
+def _one_line(d: Diagnostic) -> Diagnostic:
+    """A diagnostic prints on one line, however strange the keys and values it quotes."""
+    return dataclasses.replace(
+        d, message=_clip(d.message), keypath=_clip(d.keypath), hint=_clip(d.hint)
+    )
+
+
+def _clip(message: str) -> str:
+    one_line = " ".join(message.split())
+    if len(one_line) <= MAX_MESSAGE_CHARS:
+        return one_line
+    return one_line[: MAX_MESSAGE_CHARS - 1] + "…"
 
 
 # --------------------------------------------------------------------------- one file
@@ -219,11 +245,64 @@ def load_contract(path: Path) -> Contract:
                 )
             ]
         )
-    errors = sorted(_validator().iter_errors(data), key=lambda e: pos.of(tuple(e.absolute_path)))
-    diags = _dedupe([_schema_diagnostic(shown, e, pos) for e in errors])
+    diags = _schema_diagnostics(shown, data, pos)
     if diags:
         raise ContractError(diags)
     return _build(path, shown, raw, text, data, pos)
+
+
+def _schema_diagnostics(shown: str, data: Any, pos: Positions) -> list[Diagnostic]:
+    """The first ``MAX_ERRORS_PER_FILE`` schema errors in source order, then a count
+    of the rest. Only a few error objects are kept, however many the file has."""
+    total = 0
+
+    def counted() -> Iterable[Any]:
+        nonlocal total
+        for err in _validator().iter_errors(data):
+            total += 1
+            yield err
+
+    first = heapq.nsmallest(
+        4 * MAX_ERRORS_PER_FILE, counted(), key=lambda e: pos.of(tuple(e.absolute_path))
+    )
+    diags = _dedupe([_one_line(_schema_diagnostic(shown, e, pos)) for e in first])
+    out = diags[:MAX_ERRORS_PER_FILE]
+    more = len(diags) - len(out) + total - len(first)
+    if more > 0:
+        out.append(_more(shown, out[-1], more, more))
+    return out
+
+
+def cap_diagnostics(
+    diags: Sequence[Diagnostic], limit: int = MAX_ERRORS_PER_FILE
+) -> list[Diagnostic]:
+    """At most ``limit`` diagnostics per file, in the order given (pass them sorted
+    by position), each on one line, then one line per file saying how many more
+    there are."""
+    out: list[Diagnostic] = []
+    shown: dict[str, int] = {}
+    rest: dict[str, list[Diagnostic]] = {}
+    for d in diags:
+        if shown.get(d.file, 0) < limit:
+            shown[d.file] = shown.get(d.file, 0) + 1
+            out.append(_one_line(d))
+        else:
+            rest.setdefault(d.file, []).append(d)
+    for file, more in rest.items():
+        out.append(_more(file, more[0], sum(d.severity == "error" for d in more), len(more)))
+    return out
+
+
+def _more(file: str, at: Diagnostic, errors: int, n: int) -> Diagnostic:
+    what = "error" if errors == n else ("warning" if errors == 0 else "problem")
+    return Diagnostic(
+        file,
+        at.line,
+        at.col,
+        f"… and {n} more {what}{'s' if n != 1 else ''} in {file}",
+        hint=f"only the first {MAX_ERRORS_PER_FILE} of a file are shown; fix them and lint again",
+        severity="error" if errors else "warning",
+    )
 
 
 def _dedupe(diags: list[Diagnostic]) -> list[Diagnostic]:
@@ -310,12 +389,9 @@ def _build(
     )
 
 
-# --------------------------------------------------------------------------- the set
-
-
-def load_each(paths: Iterable[Path]) -> tuple[list[Contract], list[Diagnostic]]:
-    """Every contract under ``paths`` that loads, and the diagnostics of the set:
-    each file's own problems plus the cross-file ones (IDs, references)."""
+def load_files(paths: Iterable[Path]) -> tuple[list[Contract], list[Diagnostic]]:
+    """Each contract file under ``paths`` on its own: those that load, and the
+    diagnostics of those that do not (at most ``MAX_ERRORS_PER_FILE`` each, then a count)."""
     contracts: list[Contract] = []
     diags: list[Diagnostic] = []
     for f in discover(paths):
@@ -323,8 +399,18 @@ def load_each(paths: Iterable[Path]) -> tuple[list[Contract], list[Diagnostic]]:
             contracts.append(load_contract(f))
         except ContractError as exc:
             diags.extend(exc.diagnostics)
-    diags.extend(cross_check(contracts))
     return contracts, diags
+
+
+# --------------------------------------------------------------------------- the set
+
+
+def load_each(paths: Iterable[Path]) -> tuple[list[Contract], list[Diagnostic]]:
+    """Every contract under ``paths`` that loads, and the diagnostics of the set:
+    each file's own problems plus the cross-file ones (IDs, references)."""
+    contracts, diags = load_files(paths)
+    across = sorted(cross_check(contracts), key=lambda d: (d.file, d.line, d.col))
+    return contracts, diags + cap_diagnostics(across)
 
 
 def load_contract_set(paths: Iterable[Path]) -> ContractSet:

@@ -198,6 +198,7 @@ class FalsifierOutcome(enum.StrEnum):
     REFUTED = "REFUTED"  # attack: the invariant broke
     KILLED = "KILLED"  # mutant: the check went red
     MISSED = "MISSED"  # mutant: the check stayed green, it has no teeth
+    CRASHED = "CRASHED"  # mutant: the check errored instead of going red (not teeth)
     ERROR = "ERROR"  # the falsifier itself could not run (never a pass)
     NOT_RUN = "NOT_RUN"  # skipped by the profile (--fast); never a pass
 
@@ -221,6 +222,7 @@ class Judgement:
     observed: Any
     ok: bool
     message: str = ""
+    error: bool = False  # the observation was of the wrong type: ERROR, not FAIL
 
 
 @dataclass(frozen=True, slots=True)

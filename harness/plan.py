@@ -3,23 +3,22 @@
 This module sits just above the data model: the hooks, the worker, the
 executor, the runner and the evidence writer all import it, and it imports
 nothing of theirs. It also holds the two events an executor sends back to the
-runner (``CheckStarted``, ``CheckDone``) and the one factory that turns a
-finished call into a check's result (``CheckCall`` -> ``result_of``), modelled
-on pytest's ``CallInfo.from_call``.
+runner (``CheckStarted``, ``CheckDone``) and ``Observed``, the plain data a
+worker returns for a task: the coordinator alone turns it into a result.
 """
 
 from __future__ import annotations
 
 import enum
 import hashlib
-import time
-import traceback
-from collections.abc import Callable, Sequence
+import json
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any
 
-from harness.errors import NothingSelected
+from harness.errors import ContractError, Diagnostic, NothingSelected
 from harness.model import (
     ContractSet,
     Criterion,
@@ -27,11 +26,7 @@ from harness.model import (
     FalsifierOutcome,
     FalsifierResult,
     Invariant,
-    InvariantOutcome,
-    InvariantResult,
 )
-
-T = TypeVar("T")
 
 
 class Profile(enum.StrEnum):
@@ -57,6 +52,57 @@ def derive_seed(run_seed: int, key: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{run_seed}:{key}".encode()).digest()[:4], "big")
 
 
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "kib": 1024,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "mib": 1024**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "gib": 1024**3,
+}
+
+
+def parse_size(value: Any, what: str = "size") -> int:
+    """``4GiB``, ``512MB``, ``1000000`` -> bytes. ValueError names ``what``."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    text = str(value).strip().lower().replace(" ", "")
+    num = text.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = text[len(num) :]
+    try:
+        n = float(num)
+    except ValueError:
+        n = -1.0
+    if unit not in _UNITS or not n > 0 or not math.isfinite(n):
+        raise ValueError(f"{what}: {value!r} is not a size (e.g. 512MiB, 4GiB or a byte count)")
+    return int(n * _UNITS[unit])
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one check may use; the wall time is ``Task.timeout``."""
+
+    memory: int | None = 8 * 1024**3  # bytes of address space (RLIMIT_AS); None: none
+    output: int = 10 * 1024**2  # bytes of each of stdout/stderr kept in the evidence
+
+    def merged(self, declared: Any, where: str) -> Limits:
+        """These limits overridden by an invariant's ``limits:`` block."""
+        if not isinstance(declared, dict) or not declared:
+            return self
+        memory, output = self.memory, self.output
+        if "memory" in declared:
+            m = declared["memory"]
+            memory = None if m in (None, "none", "unlimited") else parse_size(m, f"{where}.memory")
+        if "output" in declared:
+            output = parse_size(declared["output"], f"{where}.output")
+        return Limits(memory, output)
+
+
 @dataclass(frozen=True, slots=True)
 class Task:
     """One unit of work for a worker: an invariant's check, or a falsifier attacking one."""
@@ -69,8 +115,9 @@ class Task:
     timeout: float
     root: str  # the project root (on sys.path, the cwd of commands)
     allowed: tuple[str, ...] = ()
-    fresh: bool = False  # run in a worker of its own that exits afterwards
     options: dict[str, Any] = field(default_factory=dict)  # e.g. hypothesis db dir, replays
+    env: dict[str, str] = field(default_factory=dict)  # variables passed on top of the base env
+    limits: Limits = field(default_factory=Limits)
 
     @property
     def kind(self) -> str:
@@ -97,7 +144,12 @@ def make_plan(
     default_timeout: float,
     allowed: Sequence[str] = (),
     options: dict[str, Any] | None = None,
+    limits: Limits | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> Plan:
+    """The tasks of a run. ``environ`` is where an invariant's ``pass-env`` names
+    are looked up (the coordinator's environment); ``limits`` the defaults that
+    an invariant's ``limits:`` block overrides."""
     if not criteria:
         raise NothingSelected("the selection matched no criterion (see `harness list`)")
     profile = Profile(profile)
@@ -116,6 +168,18 @@ def make_plan(
             or inv.timeout
             or default_timeout
         )
+        names = inv.declared.get("pass-env") or ()
+        env = {n: environ[n] for n in names if environ is not None and n in environ}
+        try:
+            task_limits = (limits or Limits()).merged(inv.declared.get("limits"), "limits")
+        except ValueError as exc:
+            raise ContractError(
+                [
+                    Diagnostic(
+                        inv.location.file, inv.location.line, inv.location.col, f"{inv.id}: {exc}"
+                    )
+                ]
+            ) from None
         plan.tasks.append(
             Task(
                 key=key,
@@ -126,8 +190,9 @@ def make_plan(
                 timeout=float(timeout),
                 root=str(root),
                 allowed=tuple(allowed),
-                fresh=falsifier is not None and falsifier.kind != "property",
                 options=dict(options or {}),
+                env=env,
+                limits=task_limits,
             )
         )
 
@@ -171,75 +236,168 @@ class CheckStarted:
 
 @dataclass(frozen=True, slots=True)
 class CheckDone:
-    """``task`` finished (or crashed, or timed out): ``result`` is its judged outcome."""
+    """``task`` finished (or crashed, or timed out): ``observed`` is what came back,
+    not yet judged: only the coordinator judges."""
 
     task: Task
-    result: InvariantResult | FalsifierResult
+    observed: Observed
+    logs: dict[str, str] = field(default_factory=dict)  # "stdout"/"stderr" -> file path
 
 
 ExecutorEvent = CheckStarted | CheckDone
 
 
-# --------------------------------------------------------------------------- outcomes
+# --------------------------------------------------------------------------- observed
+
+STATUSES = ("returned", "skipped", "raised", "failed")
+MAX_MESSAGE = 4000  # characters of a worker's message kept
+MAX_DEPTH = 32  # nesting of an observation
 
 
 @dataclass(frozen=True, slots=True)
-class CheckCall(Generic[T]):
-    """One call of a check (or of the falsifier machinery): its value or its error,
-    when it started and stopped. Built by ``from_call`` or, for a call that never
-    returned to us (a dead worker, a timeout), by ``failed``."""
+class Observed:
+    """What a worker sends back for one task: raw facts, never an outcome.
 
-    value: T | None
-    error: str  # "" when the call returned
-    start: float  # time.time() at the start
-    stop: float
-    duration: float  # measured with perf_counter
+    It crosses the process boundary as plain JSON (``to_wire``/``from_wire``),
+    never as a pickle: a check is untrusted, and the coordinator validates what
+    arrives and judges it against the YAML (``harness.judge.judge_task``).
+
+    ``status``: ``returned`` (the check returned observations), ``skipped`` (it
+    called ``ctx.skip``), ``raised`` (it raised, or returned something that is not
+    plain data), ``failed`` (it never returned: a crash, a timeout, a limit, or
+    the falsifier machinery broke). ``extra`` holds what a falsifier kind reports
+    (a mutant's ``applied``, a fault's ``injected``, a search's ``examples``).
+    """
+
+    status: str
+    message: str = ""
+    observations: dict[str, Any] = field(default_factory=dict)
+    artifacts: tuple[str, ...] = ()
+    metrics: tuple[dict[str, Any], ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+    duration: float = 0.0
 
     @classmethod
-    def from_call(cls, func: Callable[[], T]) -> CheckCall[T]:
-        start, t0 = time.time(), time.perf_counter()
+    def failed(cls, message: str, duration: float = 0.0) -> Observed:
+        return cls("failed", message, duration=duration)
+
+    def to_wire(self) -> bytes:
+        data = {
+            "status": self.status,
+            "message": self.message,
+            "observations": self.observations,
+            "artifacts": list(self.artifacts),
+            "metrics": list(self.metrics),
+            "extra": self.extra,
+            "duration": self.duration,
+        }
+        return json.dumps(data, default=_refuse).encode()
+
+    @classmethod
+    def from_wire(cls, data: bytes) -> Observed:
+        """Parse and validate a worker's reply; ValueError says what is wrong."""
         try:
-            value: T | None = func()
-            error = ""
-        except Exception as exc:  # the machinery broke: recorded as ERROR, never a pass
-            import sys
-
-            sys.stderr.write(traceback.format_exc(limit=8))
-            value, error = None, f"{type(exc).__name__}: {exc}"
-        duration = time.perf_counter() - t0
-        return cls(value, error, start, time.time(), duration)
-
-    @classmethod
-    def failed(cls, message: str, duration: float = 0.0) -> CheckCall[Any]:
-        stop = time.time()
-        return cls(None, message, stop - duration, stop, duration)
-
-
-def result_of(
-    task: Task,
-    call: CheckCall[InvariantResult | FalsifierResult],
-    logs: dict[str, str] | None = None,
-) -> InvariantResult | FalsifierResult:
-    """The one factory of a task's result: the call's value with its duration and
-    logs, or the ERROR result naming what went wrong."""
-    import dataclasses
-
-    logs = dict(logs or {})
-    if call.value is not None and not call.error:
-        return dataclasses.replace(call.value, duration=call.duration, logs=logs)
-    message = call.error or "the check returned nothing"
-    if task.falsifier is None:
-        return InvariantResult(
-            task.invariant.id,
-            InvariantOutcome.ERROR,
-            {},
-            (),
-            call.duration,
-            task.seed,
-            message,
-            logs,
+            raw = json.loads(data)
+        except (ValueError, RecursionError) as exc:
+            raise ValueError(f"not JSON ({exc})") from None
+        if not isinstance(raw, dict):
+            raise ValueError(f"a {type(raw).__name__}, not an object")
+        unknown = set(raw) - {
+            "status",
+            "message",
+            "observations",
+            "artifacts",
+            "metrics",
+            "extra",
+            "duration",
+        }
+        if unknown:
+            raise ValueError(f"unknown fields {sorted(unknown)}")
+        status = raw.get("status")
+        if status not in STATUSES:
+            raise ValueError(f"status {status!r} is not one of {', '.join(STATUSES)}")
+        message = raw.get("message", "")
+        observations = raw.get("observations", {})
+        artifacts = raw.get("artifacts", [])
+        metrics = raw.get("metrics", [])
+        extra = raw.get("extra", {})
+        duration = raw.get("duration", 0.0)
+        if not isinstance(message, str):
+            raise ValueError("message is not a string")
+        if not isinstance(observations, dict):
+            raise ValueError("observations is not an object")
+        if not isinstance(extra, dict):
+            raise ValueError("extra is not an object")
+        if not isinstance(artifacts, list) or not all(
+            isinstance(a, str) and safe_name(a) for a in artifacts
+        ):
+            raise ValueError("artifacts is not a list of relative file names")
+        if not isinstance(metrics, list) or not all(isinstance(m, dict) for m in metrics):
+            raise ValueError("metrics is not a list of objects")
+        if (
+            not isinstance(duration, (int, float))
+            or isinstance(duration, bool)
+            or not math.isfinite(duration)
+            or duration < 0
+        ):
+            raise ValueError("duration is not a non-negative number")
+        if _depth(raw) > MAX_DEPTH + 4:
+            raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
+        return cls(
+            status,
+            message[:MAX_MESSAGE],
+            observations,
+            tuple(artifacts),
+            tuple(metrics),
+            extra,
+            float(duration),
         )
-    f = task.falsifier
-    return FalsifierResult(
-        f.id, f.target, f.kind, FalsifierOutcome.ERROR, call.duration, message, logs=logs
+
+
+def safe_name(name: str) -> bool:
+    """A relative path inside a folder: no absolute path, no '..', no empty part."""
+    parts = name.split("/")
+    return bool(name) and not name.startswith("/") and all(p not in ("", ".", "..") for p in parts)
+
+
+def _refuse(obj: Any) -> Any:
+    raise TypeError(f"{type(obj).__name__} is not plain data")
+
+
+def _depth(x: Any, level: int = 0) -> int:
+    if level > MAX_DEPTH + 8:
+        return level
+    if isinstance(x, dict):
+        return max((_depth(v, level + 1) for v in x.values()), default=level + 1)
+    if isinstance(x, list):
+        return max((_depth(v, level + 1) for v in x), default=level + 1)
+    return level
+
+
+def to_plain(value: Any, where: str = "value", level: int = 0) -> Any:
+    """``value`` as plain data (None, bool, int, float, str, lists, string-keyed
+    dicts): NumPy scalars become numbers, arrays and tuples become lists. Anything
+    else raises TypeError naming ``where``."""
+    if level > MAX_DEPTH:
+        raise TypeError(f"{where} is nested deeper than {MAX_DEPTH} levels")
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if type(value).__name__ == "bool_":
+        return bool(value)
+    if hasattr(value, "item") and getattr(value, "shape", None) == () and callable(value.item):
+        return to_plain(value.item(), where, level)
+    if hasattr(value, "tolist") and callable(value.tolist) and hasattr(value, "shape"):
+        return to_plain(value.tolist(), where, level)
+    if isinstance(value, (list, tuple)):
+        return [to_plain(v, f"{where}[{i}]", level + 1) for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise TypeError(f"{where} has a key {k!r} that is not a string")
+            out[k] = to_plain(v, f"{where}.{k}", level + 1)
+        return out
+    raise TypeError(
+        f"{where} is a {type(value).__module__}.{type(value).__name__}, not plain data "
+        "(numbers, strings, booleans, lists, mappings)"
     )

@@ -16,18 +16,74 @@ ENV_KEYS = ("python", "packages", "blas", "threads", "dependency_digest")
 # --------------------------------------------------------------------------- rerun
 
 
+def require_verified(run_dir: Path, key_paths: list[Path]) -> None:
+    """Refuse a bundle that does not verify under one of ``key_paths``: rerun runs
+    the contracts stored in it, so they must be the ones a trusted key signed."""
+    from harness.signing import load_public_key
+    from harness.verify import verify_run
+
+    if not key_paths:
+        raise UsageError(
+            f"rerun runs the contracts stored in {run_dir}, so it verifies the bundle first: "
+            "pass --key PUB.pem (or set [tool.harness] allowed-keys), or --unverified for "
+            "an unsigned bundle you made yourself"
+        )
+    problems = verify_run(run_dir, [load_public_key(k) for k in key_paths])
+    if problems:
+        raise RerunRefused(
+            [
+                f"{run_dir} does not verify, so none of its stored contracts was run:",
+                *problems,
+                "(an unsigned bundle you made yourself: rerun it with --unverified)",
+            ]
+        )
+
+
 def load_recorded(run_dir: Path) -> tuple[dict[str, Any], ContractSet, RunResult]:
+    """The recorded run.json, contracts and results; a malformed one is a UsageError."""
     from harness.loader import load_contract_set
 
     try:
         meta = json.loads((run_dir / "run.json").read_text())
-        old = RunResult.from_dict(json.loads((run_dir / "results.json").read_text()))
+        results = json.loads((run_dir / "results.json").read_text())
     except FileNotFoundError as exc:
         raise UsageError(f"{run_dir}: not a finished run ({exc.filename} is missing)") from exc
-    except ValueError as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise UsageError(f"{run_dir}: run.json or results.json is unreadable: {exc}") from exc
+    problems = _meta_problems(meta)
+    if problems:
+        raise UsageError(f"{run_dir / 'run.json'}: " + "; ".join(problems))
+    try:
+        old = RunResult.from_dict(results)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise UsageError(f"{run_dir / 'results.json'}: not a run's results ({exc!r})") from exc
     contracts = load_contract_set([run_dir / "contracts"])
     return meta, contracts, old
+
+
+def _meta_problems(meta: Any) -> list[str]:
+    from harness.plan import Profile
+
+    if not isinstance(meta, dict):
+        return [f"not a JSON object ({type(meta).__name__})"]
+    problems = []
+    if not isinstance(meta.get("run_id"), str):
+        problems.append("run_id is not a string")
+    if type(meta.get("seed")) is not int:
+        problems.append("seed is not an integer")
+    if meta.get("profile", "full") not in {p.value for p in Profile}:
+        problems.append(f"profile {meta.get('profile')!r} is not a profile")
+    sel = meta.get("selection", {})
+    if not isinstance(sel, dict):
+        problems.append("selection is not an object")
+    else:
+        if not isinstance(sel.get("keyword"), (str, type(None))):
+            problems.append("selection.keyword is not a string")
+        for key in ("tags", "criteria"):
+            value = sel.get(key, [])
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                problems.append(f"selection.{key} is not a list of strings")
+    return problems
 
 
 def _tolerance(contracts: ContractSet, inv_id: str, name: str) -> tuple[float, float] | None:
@@ -163,30 +219,55 @@ def promote(
 def verify_ledger(ledger: Path, public_keys: list[Any]) -> list[str]:
     """The promotion ledger's chain holds and every record's envelope verifies."""
     from harness.audit import verify_chain
-    from harness.signing import PROMOTION_TYPE, canonical_json, open_envelope
+    from harness.shapes import open_envelope_strict
+    from harness.signing import PROMOTION_TYPE, canonical_json
 
     _, count, problems = verify_chain(ledger)
     problems = [f"{ledger}: {p}" for p in problems]
-    for n, line in enumerate(ledger.read_text().splitlines(), 1):
-        entry = json.loads(line)
-        payload, sig_problems = open_envelope(
-            entry.get("envelope", {}), public_keys, PROMOTION_TYPE
-        )
-        problems += [f"{ledger}:{n}: {p}" for p in sig_problems]
-        if payload and payload != canonical_json(entry.get("record")):
-            problems.append(f"{ledger}:{n}: record differs from its signed payload")
     if count == 0:
-        problems.append(f"{ledger}: no promotion recorded")
+        return [*problems, f"{ledger}: no promotion recorded"]
+    for n, line in enumerate(ledger.read_bytes().split(b"\n"), 1):
+        try:
+            entry = json.loads(line)
+        except (ValueError, RecursionError):
+            continue  # the chain said so
+        if not isinstance(entry, dict):
+            continue
+        opened = open_envelope_strict(entry.get("envelope"), public_keys, PROMOTION_TYPE)
+        problems += [f"{ledger}:{n}: {p}" for p in opened.problems]
+        try:
+            same = opened.payload == canonical_json(entry.get("record"))
+        except (ValueError, TypeError, RecursionError):
+            same = False
+        if opened.payload is not None and not same:
+            problems.append(f"{ledger}:{n}: record differs from its signed payload")
     return problems
 
 
-class PromotionRefused(Refused):
-    """A promotion was refused; ``reasons`` says every rule that failed (exit 1)."""
+class BundleRefused(Refused):
+    """A command refused a bundle; ``reasons`` says every rule that failed (exit 1)."""
+
+    what = "refused"
 
     def __init__(self, reasons: list[str]) -> None:
         self.reasons = reasons
         super().__init__(
-            "promotion refused: "
+            f"{self.what}: "
             + "; ".join(reasons[:3])
             + (f" (+{len(reasons) - 3} more)" if len(reasons) > 3 else "")
         )
+
+    def report_lines(self) -> list[str]:
+        return [f"harness: {self.what}:", *(f"  {r}" for r in self.reasons)]
+
+
+class RerunRefused(BundleRefused):
+    """``harness rerun`` refused a bundle that does not verify."""
+
+    what = "rerun refused"
+
+
+class PromotionRefused(BundleRefused):
+    """A promotion was refused; ``reasons`` says every rule that failed (exit 1)."""
+
+    what = "promotion refused"

@@ -3,15 +3,24 @@
 The CLI (``run`` and ``rerun``), the pytest plugin and library users build one
 frozen ``RunRequest`` and call ``run`` once. The runner never prints; it emits
 events to its listeners (``harness.hooks``).
+
+The runner is the coordinator's side of the trust boundary (SECURITY.md): checks
+run in fresh worker processes with a scrubbed environment and their own scratch
+folder outside the evidence; what they report comes back as plain data and is
+judged here (``judge_task``); the signing key is loaded only after the executor
+has shut down and every worker is gone.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import json
+import os
 import secrets
+import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +30,7 @@ from harness.errors import Interrupted
 from harness.evidence import EvidenceWriter
 from harness.executor import Executor, LocalProcessExecutor
 from harness.hooks import Dispatcher, Listener, RunInfo
-from harness.judge import judge_criterion, release_verdict
+from harness.judge import judge_criterion, judge_task, release_verdict
 from harness.model import (
     ContractSet,
     Criterion,
@@ -32,7 +41,8 @@ from harness.model import (
     RunResult,
     Verdict,
 )
-from harness.plan import CheckStarted, Profile, make_plan
+from harness.plan import CheckStarted, Limits, Profile, Task, make_plan
+from harness.procs import make_undumpable, scrubbed_environment, secret_values
 
 
 @dataclass(frozen=True)
@@ -49,10 +59,14 @@ class RunRequest:
     default_timeout: float = 600.0
     allowed: tuple[str, ...] = ()  # allowed binding packages; empty: any
     selection: Mapping[str, object] = field(default_factory=dict)  # recorded, for rerun
-    signer: Any = None  # a harness.signing.Signer, or None (unsigned)
+    signer: Any = None  # a Signer, or a callable returning one (called after the checks), or None
     outputs: tuple[Listener, ...] = ()  # terminal and report writers
     executor: Executor | None = None  # None: a LocalProcessExecutor of ``jobs`` workers
     run_id: str | None = None
+    pass_env: tuple[str, ...] = ()  # variables checks get beyond the allowlist
+    preload: tuple[str, ...] = ()  # modules the fork server imports before any check
+    limits: Limits = field(default_factory=Limits)  # per-check defaults
+    secrets: tuple[str, ...] = ()  # values to redact from logs (e.g. a passphrase)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "profile", Profile(self.profile))
@@ -84,37 +98,52 @@ def run(request: RunRequest) -> RunResult:
     run_id = request.run_id or new_run_id()
     root = request.root
     evidence_root = request.evidence_root
-    tmp = None
-    if evidence_root is not None:
-        run_dir = evidence_root / run_id
-        checks_dir = run_dir / "checks"
-        options = {
-            "hypothesis_db": str(evidence_root / ".hypothesis"),
-            "regressions_dir": str(evidence_root / "regressions"),
-        }
-    else:
-        tmp = tempfile.TemporaryDirectory(prefix="harness-")
-        run_dir = Path(tmp.name)
-        checks_dir = run_dir / "checks"
-        options = {
-            "hypothesis_db": str(run_dir / ".hypothesis"),
-            "regressions_dir": str(root / ".harness" / "regressions"),
-        }
-    plan = make_plan(
-        contracts,
-        request.criteria,
-        seed=seed,
-        profile=profile,
-        checks_dir=checks_dir,
+    make_undumpable()  # other processes of this user cannot read our memory or environ
+    # checks work in a private folder outside the evidence: only we write the bundle
+    scratch = Path(tempfile.mkdtemp(prefix=f"harness-{run_id}-"))
+    checks_dir = scratch / "checks"
+    run_dir = evidence_root / run_id if evidence_root is not None else scratch
+    options = {
+        "hypothesis_db": str(root / ".harness" / "hypothesis"),
+        "regressions_dir": str(
+            evidence_root / "regressions"
+            if evidence_root is not None
+            else root / ".harness" / "regressions"
+        ),
+    }
+    try:
+        plan = make_plan(
+            contracts,
+            request.criteria,
+            seed=seed,
+            profile=profile,
+            checks_dir=checks_dir,
+            root=root,
+            default_timeout=request.default_timeout,
+            allowed=request.allowed,
+            options=options,
+            limits=request.limits,
+            environ=os.environ,
+        )
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    tasks_by_key = {t.key: t for t in plan.tasks}
+    redactions = secret_values(os.environ)
+    redactions.update({v: "secret" for v in request.secrets if v})
+    executor = request.executor or LocalProcessExecutor(
+        request.jobs,
+        env=scrubbed_environment(os.environ, request.pass_env),
+        preload=request.preload,
         root=root,
-        default_timeout=request.default_timeout,
-        allowed=request.allowed,
-        options=options,
+        log_dir=scratch,
     )
-    executor = request.executor or LocalProcessExecutor(request.jobs)
     listeners: list[Listener] = list(request.outputs)
     if evidence_root is not None:
-        listeners.insert(0, EvidenceWriter(evidence_root, root, request.signer))
+        listeners.insert(
+            0,
+            EvidenceWriter(evidence_root, root, _deferred(request.signer), redactions=redactions),
+        )
     events = Dispatcher(listeners)
     started = now_iso()
     info = RunInfo(
@@ -166,11 +195,14 @@ def run(request: RunRequest) -> RunResult:
             if isinstance(event, CheckStarted):
                 events.check_started(event.task.key, event.task.kind)
                 continue
-            done[event.task.key] = event.result
-            if isinstance(event.result, InvariantResult):
-                events.invariant_finished(event.result)
+            task = tasks_by_key.get(event.task.key, event.task)
+            result = _noted(task, judge_task(task, event.observed, _log_names(task, event.logs)))
+            _save_counterexample(task, result)
+            done[task.key] = result
+            if isinstance(result, InvariantResult):
+                events.invariant_finished(result)
             else:
-                events.falsifier_finished(event.result)
+                events.falsifier_finished(result)
             complete_ready()
     except KeyboardInterrupt:
         interrupted = True
@@ -192,14 +224,73 @@ def run(request: RunRequest) -> RunResult:
         evidence_dir=str(run_dir) if evidence_root is not None else "",
     )
     events.run_finished(run_result)
-    if tmp is not None:
-        tmp.cleanup()
+    if not interrupted:
+        shutil.rmtree(scratch, ignore_errors=True)
     if interrupted:
         raise Interrupted(
             f"run {run_id} interrupted: {len(ordered)} of "
-            f"{len(plan.criteria)} criteria finished; evidence marked incomplete"
+            f"{len(plan.criteria)} criteria finished; evidence marked incomplete; "
+            f"the checks' scratch folder is kept in {scratch}"
         )
     return run_result
+
+
+def _deferred(signer: Any) -> Callable[[], Any] | None:
+    """The signer as a callable the evidence writer calls once every check has
+    ended: a key is never in memory while a check runs."""
+    if signer is None:
+        return None
+    if callable(signer) and not hasattr(signer, "sign"):
+        return signer  # type: ignore[no-any-return]
+    return lambda: signer
+
+
+def _log_names(task: Task, logs: Mapping[str, str]) -> dict[str, str]:
+    """The logs a result names, as the evidence stores them (relative to the
+    criterion's folder)."""
+    return {name: f"logs/{task.key}.{name}.txt" for name in logs}
+
+
+def _noted(task: Task, result: InvariantResult | FalsifierResult) -> Any:
+    """Say in the result when a log is longer than the output limit keeps."""
+    notes = {}
+    for name in result.logs:
+        path = Path(task.check_dir) / f"{name}.txt"
+        size = path.stat().st_size if path.is_file() else 0
+        if size > task.limits.output:
+            notes[name] = f"truncated: kept {task.limits.output} of {size} bytes"
+    if not notes:
+        return result
+    if isinstance(result, InvariantResult):
+        obs = {**result.observations, "harness.output": notes}
+        return dataclasses.replace(result, observations=obs)
+    return dataclasses.replace(result, detail={**result.detail, "harness.output": notes})
+
+
+def _save_counterexample(task: Task, result: InvariantResult | FalsifierResult) -> None:
+    """A refuted property's counterexample: into the evidence (as the check's
+    artifact) and the regression store, replayed first by later runs."""
+    if not isinstance(result, FalsifierResult) or result.outcome is not FalsifierOutcome.REFUTED:
+        return
+    if "counterexample" not in result.detail or task.falsifier is None:
+        return
+    params = result.detail["counterexample"]
+    art_dir = Path(task.check_dir) / "artifacts"
+    art_dir.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(params, indent=2, sort_keys=True, default=repr)
+    (art_dir / "counterexample.json").write_text(text)
+    store = Path(task.options.get("regressions_dir", art_dir))
+    replay_file = store / f"{task.falsifier.id}.json"
+    try:
+        saved = json.loads(replay_file.read_text()) if replay_file.is_file() else []
+    except ValueError:
+        saved = []
+    if not isinstance(saved, list):
+        saved = []
+    if params not in saved:
+        saved.append(json.loads(text))
+        replay_file.parent.mkdir(parents=True, exist_ok=True)
+        replay_file.write_text(json.dumps(saved, indent=2, sort_keys=True))
 
 
 def _teeth_verdict(result: CriterionResult) -> CriterionResult:

@@ -97,6 +97,60 @@ def load_signer(path: Path, passphrase: bytes | None = None) -> Signer:
     return Signer(key)
 
 
+_CHECK_KEY = """
+import sys
+from pathlib import Path
+from harness.errors import HarnessError
+from harness.signing import load_signer
+try:
+    load_signer(Path(sys.argv[1]), sys.stdin.buffer.read() or None)
+except HarnessError as exc:
+    sys.stderr.write(str(exc))
+    sys.exit(1)
+"""
+
+
+def take_passphrase() -> bytes | None:
+    """Remove the passphrase variable from this process's environment and return
+    it: no process started later (a check, a command) can inherit it."""
+    value = os.environ.pop(PASSPHRASE_ENV, None)
+    return value.encode() if value else None
+
+
+class DeferredKey:
+    """A signing key read only when called: after the last check has ended.
+
+    ``check()`` proves now, in a short-lived process of its own, that the key
+    opens with the passphrase, so a wrong passphrase stops the run before any
+    check runs, and the decrypted key is never in the coordinator's memory
+    while checks run."""
+
+    def __init__(self, path: Path, passphrase: bytes | None = None) -> None:
+        self.path = Path(path)
+        self._passphrase = passphrase
+
+    def check(self) -> None:
+        import subprocess
+        import sys
+
+        if not self.path.is_file():
+            raise UsageError(f"cannot read signing key {self.path}: no such file")
+        env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "PYTHONPATH")}
+        proc = subprocess.run(
+            [sys.executable, "-c", _CHECK_KEY, str(self.path)],
+            input=self._passphrase or b"",
+            capture_output=True,
+            env=env,
+            timeout=60,
+        )
+        if proc.returncode != 0:
+            lines = proc.stderr.decode(errors="replace").strip().splitlines()
+            raise UsageError(lines[-1] if lines else f"signing key {self.path} does not open")
+
+    def __call__(self) -> Signer:
+        return load_signer(self.path, self._passphrase)
+
+
 def load_public_key(path: Path) -> Any:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey

@@ -1,26 +1,30 @@
-"""What runs inside a worker process: one task in, one result out.
+"""What runs inside a worker process: one task in, one ``Observed`` record out.
 
-A task is an invariant's check, or a falsifier attacking one. The worker
-captures stdout/stderr at the file-descriptor level into the task's check
-directory, calls the binding, judges the observations (thresholds come from
-the YAML, never from the check) and returns a picklable result. A check that
-raises is ERROR; a check that kills the interpreter or hangs is turned into
-ERROR by the executor with ``failure_result``.
+A task is an invariant's check, or a falsifier attacking one. Every task runs in
+a fresh process forked by the fork server (``harness.forkserver``) and exits
+afterwards, so nothing a check patches or leaves behind reaches another check.
+The worker captures stdout/stderr at the file-descriptor level into the task's
+check directory (outside the evidence folder), calls the binding and sends back
+what it observed as plain JSON. It judges nothing: the coordinator does.
 """
 
 from __future__ import annotations
 
 import faulthandler
 import os
+import resource
+import signal
 import sys
+import time
+import traceback
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from harness.evaluate import evaluate, make_context
+from harness import procs
+from harness.evaluate import make_context, observe
 from harness.falsify import run_falsifier
-from harness.model import FalsifierResult, InvariantResult
-from harness.plan import CheckCall, Task, result_of
+from harness.plan import Observed, Task
 
 
 @contextmanager
@@ -50,63 +54,105 @@ def captured_output(check_dir: Path) -> Any:
             os.close(saved[1])
 
 
-def log_paths(check_dir: Path) -> dict[str, str]:
-    """The check's non-empty logs, as the evidence stores them: relative to its
-    criterion's folder (``logs/<ID>.stdout.txt``)."""
-    key = check_dir.name
+def log_files(check_dir: Path) -> dict[str, str]:
+    """The check's non-empty log files: ``{"stdout": path, "stderr": path}``."""
     out = {}
     for name in ("stdout", "stderr"):
         f = check_dir / f"{name}.txt"
-        if f.exists() and f.stat().st_size > 0:
-            out[name] = f"logs/{key}.{name}.txt"
+        if f.is_file() and f.stat().st_size > 0:
+            out[name] = str(f)
     return out
 
 
-def execute_task(task: Task) -> InvariantResult | FalsifierResult:
-    """Run one task to completion (in the current process)."""
+def execute_task(task: Task) -> Observed:
+    """Run one task to completion in the current process."""
     if task.root not in sys.path:
         sys.path.insert(0, task.root)
     check_dir = Path(task.check_dir)
     with captured_output(check_dir):
-        call: CheckCall[InvariantResult | FalsifierResult] = CheckCall.from_call(
-            lambda: _run_falsifier(task) if task.falsifier else _run_invariant(task)
-        )
-    return result_of(task, call, log_paths(check_dir))
-
-
-def _run_falsifier(task: Task) -> InvariantResult | FalsifierResult:
-    return run_falsifier(task)
-
-
-def _run_invariant(task: Task) -> InvariantResult:
-    ctx = make_context(task)
-    outcome, judgements, message, observations = evaluate(task, ctx)
-    return InvariantResult(
-        task.invariant.id,
-        outcome,
-        _jsonable(observations),
-        judgements,
-        0.0,  # the call's duration is filled in by result_of
-        task.seed,
-        message,
-        {},
-        tuple(ctx.artifacts),
-        tuple(ctx.metrics),
+        t0 = time.perf_counter()
+        try:
+            observed = run_falsifier(task) if task.falsifier else observe(task, make_context(task))
+        except MemoryError:
+            observed = Observed("raised", _memory_message(task))
+        except Exception as exc:  # the machinery broke: ERROR, never a pass
+            sys.stderr.write(traceback.format_exc(limit=8))
+            observed = Observed("failed", f"{type(exc).__name__}: {exc}")
+        duration = time.perf_counter() - t0
+    if observed.status == "raised" and observed.message.startswith("MemoryError"):
+        observed = Observed("raised", _memory_message(task), extra=observed.extra)
+    return Observed(
+        observed.status,
+        observed.message,
+        observed.observations,
+        observed.artifacts,
+        observed.metrics,
+        observed.extra,
+        duration,
     )
 
 
-def failure_result(task: Task, message: str, duration: float) -> InvariantResult | FalsifierResult:
-    """The ERROR result of a task that crashed, timed out or could not start."""
-    return result_of(task, CheckCall.failed(message, duration), log_paths(Path(task.check_dir)))
+def _memory_message(task: Task) -> str:
+    limit = task.limits.memory
+    size = f"{limit / 1024**3:.3g} GiB" if limit else "none"
+    return (
+        f"MemoryError: the check ran out of memory (limit {size}; raise "
+        "'limits: {memory: ...}' on the invariant or [tool.harness] limits if it needs more)"
+    )
 
 
-def _jsonable(obs: dict[str, Any]) -> dict[str, Any]:
-    """Numpy scalars and the like become plain Python values."""
-    out: dict[str, Any] = {}
-    for k, v in obs.items():
-        if hasattr(v, "item") and callable(v.item) and getattr(v, "shape", None) == ():
-            v = v.item()
-        elif hasattr(v, "tolist") and callable(v.tolist):
-            v = v.tolist()
-        out[k] = v
-    return out
+def child_main(task: Task, result_fd: int, server_pid: int) -> None:
+    """The body of a fresh worker process forked by the fork server: set up the
+    sandbox, run ``task``, kill whatever the check left running, send the record
+    on ``result_fd`` and exit. Never returns."""
+    code = 0
+    try:
+        os.setpgrp()  # its own process group: a timeout kills the check's children too
+        procs.set_parent_death_signal(signal.SIGKILL)
+        if os.getppid() != server_pid:  # the server died before prctl took effect
+            os._exit(1)
+        procs.become_subreaper()  # daemons and new sessions the check starts come back here
+        for sig in (signal.SIGTERM, signal.SIGCHLD, signal.SIGINT):
+            signal.signal(sig, signal.SIG_DFL)
+        if task.limits.memory:
+            resource.setrlimit(resource.RLIMIT_AS, (task.limits.memory, task.limits.memory))
+        os.environ.update(task.env)
+        try:
+            os.chdir(task.root)
+        except OSError:
+            pass
+        observed = execute_task(task)
+        try:
+            data = observed.to_wire()
+        except (TypeError, ValueError) as exc:
+            data = Observed("raised", f"the result is not plain data: {exc}").to_wire()
+        _end_descendants()
+        _send(result_fd, data)
+    except BaseException as exc:  # noqa: BLE001 - report anything, then exit
+        code = 1
+        try:
+            _end_descendants()
+            _send(result_fd, Observed("failed", f"worker: {type(exc).__name__}: {exc}").to_wire())
+        except BaseException:  # noqa: BLE001
+            pass
+    finally:
+        os._exit(code)
+
+
+def _end_descendants() -> None:
+    """Every process the check started, in any session, ends with it."""
+    for _ in range(5):
+        if not procs.descendants(os.getpid()):
+            break
+        procs.kill_tree(os.getpid(), include_self=False)
+        time.sleep(0.01)
+        procs.reap_children()
+    procs.reap_children()
+
+
+def _send(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+    os.close(fd)

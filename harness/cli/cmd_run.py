@@ -83,8 +83,9 @@ def run(
     from harness.runner import RunRequest
     from harness.runner import run as run_request
     from harness.selection import select
-    from harness.signing import load_signer, resolve_sign_key
+    from harness.signing import DeferredKey, resolve_sign_key, take_passphrase
 
+    passphrase = take_passphrase()  # no check or command started later inherits it
     if sum(bool(x) for x in (profile, fast, teeth)) > 1:
         raise UsageError("choose one of --profile, --fast, --teeth")
     profile = profile or ("fast" if fast else "teeth" if teeth else "full")
@@ -109,7 +110,8 @@ def run(
     if not no_evidence:
         evidence_root = Path(evidence_dir) if evidence_dir else cfg.evidence_dir
         if key_path is not None:
-            signer = load_signer(key_path)
+            signer = DeferredKey(key_path, passphrase)
+            signer.check()  # fails now on a wrong passphrase; the key is read after the checks
     selection: dict[str, object] = {
         "paths": list(paths),
         "keyword": keyword,
@@ -129,6 +131,10 @@ def run(
         selection=selection,
         signer=signer,
         outputs=tuple(listeners),
+        pass_env=cfg.pass_env,
+        preload=cfg.preload,
+        limits=cfg.limits,
+        secrets=(passphrase.decode(errors="replace"),) if passphrase else (),
     )
     result = run_request(request)
     return int(ExitCode.GO if result.verdict is Verdict.GO else ExitCode.NOT_GO)
@@ -149,9 +155,31 @@ def run(
     type=click.Path(dir_okay=False),
     help="Sign the rerun's evidence [$HARNESS_SIGN_KEY or [tool.harness] sign-key].",
 )
-def rerun(run_dir: str, criteria: tuple[str, ...], jobs: int | None, sign_key: str | None) -> int:
-    """Run again with the recorded seed, selection and contract text; compare."""
-    from harness.replay import compare_runs, environment_diff, load_recorded
+@click.option(
+    "--key",
+    "keys",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="Public key(s) (PEM) the bundle must verify under before its stored contracts "
+    "run, as for `harness verify` [[tool.harness] allowed-keys].",
+)
+@click.option(
+    "--unverified",
+    is_flag=True,
+    help="Run the bundle's stored contracts without verifying it "
+    "(only for an unsigned bundle you made yourself).",
+)
+def rerun(
+    run_dir: str,
+    criteria: tuple[str, ...],
+    jobs: int | None,
+    sign_key: str | None,
+    keys: tuple[str, ...],
+    unverified: bool,
+) -> int:
+    """Verify a run's bundle, run it again with the recorded seed, selection and
+    contract text, and compare."""
+    from harness.replay import compare_runs, environment_diff, load_recorded, require_verified
     from harness.reporters.terminal import TerminalReporter
     from harness.runner import RunRequest
     from harness.runner import run as run_request
@@ -160,6 +188,18 @@ def rerun(run_dir: str, criteria: tuple[str, ...], jobs: int | None, sign_key: s
 
     cfg = config()
     old_dir = Path(run_dir)
+    if unverified:
+        if keys:
+            raise UsageError("--unverified and --key exclude each other")
+        click.echo(
+            f"warning: --unverified: {run_dir} was not verified; "
+            "its stored contracts run as they are",
+            err=True,
+        )
+    else:
+        key_paths = [Path(k) for k in keys] or list(cfg.allowed_keys)
+        require_verified(old_dir, key_paths)
+        click.echo(f"{run_dir} verifies under {len(key_paths)} key(s)")
     meta, contracts, old = load_recorded(old_dir)
     sel = meta.get("selection", {})
     chosen = select(

@@ -21,10 +21,11 @@ import stat
 import struct
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.bindings import import_dotted
+from harness.bindings import resolve_allowed
 from harness.errors import HarnessError
 
 
@@ -231,15 +232,27 @@ INJECTORS: dict[str, type[Injector]] = {
 }
 
 
-def make_injector(name: str, params: dict[str, Any], seed: int) -> Injector:
+def injector_class(name: str, allowed: Sequence[str] = ()) -> type[Injector]:
+    """The injector class ``name`` stands for: a generic one by its name, or a
+    ``module:Class`` of the project's, checked against ``allowed`` (empty allows
+    anything) before its module is imported. Raises KeyError for an unknown
+    name, BindingError for a refused or missing class, ValueError for a class
+    that is not an Injector."""
     if name in INJECTORS:
-        return INJECTORS[name](params, seed)
+        return INJECTORS[name]
     if ":" in name:
-        cls = import_dotted(name)
+        cls = resolve_allowed(name, allowed, "fault injector")
         if isinstance(cls, type) and issubclass(cls, Injector):
-            return cls(params, seed)
+            return cls
         raise ValueError(f"'{name}' is not an Injector class")
     raise KeyError(f"'{name}' (known: {', '.join(sorted(INJECTORS))})")
+
+
+def make_injector(
+    name: str, params: dict[str, Any], seed: int, allowed: Sequence[str] = ()
+) -> Injector:
+    """An injector ready for ``ctx.fault`` (see ``injector_class`` for ``name``)."""
+    return injector_class(name, allowed)(params, seed)
 
 
 def wait_for(predicate: Any, timeout: float, interval: float = 0.01) -> bool:
@@ -252,4 +265,11 @@ def wait_for(predicate: Any, timeout: float, interval: float = 0.01) -> bool:
     return bool(predicate())
 
 
-__all__ = ["INJECTORS", "InjectionFailed", "Injector", "make_injector", "wait_for"]
+__all__ = [
+    "INJECTORS",
+    "InjectionFailed",
+    "Injector",
+    "injector_class",
+    "make_injector",
+    "wait_for",
+]

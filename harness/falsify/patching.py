@@ -9,37 +9,30 @@ same mutant code as the worker.
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
 
-from harness.bindings import BindingError, import_dotted
+from harness.bindings import resolve_allowed, resolve_patch_target
 
 _ACTIVE: dict[str, str] = {}
 
 
-def apply_patch(target: str, replacement: str) -> None:
-    """Replace ``module:attr`` with the object named by ``replacement`` (this process only)."""
-    mod_name, _, attr = target.partition(":")
-    try:
-        owner: Any = importlib.import_module(mod_name)
-    except Exception as exc:
-        raise BindingError(f"mutant target module '{mod_name}' cannot be imported: {exc}") from exc
-    parts = attr.split(".")
-    for part in parts[:-1]:
-        if not hasattr(owner, part):
-            raise BindingError(f"mutant target '{target}' does not exist")
-        owner = getattr(owner, part)
-    if not hasattr(owner, parts[-1]):
-        raise BindingError(f"mutant target '{target}' does not exist")
-    setattr(owner, parts[-1], import_dotted(replacement))
+def apply_patch(target: str, replacement: str, allowed: Sequence[str] = ()) -> None:
+    """Replace ``module:attr`` with the object named by ``replacement`` (this process only).
+
+    Both names are checked against ``allowed`` (``[tool.harness] allowed-packages``;
+    empty allows anything) before anything is imported, as at lint time: the
+    target's holder and the replacement must be code of an allowed package.
+    Raises BindingError, and patches nothing, when either is refused or missing."""
+    owner, name = resolve_patch_target(target, allowed, "mutant target")
+    value = resolve_allowed(replacement, allowed, "mutant replacement")
+    setattr(owner, name, value)
     _ACTIVE[target] = replacement
 
 
-def apply_patches(patches: Mapping[str, str]) -> None:
+def apply_patches(patches: Mapping[str, str], allowed: Sequence[str] = ()) -> None:
     """Apply several patches (e.g. those a parent process reported), in order."""
     for target, replacement in patches.items():
-        apply_patch(target, replacement)
+        apply_patch(target, replacement, allowed)
 
 
 def active_patches() -> dict[str, str]:

@@ -28,6 +28,7 @@ COLOR = {
     "KILLED": "#1a7f37",
     "SURVIVED": "#1a7f37",
     "MISSED": "#9a6700",
+    "CRASHED": "#9a6700",
     "REFUTED": "#cf222e",
     "NOT_RUN": "#6e7781",
 }
@@ -263,6 +264,7 @@ def render_html(
         "SKIP",
         "KILLED",
         "MISSED",
+        "CRASHED",
         "SURVIVED",
         "REFUTED",
         "NOT_RUN",

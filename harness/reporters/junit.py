@@ -13,6 +13,7 @@ _BAD_FALSIFIER = {
     FalsifierOutcome.REFUTED: "failure",
     FalsifierOutcome.MISSED: "failure",
     FalsifierOutcome.ERROR: "error",
+    FalsifierOutcome.CRASHED: "error",
     FalsifierOutcome.NOT_RUN: "skipped",
 }
 

@@ -56,6 +56,7 @@ def sarif_log(result: RunResult, contracts: ContractSet | None) -> dict[str, Any
             if f.outcome in (
                 FalsifierOutcome.REFUTED,
                 FalsifierOutcome.MISSED,
+                FalsifierOutcome.CRASHED,
                 FalsifierOutcome.ERROR,
             ):
                 decl_f = (

@@ -281,8 +281,12 @@ def test_rerun_matches_and_notices_a_difference(project, tmp_path):
     )
     r = CliRunner().invoke(cli, ["run", "-j", "1", "--seed", "4"])
     run_dir = next(p for p in (project.root / "evidence").iterdir() if p.name[0].isdigit())
+    # an unsigned bundle: rerun refuses it unless told --unverified
     r = CliRunner().invoke(cli, ["rerun", str(run_dir)])
+    assert r.exit_code == 4 and "--unverified" in r.output, r.output
+    r = CliRunner().invoke(cli, ["rerun", "--unverified", str(run_dir)])
     assert r.exit_code == 0, r.output
+    assert "was not verified" in r.output
     assert "rerun matches" in r.output
     # the recorded contract text is what reruns, not today's file
     project.contract(
@@ -291,13 +295,13 @@ def test_rerun_matches_and_notices_a_difference(project, tmp_path):
             check="demochecks:square_is_nonneg", expect="square: {ge: 0}", params="{x: 5}"
         ),
     )
-    r = CliRunner().invoke(cli, ["rerun", str(run_dir)])
+    r = CliRunner().invoke(cli, ["rerun", "--unverified", str(run_dir)])
     assert r.exit_code == 0, r.output
     # a changed observation is reported
     data = json.loads((run_dir / "results.json").read_text())
     data["criteria"][0]["invariants"][0]["observations"]["square"] = 10
     (run_dir / "results.json").write_text(json.dumps(data))
-    r = CliRunner().invoke(cli, ["rerun", str(run_dir)])
+    r = CliRunner().invoke(cli, ["rerun", "--unverified", str(run_dir)])
     assert r.exit_code == 1 and "INV-DEMO-001.square: 10 -> 9" in r.output
 
 

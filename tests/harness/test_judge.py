@@ -62,14 +62,48 @@ def test_comparators(comparators, observed, expected):
     assert ok(comparators, observed) is expected
 
 
-@pytest.mark.parametrize("op", ["le", "lt", "ge", "gt", "approx", "eq"])
+@pytest.mark.parametrize("op", ["le", "lt", "ge", "gt", "approx", "eq", "ne"])
 def test_nan_never_satisfies(op):
     assert not ok({op: 1.0}, math.nan)
     assert not ok({op: math.nan}, math.nan)
 
 
-def test_ne_nan_is_not_equal():
-    assert ok({"ne": 1.0}, math.nan)
+def test_nan_fails_ne_and_in_too():
+    """Finding 11: a check returning NaN under `ne: 0` was PASS."""
+    assert not ok({"ne": 0}, math.nan)
+    assert not ok({"in": [0, 1]}, math.nan)
+    assert not ok({"ne": [0.0, 1.0]}, [math.nan, 1.0])
+
+
+def test_numpy_scalars_are_numbers():
+    """Finding 11: np.float32(0.0) was judged FAIL ("expected a number, got float32")."""
+    np = pytest.importorskip("numpy")
+    for value in (np.float32(0.0), np.float64(0.0), np.int64(0), np.int8(0)):
+        assert ok({"le": 0.5}, value)
+        assert ok({"eq": 0}, value)
+        assert ok({"approx": 0.0, "abs": 1e-9}, value)
+    assert not ok({"ne": 0}, np.float32("nan"))
+    assert ok({"eq": True}, np.bool_(True))
+
+
+@pytest.mark.parametrize(
+    ("comparators", "observed"),
+    [
+        ({"le": 1}, "0"),
+        ({"eq": 1}, "1"),
+        ({"eq": True}, 1),
+        ({"ne": 1}, [1]),
+        ({"matches": "x"}, 3),
+        ({"in": [1, 2]}, "1"),
+    ],
+)
+def test_wrong_type_is_error_not_fail(comparators, observed):
+    """Finding 11: a type mismatch was FAIL, so a mutant could be "killed" by a type error."""
+    outcome, judgements, message = judge_observations(
+        [Expectation("x", comparators)], {"x": observed}
+    )
+    assert outcome is InvariantOutcome.ERROR, message
+    assert judgements[0].error
 
 
 def test_infinities():

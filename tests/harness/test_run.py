@@ -275,23 +275,15 @@ falsifiers:
     contracts = load_contract_set([project.root / "contracts"])
     inv = contracts.invariants["INV-DEMO-001"]
     fal = contracts.falsifiers[0]
+    from harness.judge import judge_task
     from harness.plan import CheckDone, Task
 
     def task(key, falsifier):
-        return Task(
-            key,
-            inv,
-            falsifier,
-            1,
-            str(project.root / "checks" / key),
-            30,
-            str(project.root),
-            fresh=falsifier is not None,
-        )
+        return Task(key, inv, falsifier, 1, str(project.root / "checks" / key), 30, str(project.root))
 
     ex = LocalProcessExecutor(jobs=1)
     results = [
-        e.result
+        judge_task(e.task, e.observed)
         for e in ex.run(
             [task("INV-DEMO-001", None), task("FALSIFY-DEMO-001", fal), task("INV-DEMO-001b", None)]
         )

@@ -1,0 +1,133 @@
+"""The fork server: a clean process that forks one fresh worker per task.
+
+The coordinator (``harness.executor``) starts it with ``python -m
+harness.forkserver`` in a scrubbed environment, its own session, stdin from
+/dev/null and stdout/stderr to a log file: it holds none of the coordinator's
+memory, secrets or terminal. It imports the heavy modules once (``preload``),
+then for every task forks a child that runs ``harness.worker.child_main`` and
+exits, so every check starts from the same state and none sees another's.
+
+Protocol on one AF_UNIX SOCK_SEQPACKET socket (one message per packet):
+coordinator -> server, pickled (the coordinator is trusted):
+  ``("run", task_id, task)`` with the task's result socket passed as SCM_RIGHTS,
+  ``("kill", pid)``, ``("stop",)``;
+server -> coordinator, JSON: ``{"op": "ready", ...}``,
+  ``{"op": "started", "id": task_id, "pid": pid}``,
+  ``{"op": "exited", "pid": pid, "status": wait_status}``.
+The server dies with the coordinator (parent-death signal, and EOF on the
+socket), and kills every worker and every process a worker left behind: it is a
+child subreaper, so orphans of a killed worker come back to it and are killed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import pickle
+import select
+import signal
+import socket
+import sys
+import time
+from typing import Any
+
+from harness import procs
+
+MAX_PACKET = 4 * 1024 * 1024
+
+
+def _send(sock: socket.socket, msg: dict[str, Any]) -> None:
+    try:
+        sock.send(json.dumps(msg).encode())
+    except OSError:
+        pass
+
+
+def _kill_everything() -> None:
+    procs.kill_tree(os.getpid(), include_self=False)
+    procs.reap_children()
+
+
+def serve(fd: int, coordinator: int, config: dict[str, Any]) -> None:
+    sock = socket.socket(fileno=fd)
+    procs.set_parent_death_signal(signal.SIGTERM)
+    if os.getppid() != coordinator:  # it died before the signal was armed
+        return
+    procs.become_subreaper()
+
+    def on_term(signum: int, frame: Any) -> None:
+        _kill_everything()
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    root = config.get("root")
+    if root and root not in sys.path:
+        sys.path.insert(0, root)
+    if root:
+        os.chdir(root)
+    loaded, failed = [], {}
+    for name in ["harness.worker", *config.get("preload", [])]:
+        try:
+            importlib.import_module(name)
+            loaded.append(name)
+        except BaseException as exc:  # noqa: BLE001 - a preload is an optimisation only
+            failed[name] = f"{type(exc).__name__}: {exc}"
+    from harness.worker import child_main
+
+    _send(sock, {"op": "ready", "pid": os.getpid(), "preloaded": loaded, "failed": failed})
+    workers: set[int] = set()
+    while True:
+        ready, _, _ = select.select([sock], [], [], 0.2)
+        for pid, status in procs.reap_children():
+            if pid in workers:
+                workers.discard(pid)
+                _send(sock, {"op": "exited", "pid": pid, "status": status})
+        for orphan in procs.children(os.getpid()):
+            if orphan not in workers:  # left behind by a worker that was killed
+                procs.kill_tree(orphan)
+        if not ready:
+            continue
+        try:
+            data, fds, _, _ = socket.recv_fds(sock, MAX_PACKET, 4)
+        except OSError:
+            data, fds = b"", []
+        if not data:  # the coordinator is gone
+            _kill_everything()
+            return
+        msg = pickle.loads(data)
+        op = msg[0]
+        if op == "stop":
+            _kill_everything()
+            return
+        if op == "kill":
+            if msg[1] in workers:
+                procs.kill_tree(msg[1])
+            continue
+        if op == "run":
+            _, task_id, task = msg
+            result_fd = fds[0]
+            server = os.getpid()
+            pid = os.fork()
+            if pid == 0:  # the worker
+                try:
+                    sock.close()
+                    for extra in fds[1:]:
+                        os.close(extra)
+                finally:
+                    child_main(task, result_fd, server)
+            for f in fds:
+                os.close(f)
+            workers.add(pid)
+            _send(sock, {"op": "started", "id": task_id, "pid": pid, "t": time.time()})
+
+
+def main() -> None:
+    fd, coordinator, config = int(sys.argv[1]), int(sys.argv[2]), json.loads(sys.argv[3])
+    serve(fd, coordinator, config)
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

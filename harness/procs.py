@@ -1,0 +1,211 @@
+"""Process plumbing for the trust boundary (Linux; harmless no-ops elsewhere).
+
+- ``set_parent_death_signal``: a worker dies with the process that started it;
+- ``become_subreaper``: orphans of a check (a daemon it started, a child in a
+  new session) are re-parented to the worker, which kills them when the check
+  ends, instead of escaping to init;
+- ``kill_tree``: stop, then kill, a process and every descendant;
+- ``make_undumpable``: the coordinator's memory and environment are not readable
+  through ``/proc`` or ptrace by other processes of the same (non-root) user;
+- ``scrubbed_environment``: the environment a check gets (an allowlist).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import fnmatch
+import os
+import re
+import signal
+import sys
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+_PR_SET_PDEATHSIG = 1
+_PR_SET_DUMPABLE = 4
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+_LIBC: list[Any] = []
+
+
+def _libc() -> Any:
+    """libc, loaded once (``find_library`` runs a subprocess: never per worker)."""
+    if not _LIBC:
+        try:
+            _LIBC.append(ctypes.CDLL("libc.so.6", use_errno=True))
+        except OSError:
+            _LIBC.append(ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True))
+    return _LIBC[0]
+
+
+def _prctl(option: int, value: int) -> bool:
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return int(_libc().prctl(option, value, 0, 0, 0)) == 0
+    except (OSError, AttributeError, TypeError):
+        return False
+
+
+def set_parent_death_signal(sig: int = signal.SIGKILL) -> bool:
+    return _prctl(_PR_SET_PDEATHSIG, int(sig))
+
+
+def become_subreaper() -> bool:
+    return _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+
+
+def make_undumpable() -> bool:
+    return _prctl(_PR_SET_DUMPABLE, 0)
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (from /proc; empty where /proc has no such file)."""
+    out: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tasks:
+        try:
+            text = Path(f"/proc/{pid}/task/{tid}/children").read_text()
+        except OSError:
+            continue
+        out += [int(x) for x in text.split()]
+    return out
+
+
+def descendants(pid: int) -> list[int]:
+    seen: list[int] = []
+    todo = children(pid)
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.append(p)
+        todo += children(p)
+    return seen
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def kill_tree(pid: int, include_self: bool = True) -> int:
+    """SIGSTOP every descendant (so none forks again), then SIGKILL them all.
+    Returns how many processes were signalled."""
+    total = 0
+    for _ in range(3):  # a process may have forked between the walk and the stop
+        procs = descendants(pid)
+        if include_self:
+            procs.insert(0, pid)
+        if not procs:
+            break
+        for p in procs:
+            _signal(p, signal.SIGSTOP)
+        for p in procs:
+            _signal(p, signal.SIGKILL)
+        total += len(procs)
+        if include_self:
+            break
+    return total
+
+
+def reap_children() -> list[tuple[int, int]]:
+    """Collect every exited child: ``[(pid, wait status)]``."""
+    out: list[tuple[int, int]] = []
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return out
+        if pid == 0:
+            return out
+        out.append((pid, status))
+
+
+# --------------------------------------------------------------------------- environment
+
+#: what every check gets from the coordinator's environment, when set
+BASE_ENV = (
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LANGUAGE",
+    "LC_*",
+    "TZ",
+    "TMPDIR",
+    "TEMP",
+    "TMP",
+    "TERM",
+    "VIRTUAL_ENV",
+    "PYTHON*",
+    "OMP_*",
+    "MKL_*",
+    "OPENBLAS_*",
+    "BLIS_*",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_*",
+    "NUMBA_*",
+    "HARNESS_*",
+)
+
+#: never passed, whatever the lists say
+NEVER_PASS = ("HARNESS_SIGN_KEY_PASSPHRASE", "HARNESS_SIGN_KEY")
+
+_SECRET = re.compile(
+    r"(SECRET|TOKEN|PASSW|PASSPHRASE|CREDENTIAL|PRIVATE|API_?KEY|ACCESS_?KEY|AUTH|SESSION|COOKIE"
+    r"|(^|_)KEY$|_PAT$|SIGNING)",
+    re.IGNORECASE,
+)
+
+
+def looks_secret(name: str) -> bool:
+    return bool(_SECRET.search(name))
+
+
+def _matches(name: str, patterns: Iterable[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def scrubbed_environment(
+    environ: Mapping[str, str], pass_env: Iterable[str] = ()
+) -> dict[str, str]:
+    """The allowlist ``BASE_ENV`` (minus secret-looking ``HARNESS_*`` names) plus the
+    names (or patterns) in ``pass_env``; the signing variables never pass."""
+    extra = list(pass_env)
+    out = {}
+    for name, value in environ.items():
+        if name in NEVER_PASS:
+            continue
+        if _matches(name, extra):
+            out[name] = value
+        elif _matches(name, BASE_ENV) and not (name.startswith("HARNESS_") and looks_secret(name)):
+            out[name] = value
+    return out
+
+
+def secret_values(environ: Mapping[str, str], min_length: int = 6) -> dict[str, str]:
+    """``{value: name}`` of every variable whose name looks secret (for redaction)."""
+    out = {}
+    for name, value in environ.items():
+        if (looks_secret(name) or name in NEVER_PASS) and len(value) >= min_length:
+            out[value] = name
+    return out
+
+
+def redact(data: bytes, secrets_: Mapping[str, str]) -> bytes:
+    """``data`` with every secret value replaced by ``[REDACTED:NAME]``."""
+    for value, name in sorted(secrets_.items(), key=lambda kv: -len(kv[0])):
+        raw = value.encode(errors="surrogateescape")
+        if raw and raw in data:
+            data = data.replace(raw, f"[REDACTED:{name}]".encode())
+    return data

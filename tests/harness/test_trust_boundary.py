@@ -1,0 +1,550 @@
+"""Checks are untrusted: each test is an attack a hostile check could make, and
+asserts that the attack fails and the verdict is right (issue 12, SECURITY.md)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from harness.cli import cli
+from harness.loader import load_contract_set
+from harness.model import FalsifierOutcome, InvariantOutcome, Verdict
+from harness.runner import run_contracts
+from harness.signing import generate_keypair, load_public_key
+from harness.verify import verify_run
+from tests.harness.conftest import simple_contract
+
+HOSTILE = '''
+import gc, os, sys, json, pathlib, subprocess, time
+
+def hijack(ctx):
+    """Replace every judge this process can reach, then report a failing value."""
+    from harness.model import InvariantOutcome
+    import harness.judge as judge
+    judge.judge_observations = lambda expect, obs: (InvariantOutcome.PASS, (), "")
+    judge.judge_task = lambda *a, **k: None
+    import harness.evaluate as evaluate
+    evaluate.call_check = lambda check, ctx, allowed=(): {"ok": 1}
+    import harness.worker as worker
+    worker.execute_task = lambda task: None
+    return {"ok": 0}
+
+def honest_failure(ctx):
+    return {"ok": 0}
+
+STATE = {"patched": False}
+
+def patch_state(ctx):
+    STATE["patched"] = True
+    import json as j
+    j.dumps = lambda *a, **k: "{}"
+    return {"ok": 1}
+
+def sees_patch(ctx):
+    import json as j
+    return {"ok": 0 if STATE["patched"] or j.dumps([1]) != "[1]" else 1}
+
+def snoop(ctx):
+    """Look for the signing key and secrets everywhere a check can look."""
+    found = []
+    for obj in gc.get_objects():
+        name = type(obj).__name__
+        if name in ("Signer", "DeferredKey", "Ed25519PrivateKey", "_Ed25519PrivateKey"):
+            found.append(name)
+    print("ENVIRON", json.dumps(dict(os.environ)))
+    pid = os.getpid()
+    for _ in range(6):  # every ancestor's environment and command line
+        try:
+            print("PROC", pid, pathlib.Path(f"/proc/{pid}/environ").read_bytes())
+        except OSError as exc:
+            print("PROC", pid, "unreadable", exc)
+        try:
+            pid = int(pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+        if pid <= 1:
+            break
+    return {"found": len(found), "passphrase_in_env": int(
+        any("PASSPHRASE" in k or "AWS_SECRET" in k for k in os.environ))}
+
+def plant(ctx):
+    """Write into the evidence folder of the running run, and remove its marker."""
+    root = pathlib.Path(ctx.root) / "evidence"
+    planted = []
+    for run in root.iterdir():
+        if not run.is_dir() or not run.name[0].isdigit():
+            continue
+        (run / "INCOMPLETE").unlink(missing_ok=True)
+        for rel in ("criteria/AC-DEMO-001/planted.txt", "criteria/AC-DEMO-001/.hidden",
+                    "criteria/AC-DEMO-001/artifacts/x/manifest.json", "planted-top.txt"):
+            p = run / rel
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text("planted by a check")
+            planted.append(rel)
+    inside = str(ctx.scratch).startswith(str(root.resolve())) or str(ctx.scratch).startswith(str(root))
+    return {"planted": len(planted), "scratch_in_evidence": int(inside)}
+
+def hog_memory(ctx):
+    block = bytearray(ctx.params.get("bytes", 3 * 1024**3))
+    return {"ok": len(block)}
+
+def chatty(ctx):
+    line = b"x" * 1023 + b"\\n"
+    for _ in range(ctx.params.get("kib", 50 * 1024)):
+        os.write(1, line)
+    return {"ok": 1}
+
+def spawn_daemons(ctx):
+    """Children that try to outlive the check: a new session, and a double fork."""
+    pids = pathlib.Path(ctx.params["pidfile"])
+    a = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    b = subprocess.Popen([sys.executable, "-c",
+        "import os,subprocess,sys,time\\n"
+        "p = subprocess.Popen(['sleep','300'], start_new_session=True)\\n"
+        "open(sys.argv[1],'a').write(str(p.pid)+'\\\\n')\\n", str(pids)])
+    b.wait()
+    with open(pids, "a") as fh:
+        fh.write(f"{a.pid}\\n")
+    return {"ok": 1}
+
+def float32_zero(ctx):
+    import numpy as np
+    return {"err": np.float32(0.0), "nan": float("nan")}
+
+def returns_text(ctx):
+    return {"ok": "1"}
+
+def not_plain(ctx):
+    return {"ok": object()}
+'''
+
+
+@pytest.fixture
+def hostile(project):
+    (project.root / "hostile.py").write_text(HOSTILE)
+    return project
+
+
+def run(project, body: str, jobs: int = 1, **kw):
+    project.contract("c", body)
+    contracts = load_contract_set([project.root / "contracts"])
+    kw.setdefault("default_timeout", 60)
+    return run_contracts(contracts, contracts.criteria, jobs=jobs, seed=3, root=project.root, **kw)
+
+
+def two_invariants(first: str, second: str, expect: str = "ok: {eq: 1}") -> str:
+    return f"""
+version: 1
+contract: {{name: hostile, title: hostile checks}}
+criteria:
+  - id: AC-DEMO-001
+    title: first
+    severity: blocker
+    references: [test]
+    invariants: [INV-DEMO-001]
+  - id: AC-DEMO-002
+    title: second
+    severity: blocker
+    references: [test]
+    invariants: [INV-DEMO-002]
+invariants:
+  - id: INV-DEMO-001
+    title: first
+    check: {{python: "{first}"}}
+    expect: {{{expect}}}
+  - id: INV-DEMO-002
+    title: second
+    check: {{python: "{second}"}}
+    expect: {{{expect}}}
+"""
+
+
+# --------------------------------------------------------------------------- 1. judging
+
+
+def test_a_check_that_replaces_the_judge_cannot_pass_itself_or_the_next_check(hostile):
+    """Finding 1: a check replaced the worker's judge and made itself and a later
+    failing check PASS. Judging is in the coordinator; every check has a fresh process."""
+    result = run(hostile, two_invariants("hostile:hijack", "hostile:honest_failure"), jobs=1)
+    outcomes = {i.invariant_id: i.outcome for c in result.criteria for i in c.invariants}
+    assert outcomes == {"INV-DEMO-001": InvariantOutcome.FAIL, "INV-DEMO-002": InvariantOutcome.FAIL}
+    assert result.verdict is Verdict.NO_GO
+
+
+def test_module_state_a_check_patches_never_reaches_the_next_check(hostile):
+    """Finding 1: module state (ours or the core's) leaked into later checks in a reused worker."""
+    result = run(hostile, two_invariants("hostile:patch_state", "hostile:sees_patch"), jobs=1)
+    outcomes = {i.invariant_id: i.outcome for c in result.criteria for i in c.invariants}
+    assert outcomes["INV-DEMO-002"] is InvariantOutcome.PASS, result.criteria[1].reasons
+
+
+def test_every_check_gets_a_fresh_process(hostile, tmp_path):
+    (hostile.root / "pidcheck.py").write_text(
+        "import os\ndef pid(ctx):\n    return {'pid': os.getpid()}\n"
+    )
+    result = run(hostile, two_invariants("pidcheck:pid", "pidcheck:pid", "pid: {gt: 0}"), jobs=1)
+    pids = [i.observations["pid"] for c in result.criteria for i in c.invariants]
+    assert len(set(pids)) == 2 and os.getpid() not in pids
+
+
+# --------------------------------------------------------------------------- 2. secrets
+
+
+def test_no_check_can_reach_the_signing_key_or_secrets(hostile, tmp_path):
+    """Finding 2: the decrypted key was in every worker's memory, and the passphrase
+    and other secrets reached every check and the bundle's logs."""
+    priv, pub = generate_keypair(tmp_path / "keys" / "signing.key", passphrase=b"pass-phrase-123")
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key(priv.read_bytes(), password=b"pass-phrase-123")
+    raw = key.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+    hostile.contract(
+        "c",
+        simple_contract(check="hostile:snoop", expect="found: {eq: 0}", falsifiers="").replace(
+            "      found: {eq: 0}", "      found: {eq: 0}\n      passphrase_in_env: {eq: 0}"
+        ),
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(hostile.root),
+        "HARNESS_SIGN_KEY_PASSPHRASE": "pass-phrase-123",
+        "AWS_SECRET_ACCESS_KEY": "fake-aws-secret-987",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "run", "--sign-key", str(priv), "-j", "1"],
+        cwd=hostile.root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    run_dir = max((hostile.root / "evidence").iterdir(), key=lambda p: p.stat().st_mtime)
+    inv = json.loads((run_dir / "results.json").read_text())["criteria"][0]["invariants"][0]
+    assert inv["outcome"] == "PASS", (inv, proc.stdout, proc.stderr)
+    assert inv["observations"] == {"found": 0, "passphrase_in_env": 0}
+    forbidden = [
+        b"pass-phrase-123",
+        b"fake-aws-secret-987",
+        raw,
+        raw.hex().encode(),
+        base64.b64encode(raw),
+    ]
+    for path in run_dir.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            for secret in forbidden:
+                assert secret not in data, f"{secret[:8]!r}... leaked into {path}"
+    log = next(run_dir.rglob("INV-DEMO-001.stdout.txt")).read_text()
+    assert "PROC" in log  # the check did look
+    assert verify_run(run_dir, [load_public_key(pub)]) == []
+
+
+def test_a_wrong_passphrase_stops_the_run_before_any_check(project, tmp_path):
+    priv, _ = generate_keypair(tmp_path / "k" / "signing.key", passphrase=b"right")
+    project.contract("c", simple_contract())
+    env = {**os.environ, "HARNESS_SIGN_KEY_PASSPHRASE": "wrong", "PYTHONPATH": str(project.root)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "run", "--sign-key", str(priv)],
+        cwd=project.root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 4, proc.stderr
+    assert "passphrase" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (project.root / "evidence").exists() or not any(
+        p.name[0].isdigit() for p in (project.root / "evidence").iterdir()
+    )
+
+
+def test_the_environment_is_an_allowlist(monkeypatch):
+    from harness.procs import redact, scrubbed_environment, secret_values
+
+    environ = {
+        "PATH": "/bin",
+        "HOME": "/root",
+        "OMP_NUM_THREADS": "1",
+        "HARNESS_SIGN_KEY_PASSPHRASE": "p",
+        "HARNESS_API_TOKEN": "t",
+        "HARNESS_STAGING_CONTEXT": "ctx",
+        "AWS_SECRET_ACCESS_KEY": "aws",
+        "GITHUB_TOKEN": "gh",
+        "MY_SERVICE_URL": "http://x",
+    }
+    env = scrubbed_environment(environ, ["MY_*", "HARNESS_SIGN_KEY_PASSPHRASE"])
+    assert env == {
+        "PATH": "/bin",
+        "HOME": "/root",
+        "OMP_NUM_THREADS": "1",
+        "HARNESS_STAGING_CONTEXT": "ctx",
+        "MY_SERVICE_URL": "http://x",
+    }
+    secrets = secret_values({"GITHUB_TOKEN": "ghp_abcdef123", "PATH": "/usr/bin/abc"})
+    assert redact(b"token=ghp_abcdef123 path=/usr/bin/abc", secrets) == (
+        b"token=[REDACTED:GITHUB_TOKEN] path=/usr/bin/abc"
+    )
+
+
+def test_pass_env_in_the_contract_reaches_only_that_check(project, monkeypatch):
+    (project.root / "envcheck.py").write_text(
+        "import os\ndef env(ctx):\n    return {'has': int('MY_SERVICE_URL' in os.environ)}\n"
+    )
+    monkeypatch.setenv("MY_SERVICE_URL", "http://127.0.0.1:1")
+    body = two_invariants("envcheck:env", "envcheck:env", "has: {eq: 1}").replace(
+        '    check: {python: "envcheck:env"}\n    expect: {has: {eq: 1}}\n  - id: INV-DEMO-002',
+        '    check: {python: "envcheck:env"}\n    expect: {has: {eq: 1}}\n'
+        "    pass-env: [MY_SERVICE_URL]\n  - id: INV-DEMO-002",
+    )
+    result = run(project, body)
+    outcomes = {i.invariant_id: i.outcome for c in result.criteria for i in c.invariants}
+    assert outcomes == {"INV-DEMO-001": InvariantOutcome.PASS, "INV-DEMO-002": InvariantOutcome.FAIL}
+
+
+# --------------------------------------------------------------------------- 3. evidence folder
+
+
+def test_files_a_check_plants_in_the_evidence_are_never_sealed(hostile, tmp_path):
+    """Finding 3: a planted file was sealed into the signed manifest, and the
+    INCOMPLETE marker was deleted mid-run."""
+    priv, pub = generate_keypair(tmp_path / "k" / "signing.key")
+    from harness.signing import load_signer
+
+    result = run(
+        hostile,
+        simple_contract(
+            check="hostile:plant", expect="scratch_in_evidence: {eq: 0}", falsifiers=""
+        ),
+        evidence_root=hostile.root / "evidence",
+        signer=load_signer(priv),
+    )
+    inv = result.criteria[0].invariants[0]
+    assert inv.observations["planted"] == 4 and inv.outcome is InvariantOutcome.PASS
+    run_dir = Path(result.evidence_dir)
+    manifest = json.loads((run_dir / "criteria" / "AC-DEMO-001" / "manifest.json").read_text())
+    assert not {"planted.txt", ".hidden", "artifacts/x/manifest.json"} & set(manifest)
+    problems = verify_run(run_dir, [load_public_key(pub)])
+    for rel in ("planted.txt", ".hidden", "artifacts/x/manifest.json", "planted-top.txt"):
+        assert any(rel in p and "unexpected" in p for p in problems), (rel, problems)
+    audit = (run_dir / "audit.jsonl").read_text()
+    assert '"tamper"' in audit  # the removed marker was noticed and restored
+
+
+def test_checks_work_outside_the_evidence_folder(project):
+    (project.root / "where.py").write_text(
+        "def where(ctx):\n    return {'scratch': str(ctx.scratch), 'dir': str(ctx.artifact_dir)}\n"
+    )
+    result = run(
+        project,
+        simple_contract(check="where:where", expect="scratch: {matches: '.'}", falsifiers=""),
+        evidence_root=project.root / "evidence",
+    )
+    obs = result.criteria[0].invariants[0].observations
+    assert str(project.root / "evidence") not in obs["scratch"]
+    assert str(project.root / "evidence") not in obs["dir"]
+
+
+def test_a_symlinked_artifact_is_never_copied(project, tmp_path):
+    secret = tmp_path / "secret.key"
+    secret.write_text("PRIVATE KEY MATERIAL")
+    (project.root / "linker.py").write_text(
+        "import os\n"
+        "def link(ctx):\n"
+        "    ctx.attach(b'fine', 'ok.txt')\n"
+        f"    os.symlink({str(secret)!r}, ctx.artifact_dir / 'key.pem')\n"
+        "    ctx.artifacts.append('key.pem')\n"
+        "    return {'ok': 1}\n"
+    )
+    result = run(
+        project,
+        simple_contract(check="linker:link", expect="ok: {eq: 1}", falsifiers=""),
+        evidence_root=project.root / "evidence",
+    )
+    run_dir = Path(result.evidence_dir)
+    for path in run_dir.rglob("*"):
+        if path.is_file():
+            assert b"PRIVATE KEY MATERIAL" not in path.read_bytes(), path
+    assert (run_dir / "criteria/AC-DEMO-001/artifacts/INV-DEMO-001/ok.txt").is_file()
+
+
+# --------------------------------------------------------------------------- 9. limits
+
+
+def test_memory_limit_makes_a_hog_error(project):
+    (project.root / "hog.py").write_text(HOSTILE)
+    body = simple_contract(check="hog:hog_memory", expect="ok: {gt: 0}", falsifiers="").replace(
+        "    expect:", "    limits: {memory: 1GiB}\n    expect:"
+    )
+    result = run(project, body)
+    inv = result.criteria[0].invariants[0]
+    assert inv.outcome is InvariantOutcome.ERROR
+    assert "MemoryError" in inv.message and "limit 1 GiB" in inv.message
+
+
+def test_output_beyond_the_limit_is_truncated_with_a_note(hostile):
+    body = simple_contract(
+        check="hostile:chatty", expect="ok: {eq: 1}", falsifiers="", params="{kib: 51200}"
+    ).replace("    expect:", "    limits: {output: 1MiB}\n    expect:")
+    result = run(hostile, body, evidence_root=hostile.root / "evidence")
+    inv = result.criteria[0].invariants[0]
+    assert inv.outcome is InvariantOutcome.PASS
+    assert "truncated" in inv.observations["harness.output"]["stdout"]
+    log = Path(result.evidence_dir) / "criteria/AC-DEMO-001/logs/INV-DEMO-001.stdout.txt"
+    assert log.stat().st_size < 1024**2 + 1024
+    assert b"output truncated: kept 1048576 of 52428800 bytes" in log.read_bytes()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_every_process_a_check_starts_ends_with_it(hostile, tmp_path):
+    pidfile = tmp_path / "pids.txt"
+    body = simple_contract(
+        check="hostile:spawn_daemons",
+        expect="ok: {eq: 1}",
+        falsifiers="",
+        params=f"{{pidfile: {str(pidfile)!r}}}",
+    )
+    result = run(hostile, body)
+    assert result.criteria[0].invariants[0].outcome is InvariantOutcome.PASS
+    pids = [int(x) for x in pidfile.read_text().split()]
+    assert len(pids) == 2
+    deadline = time.monotonic() + 5
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [p for p in pids if _alive(p)]
+
+
+# --------------------------------------------------------------------------- 10. SIGKILL
+
+
+def _orphans(marker: str) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes()
+            cwd = os.readlink(entry / "cwd")
+        except OSError:
+            continue
+        if (marker.encode() in cmd or cwd.startswith(marker)) and _alive(int(entry.name)):
+            out.append(int(entry.name))
+    return out
+
+
+@pytest.mark.slow
+def test_workers_die_with_a_sigkilled_coordinator_and_free_its_stdout(hostile):
+    """Finding 10: after a SIGKILL of `harness run`, workers stayed alive (23 of 36
+    kills, one for 6 minutes) holding the socket and the parent's stdout."""
+    (hostile.root / "slow.py").write_text(
+        "import subprocess, time\n"
+        "def slow(ctx):\n"
+        "    subprocess.Popen(['sleep', '120'], start_new_session=True)\n"
+        "    time.sleep(30)\n"
+        "    return {'ok': 1}\n"
+    )
+    hostile.contract("c", two_invariants("slow:slow", "slow:slow"))
+    env = {**os.environ, "PYTHONPATH": str(hostile.root)}
+    rng = random.Random(12)
+    marker = str(hostile.root)
+    left, hung = [], 0
+    for _ in range(30):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "harness.cli", "run", "-j", "2", "--no-evidence"],
+            cwd=hostile.root,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(rng.uniform(0.1, 2.5))
+        proc.kill()  # the coordinator only, not its process group
+        proc.wait()
+        t0 = time.monotonic()
+        assert proc.stdout is not None
+        proc.stdout.read()  # EOF only when no process holds the pipe
+        if time.monotonic() - t0 > 5:
+            hung += 1
+        proc.stdout.close()
+        deadline = time.monotonic() + 5
+        while _orphans(marker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        left += _orphans(marker)
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    print(f"30 SIGKILLs of the coordinator: {len(left)} orphans, {hung} hung pipes")
+    assert left == [] and hung == 0
+
+
+# --------------------------------------------------------------------------- 11. types
+
+
+def test_numpy_scalars_nan_and_wrong_types_are_judged_right(hostile):
+    """Finding 11: NaN under `ne` passed, np.float32 was "not a number", a type
+    mismatch was FAIL (so a mutant could be "killed" by a type error)."""
+    body = simple_contract(
+        check="hostile:float32_zero", expect="err: {le: 0.001}\n      nan: {ne: 0}", falsifiers=""
+    )
+    result = run(hostile, body)
+    inv = result.criteria[0].invariants[0]
+    assert inv.outcome is InvariantOutcome.FAIL and "NaN" in inv.message
+    assert inv.judgements[0].ok  # the float32 error was judged as the number it is
+    result = run(hostile, simple_contract(check="hostile:returns_text", falsifiers=""))
+    assert result.criteria[0].invariants[0].outcome is InvariantOutcome.ERROR
+    result = run(hostile, simple_contract(check="hostile:not_plain", falsifiers=""))
+    inv = result.criteria[0].invariants[0]
+    assert inv.outcome is InvariantOutcome.ERROR and "not plain data" in inv.message
+
+
+def test_a_mutant_that_only_breaks_the_types_is_crashed_not_killed(hostile):
+    body = simple_contract(
+        check="hostile:honest_failure",
+        expect="ok: {le: 1}",
+        falsifiers="""
+falsifiers:
+  - id: FALSIFY-DEMO-001
+    title: the value becomes text
+    kind: mutant
+    target: INV-DEMO-001
+    mutant:
+      patch: {"hostile:honest_failure": "hostile:returns_text"}
+""",
+    )
+    result = run(hostile, body)
+    assert result.criteria[0].invariants[0].outcome is InvariantOutcome.PASS
+    f = result.criteria[0].falsifiers[0]
+    assert f.outcome is FalsifierOutcome.CRASHED, f
+    assert result.criteria[0].verdict is Verdict.UNPROVEN
+    assert any("not teeth" in r for r in result.criteria[0].reasons)
+
+
+def test_a_malformed_worker_record_is_error(project):
+    from harness.plan import Observed
+
+    for wire in (b"[]", b"{", b'{"status": "won"}', b'{"status": "returned", "artifacts": ["../x"]}'):
+        with pytest.raises(ValueError):
+            Observed.from_wire(wire)
+    assert Observed.from_wire(b'{"status": "returned", "observations": {"x": NaN}}').status
+
+
+def test_the_cli_keeps_working_end_to_end(project):
+    project.contract("c", simple_contract())
+    r = CliRunner().invoke(cli, ["run", "--no-evidence", "-j", "1"])
+    assert r.exit_code == 0, r.output
