@@ -363,18 +363,38 @@ def _call_pytest(node_id: str, ctx: CheckContext) -> dict[str, Any]:
     }
 
 
+TAIL = 64 * 1024  # bytes at the end of a command's stdout searched for its JSON line
+
+
 def _call_command(argv: tuple[str, ...], ctx: CheckContext) -> dict[str, Any]:
+    """Run a command check. Its stdout goes to a file (never into memory, however
+    much it prints), then into the check's log; the last non-empty line, if a JSON
+    object, adds observations beside ``exit_code``."""
     env = dict(os.environ)
     env.update(
         HARNESS_SEED=str(ctx.seed),
         HARNESS_SCRATCH=str(ctx.scratch),
         HARNESS_PARAMS=json.dumps(ctx.params),
     )
-    proc = subprocess.run(list(argv), cwd=ctx.root, env=env, capture_output=True, text=True)
-    sys.stdout.write(proc.stdout)
-    sys.stderr.write(proc.stderr)
+    out_path = ctx.scratch / ".command.stdout"
+    sys.stdout.flush()
+    sys.stderr.flush()
+    with open(out_path, "w+b") as out:
+        proc = subprocess.run(list(argv), cwd=ctx.root, env=env, stdout=out)
+        out.seek(0)
+        sink = getattr(sys.stdout, "buffer", None)
+        while block := out.read(1 << 20):  # into the log, a block at a time
+            if sink is not None:
+                sink.write(block)
+            else:
+                sys.stdout.write(block.decode("utf-8", "replace"))
+        sys.stdout.flush()
+        size = out.tell()
+        out.seek(max(0, size - TAIL))
+        tail = out.read()
+    out_path.unlink(missing_ok=True)
     observations: dict[str, Any] = {"exit_code": proc.returncode}
-    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    lines = [ln for ln in tail.decode("utf-8", "replace").splitlines() if ln.strip()]
     if lines:
         try:
             last = json.loads(lines[-1])

@@ -35,6 +35,7 @@ import yaml
 from harness import __version__
 from harness.audit import AuditLog
 from harness.environment import collect_environment, git_state
+from harness.errors import HarnessError
 from harness.fsutil import atomic_write_bytes, atomic_write_json, dumps_json, sha256_file
 from harness.hooks import Listener, RunInfo
 from harness.model import (
@@ -305,7 +306,7 @@ class EvidenceWriter(Listener):
         lines = [json.dumps(self._observation_line(r), sort_keys=True, default=str) for r in checks]
         self._write_sealed(cid, "observations.jsonl", ("\n".join(lines) + "\n").encode())
         metrics = [
-            json.dumps({"check": r.invariant_id, **m}, sort_keys=True, default=str)
+            json.dumps({**m, "check": r.invariant_id}, sort_keys=True, default=str)
             for r in result.invariants
             for m in r.metrics
         ]
@@ -342,8 +343,14 @@ class EvidenceWriter(Listener):
             summary=result.summary_line(),
         )
         self._write_run_file("run.json", dumps_json(self.run_meta).encode())
-        # every worker is gone: only now is the key read
-        signer = self.load_signer() if self.load_signer is not None else None
+        # every worker is gone: only now is the key decrypted
+        signer, sign_error = None, None
+        if self.load_signer is not None:
+            try:
+                signer = self.load_signer()
+            except HarnessError as exc:  # the bundle is still written, unsigned, and says so
+                sign_error = exc
+                self.audit.append("sign_failed", error=str(exc))
         envelopes: dict[str, str] = {}
         for cid in self.order:
             envelope = dumps_json(make_envelope(self.statements[cid], STATEMENT_TYPE, signer))
@@ -394,6 +401,9 @@ class EvidenceWriter(Listener):
         atomic_write_json(
             self.run_dir / "verdict.dsse.json", make_envelope(body, VERDICT_TYPE, signer)
         )
+        if sign_error is not None:
+            (self.run_dir / MARKER).write_text(f"not signed: {sign_error}\n")
+            raise sign_error
         if not result.interrupted:
             (self.run_dir / MARKER).unlink(missing_ok=True)
         else:
@@ -474,18 +484,27 @@ MAX_ARTIFACT = 512 * 1024 * 1024  # bytes of one artifact file copied into the b
 
 def _read_capped(path: Path, cap: int) -> tuple[bytes, int]:
     """Up to ``cap`` bytes of a regular file (never through a symlink) and its size."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:  # O_NONBLOCK: a FIFO planted in place of a log must not hang the coordinator
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return b"", 0
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             return b"", 0
+        os.set_blocking(fd, True)
         with os.fdopen(fd, "rb", closefd=False) as fh:
             return fh.read(cap), st.st_size
     finally:
         os.close(fd)
+
+
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _declared_files(arts: Path, name: str) -> list[tuple[str, Path]]:
@@ -494,7 +513,7 @@ def _declared_files(arts: Path, name: str) -> list[tuple[str, Path]]:
     if not name or "/" in name or name in (".", ".."):
         return []
     top = arts / name
-    if top.is_symlink():
+    if top.is_symlink() or not _utf8(name):
         return []
     if top.is_file():
         return [(name, top)]
@@ -505,6 +524,8 @@ def _declared_files(arts: Path, name: str) -> list[tuple[str, Path]]:
             dirnames[:] = [d for d in dirnames if not (here / d).is_symlink()]
             for f in filenames:
                 p = here / f
-                if not p.is_symlink() and p.is_file():
-                    out.append((p.relative_to(arts).as_posix(), p))
+                rel = p.relative_to(arts).as_posix()
+                if not _utf8(rel) or p.is_symlink() or not p.is_file():
+                    continue  # a name the statement cannot carry, a link, a pipe
+                out.append((rel, p))
     return sorted(out)

@@ -27,13 +27,16 @@ import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any, Protocol
 
 from harness.plan import CheckDone, CheckStarted, ExecutorEvent, Observed, Task
+from harness.procs import scrubbed_environment
 from harness.worker import execute_task, log_files
 
-MAX_RESULT = 64 * 1024 * 1024  # bytes of one worker's JSON record
+MAX_RESULT = 16 * 1024 * 1024  # bytes of one worker's JSON record
+MAX_CONTAINERS = 1_000_000  # lists and objects in one record (parsing is then bounded)
 START_TIMEOUT = 120.0  # seconds for the fork server to preload and say ready
 
 
@@ -107,8 +110,9 @@ class LocalProcessExecutor:
 
     # -- the fork server ---------------------------------------------------
     def _start_server(self, root: str) -> None:
-        from harness.procs import scrubbed_environment
-
+        if self.control is not None:
+            self.control.close()
+            self.control = None
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = self.env if self.env is not None else scrubbed_environment(os.environ)
         log_dir = self.log_dir or Path(tempfile.gettempdir())
@@ -188,8 +192,6 @@ class LocalProcessExecutor:
         return ""
 
     def _collect(self) -> Iterator[ExecutorEvent]:
-        from multiprocessing.connection import wait
-
         now = time.monotonic()
         deadlines = [r.started + r.task.timeout for r in self._running.values()]
         deadlines += [r.eof_at + 2.0 for r in self._running.values() if r.eof]
@@ -217,6 +219,8 @@ class LocalProcessExecutor:
                     now - run.started,
                 )
             if done is not None:
+                if not run.exited:
+                    self._kill(run)  # it sent its record: nothing of it may go on running
                 run.sock.close()
                 del self._running[task_id]
                 if run.pid is not None:
@@ -258,14 +262,20 @@ class LocalProcessExecutor:
             if not data:  # the fork server died: every running task is lost
                 self._server_lost()
                 return
-            msg = json.loads(data)
-            if msg.get("op") == "started":
-                run = self._running.get(msg["id"])
-                if run is not None:
-                    run.pid = msg["pid"]
-                    self._by_pid[msg["pid"]] = msg["id"]
-            elif msg.get("op") == "exited":
-                self._exits[msg["pid"]] = msg["status"]
+            try:
+                msg = json.loads(data)
+                op, pid = msg.get("op"), int(msg.get("pid", 0))
+            except (ValueError, TypeError, AttributeError):
+                continue
+            if op == "started":
+                run = self._running.get(msg.get("id"))
+                if run is None or run.eof:  # its task already ended (a timeout): end it too
+                    self._send_kill(pid)
+                else:
+                    run.pid = pid
+                    self._by_pid[pid] = msg["id"]
+            elif op == "exited" and pid in self._by_pid:
+                self._exits[pid] = int(msg.get("status", 0))
 
     def _server_lost(self) -> None:
         for run in self._running.values():
@@ -276,7 +286,11 @@ class LocalProcessExecutor:
             self.control.close()
         self.control = None
         if self.server is not None:
-            self.server.wait(timeout=5)
+            try:
+                self.server.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.server.kill()
+                self.server.wait(timeout=5)
         self.server = None
 
     def _finish(self, run: _Running) -> Observed:
@@ -285,22 +299,33 @@ class LocalProcessExecutor:
             return Observed.failed(run.failure, elapsed)
         if not run.data:
             return Observed.failed(_death_reason(run.status), elapsed)
+        data = bytes(run.data)
+        if data.count(b"[") + data.count(b"{") > MAX_CONTAINERS:
+            return Observed.failed(
+                f"the worker's result holds more than {MAX_CONTAINERS} lists or objects", elapsed
+            )
         try:
-            return Observed.from_wire(bytes(run.data))
-        except ValueError as exc:
+            return Observed.from_wire(data)
+        except (ValueError, ArithmeticError, RecursionError) as exc:
             return Observed.failed(f"the worker sent a malformed result: {exc}", elapsed)
 
     def _kill(self, run: _Running) -> None:
         if run.pid is not None:
+            self._send_kill(run.pid)
+
+    def _send_kill(self, pid: int) -> None:
+        """Kill a worker's process group now, and have the server kill its whole tree."""
+        if pid <= 1:
+            return
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        if self.control is not None:
             try:
-                os.killpg(run.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
+                self._send(("kill", pid))
+            except OSError:
                 pass
-            if self.control is not None:
-                try:
-                    self._send(("kill", run.pid))
-                except OSError:
-                    pass
 
     def shutdown(self, kill: bool = False) -> None:
         for run in self._running.values():

@@ -51,6 +51,7 @@ def _kill_everything() -> None:
 
 def serve(fd: int, coordinator: int, config: dict[str, Any]) -> None:
     sock = socket.socket(fileno=fd)
+    procs.make_undumpable()  # no worker may read or write our memory (workers inherit it)
     procs.set_parent_death_signal(signal.SIGTERM)
     if os.getppid() != coordinator:  # it died before the signal was armed
         return

@@ -82,5 +82,13 @@ class Dispatcher(Listener):
             lst.criterion_finished(result)
 
     def run_finished(self, result: RunResult) -> None:
+        """Every listener finishes (the report writers too) even if one fails;
+        the first failure is raised afterwards."""
+        first: BaseException | None = None
         for lst in self.listeners:
-            lst.run_finished(result)
+            try:
+                lst.run_finished(result)
+            except Exception as exc:  # re-raised below, once every listener ran
+                first = first or exc
+        if first is not None:
+            raise first

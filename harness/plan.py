@@ -10,6 +10,7 @@ worker returns for a task: the coordinator alone turns it into a result.
 from __future__ import annotations
 
 import enum
+import fnmatch
 import hashlib
 import json
 import math
@@ -27,6 +28,7 @@ from harness.model import (
     FalsifierResult,
     Invariant,
 )
+from harness.procs import looks_secret
 
 
 class Profile(enum.StrEnum):
@@ -67,9 +69,12 @@ _UNITS = {
 }
 
 
+MAX_SIZE = 1024**5  # no limit is larger than a PiB
+
+
 def parse_size(value: Any, what: str = "size") -> int:
     """``4GiB``, ``512MB``, ``1000000`` -> bytes. ValueError names ``what``."""
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_SIZE:
         return value
     text = str(value).strip().lower().replace(" ", "")
     num = text.rstrip("abcdefghijklmnopqrstuvwxyz")
@@ -80,7 +85,10 @@ def parse_size(value: Any, what: str = "size") -> int:
         n = -1.0
     if unit not in _UNITS or not n > 0 or not math.isfinite(n):
         raise ValueError(f"{what}: {value!r} is not a size (e.g. 512MiB, 4GiB or a byte count)")
-    return int(n * _UNITS[unit])
+    size = int(n * _UNITS[unit])
+    if size > MAX_SIZE:
+        raise ValueError(f"{what}: {value!r} is more than {MAX_SIZE // 1024**4} TiB")
+    return size
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,10 +154,13 @@ def make_plan(
     options: dict[str, Any] | None = None,
     limits: Limits | None = None,
     environ: Mapping[str, str] | None = None,
+    approved_env: Sequence[str] = (),
 ) -> Plan:
     """The tasks of a run. ``environ`` is where an invariant's ``pass-env`` names
-    are looked up (the coordinator's environment); ``limits`` the defaults that
-    an invariant's ``limits:`` block overrides."""
+    are looked up (the coordinator's environment); a name that looks secret must
+    also match ``approved_env`` (``[tool.harness] pass-env``), so a contract in a
+    pull request cannot ask for the CI's secrets. ``limits`` are the defaults
+    that an invariant's ``limits:`` block overrides."""
     if not criteria:
         raise NothingSelected("the selection matched no criterion (see `harness list`)")
     profile = Profile(profile)
@@ -168,8 +179,26 @@ def make_plan(
             or inv.timeout
             or default_timeout
         )
-        names = inv.declared.get("pass-env") or ()
-        env = {n: environ[n] for n in names if environ is not None and n in environ}
+        names = list(inv.declared.get("pass-env") or ())
+        refused = [
+            n
+            for n in names
+            if looks_secret(n) and not any(fnmatch.fnmatchcase(n, a) for a in approved_env)
+        ]
+        if refused:
+            raise ContractError(
+                [
+                    Diagnostic(
+                        inv.location.file,
+                        inv.location.line,
+                        inv.location.col,
+                        f"{inv.id}: pass-env names {', '.join(refused)}, which looks like a "
+                        "secret; a contract may pass a secret only if [tool.harness] pass-env "
+                        "in pyproject.toml lists it too",
+                    )
+                ]
+            )
+        env = {n: (environ or {})[n] for n in names if n in (environ or {})}
         try:
             task_limits = (limits or Limits()).merged(inv.declared.get("limits"), "limits")
         except ValueError as exc:

@@ -62,6 +62,34 @@ def make_undumpable() -> bool:
     return _prctl(_PR_SET_DUMPABLE, 0)
 
 
+def wipe_environ_value(name: str) -> bool:
+    """Overwrite ``name``'s value in this process's C environment block with '*'.
+
+    ``os.environ.pop`` only unlinks the variable; the original bytes stay where
+    ``/proc/<pid>/environ`` (readable by root and, unless undumpable, by the same
+    user) shows them. Call before removing the variable."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        env = ctypes.c_void_p.in_dll(_libc(), "environ").value
+        if not env:
+            return False
+        slots = ctypes.cast(env, ctypes.POINTER(ctypes.c_void_p))
+        prefix = name.encode() + b"="
+        wiped = False
+        for i in range(100_000):
+            addr = slots[i]
+            if not addr:
+                break
+            entry = ctypes.string_at(addr)
+            if entry.startswith(prefix) and len(entry) > len(prefix):
+                ctypes.memset(addr + len(prefix), ord("*"), len(entry) - len(prefix))
+                wiped = True
+        return wiped
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def children(pid: int) -> list[int]:
     """Direct children of ``pid`` (from /proc; empty where /proc has no such file)."""
     out: list[int] = []

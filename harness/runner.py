@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from harness import __version__
-from harness.errors import Interrupted
+from harness.errors import Interrupted, UsageError
 from harness.evidence import EvidenceWriter
-from harness.executor import Executor, LocalProcessExecutor
+from harness.executor import Executor, InlineExecutor, LocalProcessExecutor
 from harness.hooks import Dispatcher, Listener, RunInfo
 from harness.judge import judge_criterion, judge_task, release_verdict
 from harness.model import (
@@ -41,8 +41,15 @@ from harness.model import (
     RunResult,
     Verdict,
 )
-from harness.plan import CheckStarted, Limits, Profile, Task, make_plan
-from harness.procs import make_undumpable, scrubbed_environment, secret_values
+from harness.plan import CheckStarted, Limits, Observed, Profile, Task, make_plan
+from harness.procs import (
+    NEVER_PASS,
+    children,
+    kill_tree,
+    make_undumpable,
+    scrubbed_environment,
+    secret_values,
+)
 
 
 @dataclass(frozen=True)
@@ -123,7 +130,8 @@ def run(request: RunRequest) -> RunResult:
             allowed=request.allowed,
             options=options,
             limits=request.limits,
-            environ=os.environ,
+            environ={k: v for k, v in os.environ.items() if k not in NEVER_PASS},
+            approved_env=request.pass_env,
         )
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -138,6 +146,12 @@ def run(request: RunRequest) -> RunResult:
         root=root,
         log_dir=scratch,
     )
+    if isinstance(executor, InlineExecutor) and request.signer is not None:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise UsageError(
+            "the inline executor runs checks inside the coordinator (no isolation): "
+            "it cannot be used for a signed run"
+        )
     listeners: list[Listener] = list(request.outputs)
     if evidence_root is not None:
         listeners.insert(
@@ -155,6 +169,7 @@ def run(request: RunRequest) -> RunResult:
         str(run_dir) if evidence_root is not None else "",
         getattr(executor, "jobs", request.jobs),
     )
+    before = set(children(os.getpid()))
     events.run_started(info, contracts, plan)
     targets = {inv: [f.id for f in contracts.falsifiers_of(inv)] for inv in contracts.invariants}
     done: dict[str, InvariantResult | FalsifierResult] = {r.falsifier_id: r for r in plan.not_run}
@@ -196,7 +211,7 @@ def run(request: RunRequest) -> RunResult:
                 events.check_started(event.task.key, event.task.kind)
                 continue
             task = tasks_by_key.get(event.task.key, event.task)
-            result = _noted(task, judge_task(task, event.observed, _log_names(task, event.logs)))
+            result = _judged(task, event.observed, _log_names(task, event.logs))
             _save_counterexample(task, result)
             done[task.key] = result
             if isinstance(result, InvariantResult):
@@ -208,6 +223,7 @@ def run(request: RunRequest) -> RunResult:
         interrupted = True
     finally:
         executor.shutdown(kill=interrupted)
+        _end_strays(before)  # nothing a check started outlives the checks
     ordered = tuple(finished[c.id] for c in plan.criteria if c.id in finished)
     verdict = release_verdict(ordered) if not interrupted else Verdict.UNPROVEN
     run_result = RunResult(
@@ -233,6 +249,32 @@ def run(request: RunRequest) -> RunResult:
             f"the checks' scratch folder is kept in {scratch}"
         )
     return run_result
+
+
+def _judged(
+    task: Task, observed: Any, logs: Mapping[str, str]
+) -> InvariantResult | FalsifierResult:
+    """``judge_task``, with any failure to judge what a worker sent (an absurd
+    number, a regex that does not compile) an ERROR of that task, never a crash."""
+    try:
+        return _noted(task, judge_task(task, observed, logs))
+    except Exception as exc:  # the coordinator must survive any worker's data
+        return judge_task(
+            task,
+            Observed.failed(f"cannot judge what the check returned: {type(exc).__name__}: {exc}"),
+        )
+
+
+def _end_strays(before: set[int]) -> None:
+    """Kill and reap every child of ours that appeared during the run (a check's
+    orphan re-parented here when the coordinator is a subreaper, or a fork
+    server that would not stop)."""
+    for pid in set(children(os.getpid())) - before:
+        kill_tree(pid)
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
 
 
 def _deferred(signer: Any) -> Callable[[], Any] | None:
@@ -270,6 +312,13 @@ def _noted(task: Task, result: InvariantResult | FalsifierResult) -> Any:
 def _save_counterexample(task: Task, result: InvariantResult | FalsifierResult) -> None:
     """A refuted property's counterexample: into the evidence (as the check's
     artifact) and the regression store, replayed first by later runs."""
+    try:
+        _write_counterexample(task, result)
+    except (OSError, ValueError, RecursionError):
+        pass  # the result says REFUTED either way; the store is a convenience
+
+
+def _write_counterexample(task: Task, result: InvariantResult | FalsifierResult) -> None:
     if not isinstance(result, FalsifierResult) or result.outcome is not FalsifierOutcome.REFUTED:
         return
     if "counterexample" not in result.detail or task.falsifier is None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UsageError
+from harness.procs import wipe_environ_value
 
 STATEMENT_TYPE = "application/vnd.in-toto+json"
 VERDICT_TYPE = "application/vnd.harness.verdict+json"
@@ -73,15 +74,19 @@ class Signer:
 
 
 def load_signer(path: Path, passphrase: bytes | None = None) -> Signer:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
     if passphrase is None and os.environ.get(PASSPHRASE_ENV):
         passphrase = os.environ[PASSPHRASE_ENV].encode()
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise UsageError(f"cannot read signing key {path}: {exc.strerror}") from exc
+    return signer_from_pem(data, passphrase, path)
+
+
+def signer_from_pem(data: bytes, passphrase: bytes | None, path: Path) -> Signer:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     try:
         key = serialization.load_pem_private_key(data, password=passphrase)
     except TypeError as exc:
@@ -97,58 +102,80 @@ def load_signer(path: Path, passphrase: bytes | None = None) -> Signer:
     return Signer(key)
 
 
+# Run with ``python -I`` from "/": imports nothing from the project or its
+# environment, only the installed cryptography. stdin: passphrase, NUL, PEM.
 _CHECK_KEY = """
 import sys
-from pathlib import Path
-from harness.errors import HarnessError
-from harness.signing import load_signer
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+passphrase, _, pem = sys.stdin.buffer.read().partition(b"\\0")
 try:
-    load_signer(Path(sys.argv[1]), sys.stdin.buffer.read() or None)
-except HarnessError as exc:
-    sys.stderr.write(str(exc))
-    sys.exit(1)
+    key = serialization.load_pem_private_key(pem, password=passphrase or None)
+except TypeError:
+    sys.exit(2)
+except ValueError:
+    sys.exit(3)
+sys.exit(0 if isinstance(key, Ed25519PrivateKey) else 4)
 """
 
 
 def take_passphrase() -> bytes | None:
     """Remove the passphrase variable from this process's environment and return
     it: no process started later (a check, a command) can inherit it."""
+    if PASSPHRASE_ENV in os.environ:
+        wipe_environ_value(PASSPHRASE_ENV)  # also from what /proc/<pid>/environ shows
     value = os.environ.pop(PASSPHRASE_ENV, None)
     return value.encode() if value else None
 
 
 class DeferredKey:
-    """A signing key read only when called: after the last check has ended.
+    """A signing key decrypted only when called: after the last check has ended.
 
-    ``check()`` proves now, in a short-lived process of its own, that the key
-    opens with the passphrase, so a wrong passphrase stops the run before any
-    check runs, and the decrypted key is never in the coordinator's memory
-    while checks run."""
+    The (encrypted) PEM is read now, so a check that deletes or swaps the key
+    file changes nothing. ``check()`` proves now, in a short-lived isolated
+    process, that it opens with the passphrase, so a wrong passphrase stops the
+    run before any check runs; the decrypted key is never in the coordinator's
+    memory while checks run. The cryptography modules signing needs are
+    imported now too: nothing is imported into the coordinator after the checks
+    (a check could have rewritten an importable file)."""
 
     def __init__(self, path: Path, passphrase: bytes | None = None) -> None:
+        from cryptography.hazmat.primitives import serialization  # noqa: F401
+        from cryptography.hazmat.primitives.asymmetric import ed25519  # noqa: F401
+
         self.path = Path(path)
         self._passphrase = passphrase
+        try:
+            self._pem = self.path.read_bytes()
+        except OSError as exc:
+            raise UsageError(f"cannot read signing key {self.path}: {exc.strerror}") from exc
 
     def check(self) -> None:
         import subprocess
         import sys
 
-        if not self.path.is_file():
-            raise UsageError(f"cannot read signing key {self.path}: no such file")
-        env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "PYTHONPATH")}
-        proc = subprocess.run(
-            [sys.executable, "-c", _CHECK_KEY, str(self.path)],
-            input=self._passphrase or b"",
-            capture_output=True,
-            env=env,
-            timeout=60,
-        )
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-I", "-c", _CHECK_KEY],
+                input=(self._passphrase or b"") + b"\0" + self._pem,
+                capture_output=True,
+                env=env,
+                cwd="/",
+                timeout=60,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise UsageError(f"signing key {self.path}: cannot check it: {exc}") from exc
+        why = {
+            2: f"signing key {self.path} is passphrase-protected: set {PASSPHRASE_ENV}",
+            3: f"{self.path} is not a readable Ed25519 private key (wrong passphrase?)",
+            4: f"{self.path} is not an Ed25519 private key",
+        }
         if proc.returncode != 0:
-            lines = proc.stderr.decode(errors="replace").strip().splitlines()
-            raise UsageError(lines[-1] if lines else f"signing key {self.path} does not open")
+            raise UsageError(why.get(proc.returncode, f"signing key {self.path} does not open"))
 
     def __call__(self) -> Signer:
-        return load_signer(self.path, self._passphrase)
+        return signer_from_pem(self._pem, self._passphrase, self.path)
 
 
 def load_public_key(path: Path) -> Any:

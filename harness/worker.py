@@ -112,6 +112,7 @@ def child_main(task: Task, result_fd: int, server_pid: int) -> None:
         if os.getppid() != server_pid:  # the server died before prctl took effect
             os._exit(1)
         procs.become_subreaper()  # daemons and new sessions the check starts come back here
+        procs.make_undumpable()  # inherited from the server; said again for clarity
         for sig in (signal.SIGTERM, signal.SIGCHLD, signal.SIGINT):
             signal.signal(sig, signal.SIG_DFL)
         if task.limits.memory:

@@ -15,6 +15,16 @@ from harness.plan import Profile
 # --------------------------------------------------------------------------- run
 
 
+def _coordinator_setup() -> None:
+    """This process is the coordinator: orphans of checks come back to it (and are
+    killed when the checks end), and what it imports after the checks is already
+    imported now (a check could have rewritten an importable file)."""
+    import harness.verify  # noqa: F401 - the HTML report verifies the bundle at the end
+    from harness.procs import become_subreaper
+
+    become_subreaper()
+
+
 @cli.command()
 @click.argument("paths", nargs=-1, type=click.Path())
 @click.option("-k", "keyword", help="Select criteria by keyword expression (like pytest -k).")
@@ -86,6 +96,7 @@ def run(
     from harness.signing import DeferredKey, resolve_sign_key, take_passphrase
 
     passphrase = take_passphrase()  # no check or command started later inherits it
+    _coordinator_setup()
     if sum(bool(x) for x in (profile, fast, teeth)) > 1:
         raise UsageError("choose one of --profile, --fast, --teeth")
     profile = profile or ("fast" if fast else "teeth" if teeth else "full")
@@ -184,8 +195,10 @@ def rerun(
     from harness.runner import RunRequest
     from harness.runner import run as run_request
     from harness.selection import select
-    from harness.signing import load_signer, resolve_sign_key
+    from harness.signing import DeferredKey, resolve_sign_key, take_passphrase
 
+    passphrase = take_passphrase()
+    _coordinator_setup()
     cfg = config()
     old_dir = Path(run_dir)
     if unverified:
@@ -216,6 +229,10 @@ def rerun(
         f"profile {meta['profile']}"
     )
     key_path = resolve_sign_key(sign_key, cfg.sign_key)
+    signer = None
+    if key_path is not None:
+        signer = DeferredKey(key_path, passphrase)
+        signer.check()
     request = RunRequest(
         contracts,
         tuple(chosen),
@@ -227,8 +244,12 @@ def rerun(
         default_timeout=cfg.default_timeout,
         allowed=cfg.allowed_packages,
         selection={**sel, "rerun_of": meta["run_id"]},
-        signer=load_signer(key_path) if key_path else None,
+        signer=signer,
         outputs=(TerminalReporter(),),
+        pass_env=cfg.pass_env,
+        preload=cfg.preload,
+        limits=cfg.limits,
+        secrets=(passphrase.decode(errors="replace"),) if passphrase else (),
     )
     new = run_request(request)
     diffs = compare_runs(contracts, old, new)

@@ -109,13 +109,14 @@ def run_property(task: Task) -> Observed:
         example = _example(plain, observed)
         if len(examples) < MAX_EXAMPLES_SENT:
             examples.append(example)
+        why = observed.message
         if observed.status == "returned":
-            outcome, _, _ = judge_observations(task.invariant.expect, observed.observations)
+            outcome, _, why = judge_observations(task.invariant.expect, observed.observations)
         else:
             outcome = (
                 InvariantOutcome.SKIP if observed.status == "skipped" else InvariantOutcome.ERROR
             )
-        return outcome, example
+        return outcome, {**example, "why": why}
 
     def finish(**extra: Any) -> Observed:
         return Observed(

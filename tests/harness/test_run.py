@@ -279,7 +279,9 @@ falsifiers:
     from harness.plan import CheckDone, Task
 
     def task(key, falsifier):
-        return Task(key, inv, falsifier, 1, str(project.root / "checks" / key), 30, str(project.root))
+        return Task(
+            key, inv, falsifier, 1, str(project.root / "checks" / key), 30, str(project.root)
+        )
 
     ex = LocalProcessExecutor(jobs=1)
     results = [

@@ -39,6 +39,13 @@ def hijack(ctx):
     worker.execute_task = lambda task: None
     return {"ok": 0}
 
+def hijack_search(ctx):
+    """Blind the property search in its own process, then report negative values."""
+    from harness.model import InvariantOutcome
+    import harness.falsify.engine as engine
+    engine.judge_observations = lambda expect, obs: (InvariantOutcome.PASS, (), "")
+    return {"x": ctx.params.get("x", 1)}
+
 def honest_failure(ctx):
     return {"ok": 0}
 
@@ -57,6 +64,8 @@ def sees_patch(ctx):
 def snoop(ctx):
     """Look for the signing key and secrets everywhere a check can look."""
     found = []
+    needle = ctx.params.get("needle_reversed", "")[::-1].encode()
+    seen = 0
     for obj in gc.get_objects():
         name = type(obj).__name__
         if name in ("Signer", "DeferredKey", "Ed25519PrivateKey", "_Ed25519PrivateKey"):
@@ -65,7 +74,9 @@ def snoop(ctx):
     pid = os.getpid()
     for _ in range(6):  # every ancestor's environment and command line
         try:
-            print("PROC", pid, pathlib.Path(f"/proc/{pid}/environ").read_bytes())
+            data = pathlib.Path(f"/proc/{pid}/environ").read_bytes()
+            seen += int(bool(needle) and needle in data)
+            print("PROC", pid, data)
         except OSError as exc:
             print("PROC", pid, "unreadable", exc)
         try:
@@ -74,7 +85,7 @@ def snoop(ctx):
             break
         if pid <= 1:
             break
-    return {"found": len(found), "passphrase_in_env": int(
+    return {"found": len(found), "seen": seen, "passphrase_in_env": int(
         any("PASSPHRASE" in k or "AWS_SECRET" in k for k in os.environ))}
 
 def plant(ctx):
@@ -91,7 +102,8 @@ def plant(ctx):
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_text("planted by a check")
             planted.append(rel)
-    inside = str(ctx.scratch).startswith(str(root.resolve())) or str(ctx.scratch).startswith(str(root))
+    scratch = str(ctx.scratch)
+    inside = scratch.startswith(str(root.resolve())) or scratch.startswith(str(root))
     return {"planted": len(planted), "scratch_in_evidence": int(inside)}
 
 def hog_memory(ctx):
@@ -115,6 +127,25 @@ def spawn_daemons(ctx):
     b.wait()
     with open(pids, "a") as fh:
         fh.write(f"{a.pid}\\n")
+    return {"ok": 1}
+
+def fifo_log(ctx):
+    """Replace this check's own stdout log with a FIFO: reading it would block."""
+    log = pathlib.Path(os.readlink("/proc/self/fd/1"))
+    log.unlink()
+    os.mkfifo(log)
+    return {"ok": 1}
+
+def delete_key(ctx):
+    pathlib.Path(ctx.params["key"]).unlink()
+    return {"ok": 1}
+
+def kill_server(ctx):
+    """Start a survivor in a new session, then SIGKILL the fork server above us."""
+    survivor = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    pathlib.Path(ctx.params["pidfile"]).write_text(str(survivor.pid))
+    os.kill(os.getppid(), 9)
+    time.sleep(30)
     return {"ok": 1}
 
 def float32_zero(ctx):
@@ -177,8 +208,50 @@ def test_a_check_that_replaces_the_judge_cannot_pass_itself_or_the_next_check(ho
     failing check PASS. Judging is in the coordinator; every check has a fresh process."""
     result = run(hostile, two_invariants("hostile:hijack", "hostile:honest_failure"), jobs=1)
     outcomes = {i.invariant_id: i.outcome for c in result.criteria for i in c.invariants}
-    assert outcomes == {"INV-DEMO-001": InvariantOutcome.FAIL, "INV-DEMO-002": InvariantOutcome.FAIL}
+    assert outcomes == {
+        "INV-DEMO-001": InvariantOutcome.FAIL,
+        "INV-DEMO-002": InvariantOutcome.FAIL,
+    }
     assert result.verdict is Verdict.NO_GO
+
+
+def test_a_check_that_blinds_the_property_search_is_still_refuted(hostile):
+    """The search is guided by a judgement in the worker; the coordinator judges
+    every example again, so a blinded search hides no counterexample."""
+    body = simple_contract(
+        check="hostile:hijack_search",
+        expect="x: {ge: 0}",
+        falsifiers="""
+falsifiers:
+  - id: FALSIFY-DEMO-001
+    title: negative x
+    kind: property
+    target: INV-DEMO-001
+    property: {strategy: "demochecks:strategy_positive", max_examples: 30}
+""",
+    )
+    result = run(hostile, body)
+    f = result.criteria[0].falsifiers[0]
+    assert f.outcome is FalsifierOutcome.REFUTED, f
+    assert "re-judging" in f.message and result.verdict is Verdict.NO_GO
+
+
+def test_an_honest_search_reports_its_shrunk_counterexample(project):
+    body = simple_contract(
+        check="demochecks:positive_only",
+        expect="x: {ge: 0}",
+        falsifiers="""
+falsifiers:
+  - id: FALSIFY-DEMO-001
+    title: negative x
+    kind: property
+    target: INV-DEMO-001
+    property: {strategy: "demochecks:strategy_positive", max_examples: 30}
+""",
+    )
+    f = run(project, body).criteria[0].falsifiers[0]
+    assert f.outcome is FalsifierOutcome.REFUTED
+    assert f.message.startswith('counterexample {"x": -1}'), f.message
 
 
 def test_module_state_a_check_patches_never_reaches_the_next_check(hostile):
@@ -212,8 +285,14 @@ def test_no_check_can_reach_the_signing_key_or_secrets(hostile, tmp_path):
     )
     hostile.contract(
         "c",
-        simple_contract(check="hostile:snoop", expect="found: {eq: 0}", falsifiers="").replace(
-            "      found: {eq: 0}", "      found: {eq: 0}\n      passphrase_in_env: {eq: 0}"
+        simple_contract(
+            check="hostile:snoop",
+            expect="found: {eq: 0}",
+            falsifiers="",
+            params="{needle_reversed: 321-esarhp-ssap}",
+        ).replace(
+            "      found: {eq: 0}",
+            "      found: {eq: 0}\n      seen: {eq: 0}\n      passphrase_in_env: {eq: 0}",
         ),
     )
     env = {
@@ -233,7 +312,8 @@ def test_no_check_can_reach_the_signing_key_or_secrets(hostile, tmp_path):
     run_dir = max((hostile.root / "evidence").iterdir(), key=lambda p: p.stat().st_mtime)
     inv = json.loads((run_dir / "results.json").read_text())["criteria"][0]["invariants"][0]
     assert inv["outcome"] == "PASS", (inv, proc.stdout, proc.stderr)
-    assert inv["observations"] == {"found": 0, "passphrase_in_env": 0}
+    # not in the check's process, nor in any ancestor's /proc/<pid>/environ (even as root)
+    assert inv["observations"] == {"found": 0, "seen": 0, "passphrase_in_env": 0}
     forbidden = [
         b"pass-phrase-123",
         b"fake-aws-secret-987",
@@ -310,7 +390,10 @@ def test_pass_env_in_the_contract_reaches_only_that_check(project, monkeypatch):
     )
     result = run(project, body)
     outcomes = {i.invariant_id: i.outcome for c in result.criteria for i in c.invariants}
-    assert outcomes == {"INV-DEMO-001": InvariantOutcome.PASS, "INV-DEMO-002": InvariantOutcome.FAIL}
+    assert outcomes == {
+        "INV-DEMO-001": InvariantOutcome.PASS,
+        "INV-DEMO-002": InvariantOutcome.FAIL,
+    }
 
 
 # --------------------------------------------------------------------------- 3. evidence folder
@@ -406,6 +489,23 @@ def test_output_beyond_the_limit_is_truncated_with_a_note(hostile):
     assert b"output truncated: kept 1048576 of 52428800 bytes" in log.read_bytes()
 
 
+def test_a_command_printing_700_mb_is_streamed_not_held_in_memory(project):
+    """Finding 9: a command check printing 600 MB peaked at 1.8 GB; now its output
+    goes to a file and the worker stays under a 512 MiB address-space limit."""
+    body = (
+        simple_contract(falsifiers="", expect="exit_code: {eq: 0}")
+        .replace(
+            "      python: demochecks:ok\n      params: {}",
+            "      command: [head, -c, '700000000', /dev/zero]",
+        )
+        .replace("    expect:", "    limits: {memory: 512MiB, output: 1MiB}\n    expect:")
+    )
+    result = run(project, body, evidence_root=project.root / "evidence")
+    inv = result.criteria[0].invariants[0]
+    assert inv.outcome is InvariantOutcome.PASS, inv.message
+    assert "truncated: kept 1048576 of 700000000" in inv.observations["harness.output"]["stdout"]
+
+
 def _alive(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -430,6 +530,77 @@ def test_every_process_a_check_starts_ends_with_it(hostile, tmp_path):
     while any(_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not [p for p in pids if _alive(p)]
+
+
+def test_a_fifo_planted_as_a_log_does_not_hang_the_coordinator(hostile):
+    body = simple_contract(check="hostile:fifo_log", expect="ok: {eq: 1}", falsifiers="")
+    t0 = time.monotonic()
+    result = run(hostile, body, evidence_root=hostile.root / "evidence")
+    assert time.monotonic() - t0 < 30
+    assert result.criteria[0].invariants[0].outcome is InvariantOutcome.PASS
+    assert not (
+        Path(result.evidence_dir) / "criteria/AC-DEMO-001/logs/INV-DEMO-001.stdout.txt"
+    ).exists()
+
+
+def test_deleting_the_key_file_mid_run_changes_nothing(hostile, tmp_path):
+    """The encrypted key is read at start and decrypted after the checks: a check
+    that deletes (or swaps) the key file neither stops the signing nor picks the key."""
+    from harness.signing import DeferredKey
+
+    priv, pub = generate_keypair(tmp_path / "k" / "signing.key", passphrase=b"pw-123456")
+    key = DeferredKey(priv, b"pw-123456")
+    key.check()
+    body = simple_contract(
+        check="hostile:delete_key",
+        expect="ok: {eq: 1}",
+        falsifiers="",
+        params=f"{{key: {str(priv)!r}}}",
+    )
+    result = run(hostile, body, evidence_root=hostile.root / "evidence", signer=key)
+    assert not priv.exists()
+    assert verify_run(Path(result.evidence_dir), [load_public_key(pub)]) == []
+
+
+def test_a_contract_cannot_ask_for_a_secret_variable(project):
+    from harness.errors import ContractError
+
+    body = simple_contract(falsifiers="").replace(
+        "    expect:", "    pass-env: [GITHUB_TOKEN]\n    expect:"
+    )
+    with pytest.raises(ContractError, match="GITHUB_TOKEN.*looks like a secret"):
+        run(project, body)
+    # listed in [tool.harness] pass-env too, it passes
+    result = run(project, body, pass_env=("GITHUB_TOKEN",))
+    assert result.criteria[0].invariants[0].outcome is InvariantOutcome.PASS
+
+
+def test_a_check_that_kills_the_fork_server_leaves_no_survivor(hostile, tmp_path):
+    pidfile = tmp_path / "survivor.pid"
+    hostile.contract(
+        "c",
+        simple_contract(
+            check="hostile:kill_server",
+            expect="ok: {eq: 1}",
+            falsifiers="",
+            params=f"{{pidfile: {str(pidfile)!r}}}",
+        ),
+    )
+    env = {**os.environ, "PYTHONPATH": str(hostile.root)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "run", "--no-evidence", "-j", "1"],
+        cwd=hostile.root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1 and "ERROR" in proc.stdout, proc.stdout + proc.stderr
+    survivor = int(pidfile.read_text())
+    deadline = time.monotonic() + 5
+    while _alive(survivor) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(survivor)
 
 
 # --------------------------------------------------------------------------- 10. SIGKILL
@@ -538,7 +709,12 @@ falsifiers:
 def test_a_malformed_worker_record_is_error(project):
     from harness.plan import Observed
 
-    for wire in (b"[]", b"{", b'{"status": "won"}', b'{"status": "returned", "artifacts": ["../x"]}'):
+    for wire in (
+        b"[]",
+        b"{",
+        b'{"status": "won"}',
+        b'{"status": "returned", "artifacts": ["../x"]}',
+    ):
         with pytest.raises(ValueError):
             Observed.from_wire(wire)
     assert Observed.from_wire(b'{"status": "returned", "observations": {"x": NaN}}').status
