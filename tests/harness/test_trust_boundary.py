@@ -215,20 +215,23 @@ def test_a_check_that_replaces_the_judge_cannot_pass_itself_or_the_next_check(ho
     assert result.verdict is Verdict.NO_GO
 
 
-def test_a_check_that_blinds_the_property_search_is_still_refuted(hostile):
-    """The search is guided by a judgement in the worker; the coordinator judges
-    every example again, so a blinded search hides no counterexample."""
-    body = simple_contract(
-        check="hostile:hijack_search",
-        expect="x: {ge: 0}",
-        falsifiers="""
+NEGATIVE_X = """
 falsifiers:
   - id: FALSIFY-DEMO-001
     title: negative x
     kind: property
     target: INV-DEMO-001
     property: {strategy: "demochecks:strategy_positive", max_examples: 30}
-""",
+"""
+
+
+def test_a_check_that_blinds_the_property_search_is_still_refuted(hostile):
+    """The search is guided by a judgement in the worker; the coordinator judges
+    every example again, so a blinded search hides no counterexample."""
+    body = simple_contract(
+        check="hostile:hijack_search",
+        expect="x: {ge: 0}",
+        falsifiers=NEGATIVE_X,
     )
     result = run(hostile, body)
     f = result.criteria[0].falsifiers[0]
@@ -240,14 +243,7 @@ def test_an_honest_search_reports_its_shrunk_counterexample(project):
     body = simple_contract(
         check="demochecks:positive_only",
         expect="x: {ge: 0}",
-        falsifiers="""
-falsifiers:
-  - id: FALSIFY-DEMO-001
-    title: negative x
-    kind: property
-    target: INV-DEMO-001
-    property: {strategy: "demochecks:strategy_positive", max_examples: 30}
-""",
+        falsifiers=NEGATIVE_X,
     )
     f = run(project, body).criteria[0].falsifiers[0]
     assert f.outcome is FalsifierOutcome.REFUTED
