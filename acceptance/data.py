@@ -378,7 +378,9 @@ def trainer_refuses_pii_dataset(ctx: Any) -> dict[str, Any]:
     """kernels.train.train() on a copy of the datasets ($KERNELS_DATA_MANIFEST) refuses
     the digits set flagged pii: true, and a language model on the corpus with planted PII
     (digest re-recorded, pii: false), before step 1; after approve_pii records an
-    approval for the digits' exact content, the same run trains."""
+    approval for the digits' exact content, the same run trains. The corpus,
+    approved and then changed (one more PII item, digest re-recorded), is refused
+    again: an approval covers content, not a name."""
     from kernels.data import audit as kaudit
     from kernels.data.governance import DECISION_EVENT, approve_pii, default_policy_path
     from kernels.train import TrainConfig
@@ -407,6 +409,18 @@ def trainer_refuses_pii_dataset(ctx: Any) -> dict[str, Any]:
             manifest=mpath,
         )
         approved = _train_attempt(cfg, ctx.scratch / "run-approved")
+        # an approval covers exact content: the corpus approved, then changed, is refused
+        approve_pii(
+            "pystdlib",
+            approver="data-protection-officer",
+            reason="contract check: approved, then the content changes",
+            audit=log,
+            manifest=mpath,
+        )
+        lm_approved = _train_attempt(lm, ctx.scratch / "run-lm-approved")
+        plant_in_corpus(mpath, ["email"], rng)
+        rerecord(mpath, "pystdlib")
+        lm_changed = _train_attempt(lm, ctx.scratch / "run-lm-changed")
     events = [e for e in kaudit.read_events(log) if e.get("event") == DECISION_EVENT]
     return {
         "unapproved_refused": mlp_refused["refused"] and "PII" in mlp_refused["message"],
@@ -415,5 +429,7 @@ def trainer_refuses_pii_dataset(ctx: Any) -> dict[str, Any]:
         "lm_planted_pii_refused": lm_refused["refused"] and "PII" in lm_refused["message"],
         "lm_message": lm_refused["message"][:300],
         "approved_trained": bool(approved.get("trained", False)),
+        "lm_approved_trained": bool(lm_approved.get("trained", False)),
+        "changed_after_approval_refused": lm_changed["refused"] and "PII" in lm_changed["message"],
         "decisions_logged": [e.get("decision") for e in events],
     }

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from kernels.data import governance as _governance
 from kernels.data import pii as _pii
 from kernels.data import pipeline as _pipeline
 
@@ -35,22 +36,41 @@ def luhn_always_valid(digits: str) -> bool:
     return digits.isdigit()
 
 
-def pii_gate_ignores_flag(*args: Any, **kwargs: Any) -> None:
-    """A training gate that never blocks PII (kernels.data.governance:pii_gate)."""
+def pii_gate_approval_by_name(
+    entry: Any, flagged: bool, findings: Any, approvals: Any, problems: Any
+) -> Any:
+    """The approval is looked up by dataset name, not by name and content digest: a
+    dataset changed after its approval trains (kernels.data.governance:pii_gate)."""
+    if flagged and not any(name == entry.name for name, _digest in approvals):
+        return _ORIGINAL_PII_GATE(entry, flagged, findings, {}, problems)
     return None
+
+
+_ORIGINAL_PII_GATE = _governance.pii_gate
 
 
 # ------------------------------------------------------------------- policy
 
 
-def policy_allows_everything(*args: Any, **kwargs: Any) -> None:
-    """A policy check that allows every dataset (kernels.data.governance:policy_check)."""
-    return None
+def policy_allow_first(entry: Any, policy: Any) -> Any:
+    """Allow rules decide first (deny-after-allow): a dataset whose license and source
+    are allowed is never checked against the deny rules
+    (kernels.data.governance:policy_check)."""
+    allowed = (
+        _governance._match(entry.license, policy.allow_licenses) is not None
+        and _governance._match(entry.source, policy.allow_sources) is not None
+    )
+    return None if allowed else _ORIGINAL_POLICY_CHECK(entry, policy)
 
 
-def record_nothing(*args: Any, **kwargs: Any) -> str:
-    """Decisions that never reach the audit log (kernels.data.governance:_record)."""
-    return ""
+_ORIGINAL_POLICY_CHECK = _governance.policy_check
+
+
+def record_overwrites(log: Path, event: str, **data: Any) -> str:
+    """The audit log opened for writing instead of appending: each decision replaces
+    the ones before it (kernels.data.governance:_record)."""
+    Path(log).unlink(missing_ok=True)
+    return str(_governance._audit.append_event(log, event, **data))
 
 
 # ----------------------------------------------------------------- pipeline
