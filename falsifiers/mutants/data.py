@@ -76,16 +76,35 @@ def record_overwrites(log: Path, event: str, **data: Any) -> str:
 # ----------------------------------------------------------------- pipeline
 
 
-def dedupe_does_nothing(docs: Sequence[Any]) -> tuple[list[Any], list[Any]]:
-    """deduplicate() that keeps every document (kernels.data.pipeline:deduplicate)."""
-    return list(docs), []
+def dedupe_key_raw_text(text: str) -> str:
+    """The dedupe key hashes the raw text, whitespace runs not normalised as
+    documented: a copy with one doubled space survives (kernels.data.pipeline:dedupe_key)."""
+    import hashlib
+
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def decontaminate_does_nothing(
+def decontaminate_eval_positions(
     train: Sequence[Any], eval_docs: Sequence[Any], n: int = 13
 ) -> tuple[list[Any], list[Any]]:
-    """decontaminate() that keeps every train document (kernels.data.pipeline:decontaminate)."""
-    return list(train), []
+    """decontaminate() that looks the hits up from the eval side and drops the train
+    documents at the contaminated eval documents' positions (an index taken from the
+    wrong array; kernels.data.pipeline:decontaminate)."""
+    import numpy as np
+
+    if not train or not eval_docs:
+        return list(train), []
+    ev_h, ev_owner = _pipeline.document_ngram_hashes([d.text for d in eval_docs], n)
+    tr_h, _ = _pipeline.document_ngram_hashes([d.text for d in train], n)
+    hit = np.isin(ev_h, np.unique(tr_h))
+    bad = set(np.unique(ev_owner[hit]).tolist())
+    kept = [d for i, d in enumerate(train) if i not in bad]
+    removed = [
+        _pipeline.Removed(d.id, "decontaminate", f"shares a {n}-gram with the eval split")
+        for i, d in enumerate(train)
+        if i in bad
+    ]
+    return kept, removed
 
 
 _real_shard = _pipeline.shard
