@@ -14,6 +14,8 @@ import numpy as np
 
 from harness.context import CheckContext
 
+IDENTITY_STAMPS = ("architecture", "hf_model_type", "hf_architecture")
+
 
 def train_tiny(out: Path, data_fault: str = "", **overrides: Any) -> Any:
     """A real training run of a tiny model (seconds on one thread); with ``data_fault``
@@ -39,32 +41,48 @@ def train_tiny(out: Path, data_fault: str = "", **overrides: Any) -> Any:
 
 
 def metadata_release(ctx: CheckContext) -> dict[str, Any]:
-    """A trained checkpoint's inspect score and breakdown, and whether the model file
-    alone (copied away from its run, datasets and tokenizer files) generates text."""
+    """For every family (``params.families``): a trained checkpoint's inspect score and
+    breakdown, whether it carries its full identity (architecture slug, hf model_type and
+    hf class, each earning its points), and whether the model file alone (copied away
+    from its run, datasets and tokenizer files) generates text (a classifier: evaluates)."""
     from kernels.checkpoint import inspect_checkpoint, resolve_model_file
-    from kernels.serving import generate_from_checkpoint
+    from kernels.serving import evaluate_checkpoint, generate_from_checkpoint
 
-    run = train_tiny(
-        ctx.scratch / "run", family=ctx.params.get("family", "gpt2"), seed=ctx.seed % 1000
-    )
-    model_file = resolve_model_file(run.checkpoint)
-    alone = ctx.scratch / "alone" / "model.safetensors"
-    alone.parent.mkdir()
-    shutil.copyfile(model_file, alone)
-    report = inspect_checkpoint(alone)
-    ctx.attach_json("inspect.json", report)
-    try:
-        text = generate_from_checkpoint(alone, ctx.params.get("prompt", "def "), max_new_tokens=16)
-        generated, error = len(text) > 0, ""
-    except Exception as exc:  # observed: the invariant says it must work
-        generated, error = False, f"{type(exc).__name__}: {exc}"
-    score = report["completeness"]
-    missing = [k for k, v in report.get("breakdown", {}).items() if not v.get("points")]
+    families = list(ctx.params.get("families", [ctx.params.get("family", "gpt2")]))
+    scores, identity, generated, usable, missing, errors = {}, 0, 0, 0, {}, {}
+    for family in families:
+        run = train_tiny(ctx.scratch / f"run-{family}", family=family, seed=ctx.seed % 1000)
+        alone = ctx.scratch / f"alone-{family}" / "model.safetensors"
+        alone.parent.mkdir()
+        shutil.copyfile(resolve_model_file(run.checkpoint), alone)
+        report = inspect_checkpoint(alone)
+        ctx.attach_json(f"inspect-{family}.json", report)
+        breakdown = report.get("breakdown", {})
+        scores[family] = report["completeness"]
+        missing[family] = [k for k, v in breakdown.items() if not v.get("points")]
+        identity += report["stamps"].get("architecture") == family and all(
+            breakdown.get(k, {}).get("points") for k in IDENTITY_STAMPS
+        )
+        try:
+            if family == "mlp":
+                evaluate_checkpoint(alone)
+            else:
+                text = generate_from_checkpoint(
+                    alone, ctx.params.get("prompt", "def "), max_new_tokens=16
+                )
+                generated += len(text) > 0
+            usable += 1
+        except Exception as exc:  # observed: the invariant says it must work
+            errors[family] = f"{type(exc).__name__}: {exc}"[:300]
     return {
-        "score": score,
+        "families": len(families),
+        "scores": scores,
+        "min_score": min(scores.values()),
+        "identity_complete": identity,
         "generated_from_embedded_tokenizer": generated,
+        "usable_alone": usable,
         "missing_stamps": missing,
-        "error": error,
+        "errors": errors,
     }
 
 

@@ -35,6 +35,17 @@ def config_from(params: Mapping[str, Any], **overrides: Any) -> Any:
     return TrainConfig.from_dict(fields)
 
 
+def family_params(params: Mapping[str, Any], family: str) -> dict[str, Any]:
+    """``params`` with ``model`` set to the family's own (``models: {family: {...}}``):
+    the LM families share a model override, the MLP classifier has another."""
+    out = dict(params)
+    models = params.get("models") or {}
+    if family in models:
+        out["model"] = models[family]
+    out.pop("models", None)
+    return out
+
+
 def run_seed(ctx: CheckContext) -> int:
     """The training seed: ``params.seed`` if given, else derived from the run's seed."""
     return int(ctx.params.get("seed", ctx.seed % (2**31)))
@@ -299,19 +310,20 @@ def init_from_checkpoint(ctx: CheckContext) -> dict[str, Any]:
     from kernels import checkpoint as ckpt_io
     from kernels.train import read_metrics, train
 
-    families = list(ctx.params.get("families", ["gpt2", "llama"]))
+    families = list(ctx.params.get("families", ["gpt2", "llama", "mlp"]))
     seed = run_seed(ctx)
     sources: dict[str, Path] = {}
     inits_ok, step0_diffs, below_random, init_stamped, errors = 0, [], 0, 0, []
     for fam in families:
+        params = family_params(ctx.params, fam)
         src = ctx.scratch / f"source-{fam}"
-        train(config_from(ctx.params, family=fam, seed=seed), src)
+        train(config_from(params, family=fam, seed=seed), src)
         sources[fam] = src
         recorded = ckpt_io.load_checkpoint(src).val_loss
         random_val = read_metrics(src / "metrics.jsonl")[0]["val_loss"]
         out = ctx.scratch / f"init-{fam}"
         cfg = config_from(
-            ctx.params,
+            params,
             family=fam,
             seed=seed + 1,
             steps=ctx.params["init_steps"],
@@ -344,7 +356,12 @@ def init_from_checkpoint(ctx: CheckContext) -> dict[str, Any]:
             for fam in (claim, tensors):  # dispatch on the stamp, and on the truth
                 tried += 1
                 out = ctx.scratch / "refused" / f"attempt-{tried}"
-                cfg = config_from(ctx.params, family=fam, seed=seed, steps=ctx.params["init_steps"])
+                cfg = config_from(
+                    family_params(ctx.params, fam),
+                    family=fam,
+                    seed=seed,
+                    steps=ctx.params["init_steps"],
+                )
                 message = ""
                 try:
                     train(cfg, out, init=bad)

@@ -154,26 +154,53 @@ def check_architecture_stamp(stamps: Mapping[str, str], names: Iterable[str], wh
 
 
 def check_coverage(
-    tensors: Mapping[str, np.ndarray], expected: Mapping[str, tuple[int, ...]], where: str
+    tensors: Mapping[str, np.ndarray],
+    expected: Mapping[str, tuple[int, ...]],
+    where: str,
+    dtype: Any = None,
 ) -> None:
-    """Raise unless ``tensors`` has exactly the expected names with the expected shapes."""
+    """Raise unless ``tensors`` has exactly the expected names with the expected shapes
+    (and, given ``dtype``, that dtype). One line: the file, the tensor, what to change."""
     missing = sorted(set(expected) - set(tensors))
-    if missing:
-        more = f" (+{len(missing) - 3} more)" if len(missing) > 3 else ""
+    extra = sorted(set(tensors) - set(expected))
+    if missing and extra:  # most often one tensor under another name
         raise CheckpointError(
-            f"{where}: tensors do not cover the model: missing {', '.join(missing[:3])}{more}"
+            f"{where}: tensor {missing[0]} is missing and {extra[0]} is not in the model"
+            f"{_more(missing, extra)}; rename {extra[0]} to {missing[0]} if it is the same "
+            "tensor, or use a checkpoint of this model"
+        )
+    if missing:
+        raise CheckpointError(
+            f"{where}: tensors do not cover the model: missing {', '.join(missing[:3])}"
+            f"{_more(missing)}; use a checkpoint that has every tensor of this model"
         )
     for name, shape in expected.items():
         if tuple(tensors[name].shape) != tuple(shape):
             raise CheckpointError(
                 f"{where}: tensor {name} has shape {tuple(tensors[name].shape)}, "
-                f"the model expects {tuple(shape)}"
+                f"the model expects {tuple(shape)}; use a checkpoint of this model config"
             )
-    extra = sorted(set(tensors) - set(expected))
     if extra:
         raise CheckpointError(
             f"{where}: unexpected tensors not in the model: {', '.join(extra[:3])}"
+            f"{_more(extra)}; remove them or use the model config they belong to"
         )
+    if dtype is not None:
+        want = np.dtype(dtype)
+        for name in expected:
+            if tensors[name].dtype != want:
+                raise CheckpointError(
+                    f"{where}: tensor {name} has dtype {tensors[name].dtype}, the model's "
+                    f"weights are {want}; convert the checkpoint to {want} (a silent cast "
+                    "would change the weights)"
+                )
+
+
+def _more(*lists: list[str]) -> str:
+    """`` (+N more)`` for what a one-line message leaves out (it names 3 of a list, 1 of two)."""
+    shown = 3 if len(lists) == 1 else 1
+    hidden = sum(max(0, len(names) - shown) for names in lists)
+    return f" (+{hidden} more)" if hidden else ""
 
 
 def shapes_from_stamps(

@@ -100,3 +100,14 @@ def loss_and_grads_twice(self: Any, params: dict, tokens: Any) -> Any:
     """A training step that computes its gradients twice (a debug check left on)."""
     _gpt2_loss_and_grads(self, params, tokens)
     return _gpt2_loss_and_grads(self, params, tokens)
+
+
+def stamps_hf_identity_lm_only(*args: Any, **kwargs: Any) -> Any:
+    """build_stamps that stamps the Hugging Face identity (hf_model_type, hf_architecture)
+    only for the language-model families ("the classifier has no HF class"): an mlp
+    checkpoint carries its slug alone."""
+    stamps = dict(_build_stamps(*args, **kwargs))
+    if stamps.get("architecture") == "mlp":
+        stamps.pop("hf_model_type", None)
+        stamps.pop("hf_architecture", None)
+    return stamps

@@ -23,6 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from kernels.checkpoint import check_architecture_stamp as _check_architecture_stamp
+from kernels.checkpoint import check_coverage as _check_coverage
+
 # ---------------------------------------------------------------- AC-TRAIN-001
 
 
@@ -234,3 +237,127 @@ def preflight_unlabelled(cfg: Any, n_params: int, n_ctx: int) -> tuple[str, floa
     if cfg.purpose == "ship" and ratio < MIN_TOKENS_PER_PARAM:
         raise PreflightError(f"pre-flight: {ratio:.2f} tokens per parameter")
     return "ship", ratio
+
+
+# ---------------------------------------------------------------- AC-TRAIN-005: every family
+
+
+def identity_check_lm_only(stamps: Mapping[str, str], names: Any, where: str) -> str:
+    """The identity check run only for the language-model families: "a classifier has no
+    Hugging Face class to compare", so a classifier checkpoint's stamps are never compared
+    with its tensor names (an mlp stamped llama loads as the classifier it is)."""
+    from kernels.checkpoint import detect_tensor_family
+
+    names = list(names)
+    if detect_tensor_family(names) == "mlp":
+        return "mlp"
+    return _check_architecture_stamp(stamps, names, where)
+
+
+# ---------------------------------------------------------------- AC-TRAIN-005: the tensors
+
+
+def _coverage(
+    tensors: Mapping[str, np.ndarray],
+    expected: Mapping[str, tuple[int, ...]],
+    where: str,
+    shapes: bool = True,
+    extras: bool = True,
+) -> None:
+    """The loader's coverage check as it was before dtypes were checked, with its shape or
+    extra-tensor comparison optionally left out (the variants below)."""
+    from kernels.checkpoint import CheckpointError
+
+    missing = sorted(set(expected) - set(tensors))
+    if missing:
+        raise CheckpointError(f"{where}: tensors do not cover the model: missing {missing[0]}")
+    if shapes:
+        for name, shape in expected.items():
+            if tuple(tensors[name].shape) != tuple(shape):
+                raise CheckpointError(
+                    f"{where}: tensor {name} has shape {tuple(tensors[name].shape)}, "
+                    f"the model expects {tuple(shape)}"
+                )
+    extra = sorted(set(tensors) - set(expected))
+    if extras and extra:
+        raise CheckpointError(f"{where}: unexpected tensors not in the model: {extra[0]}")
+
+
+def coverage_names_only(
+    tensors: Mapping[str, np.ndarray],
+    expected: Mapping[str, tuple[int, ...]],
+    where: str,
+    dtype: Any = None,
+) -> None:
+    """A loader that compares the tensor names with the model's and nothing else: a
+    transposed or truncated tensor gets through to the first forward pass."""
+    _coverage(tensors, expected, where, shapes=False)
+
+
+def coverage_ignoring_extras(
+    tensors: Mapping[str, np.ndarray],
+    expected: Mapping[str, tuple[int, ...]],
+    where: str,
+    dtype: Any = None,
+) -> None:
+    """``load_state_dict(strict=False)``: missing and misshapen tensors are refused, tensors
+    the model does not have are silently ignored."""
+    _coverage(tensors, expected, where, extras=False)
+    if dtype is not None:
+        _check_dtypes(tensors, expected, where, dtype)
+
+
+def coverage_casting_dtypes(
+    tensors: Mapping[str, np.ndarray],
+    expected: Mapping[str, tuple[int, ...]],
+    where: str,
+    dtype: Any = None,
+) -> None:
+    """A loader that checks names and shapes and leaves dtypes to a cast (``astype``): a
+    float16 tensor trains as float32, its lost bits never reported."""
+    _coverage(tensors, expected, where)
+
+
+def coverage_counting_not_naming(
+    tensors: Mapping[str, np.ndarray],
+    expected: Mapping[str, tuple[int, ...]],
+    where: str,
+    dtype: Any = None,
+) -> None:
+    """The full check with a "tidier" message that counts the bad tensors and names none
+    (the user cannot tell which tensor to fix)."""
+    from kernels.checkpoint import CheckpointError
+
+    try:
+        _check_coverage(tensors, expected, where, dtype)
+    except CheckpointError:
+        bad = len(set(expected) ^ set(tensors)) or 1
+        raise CheckpointError(
+            f"{where}: checkpoint does not match the model ({bad} tensor(s) differ)"
+        ) from None
+
+
+def _check_dtypes(
+    tensors: Mapping[str, np.ndarray], expected: Mapping[str, Any], where: str, dtype: Any
+) -> None:
+    from kernels.checkpoint import CheckpointError
+
+    for name in expected:
+        if name in tensors and tensors[name].dtype != np.dtype(dtype):
+            raise CheckpointError(f"{where}: tensor {name} has dtype {tensors[name].dtype}")
+
+
+def init_weights_checked_only_with_config_stamp(
+    loaded: Any, model: Any, family: str
+) -> dict[str, np.ndarray]:
+    """``--init`` that leaves the tensor check to the loader ("load_checkpoint already checks
+    coverage"), which runs it only against a stamped config: a checkpoint without a config
+    stamp is taken as it is, cast to float32."""
+    from kernels.checkpoint import CheckpointError
+
+    if loaded.family != family:
+        raise CheckpointError(
+            f"{loaded.path}: checkpoint architecture {loaded.family!r} does not match the "
+            f"requested family {family!r}"
+        )
+    return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in loaded.params.items()}

@@ -64,13 +64,14 @@ def read_init_checkpoint(path: Path | str) -> ckpt_io.Checkpoint:
 
 
 def init_weights(loaded: ckpt_io.Checkpoint, model: Any, family: str) -> dict[str, np.ndarray]:
-    """Weights from ``--init``, checked to cover ``model``; never falls back to random init."""
+    """Weights from ``--init``, checked to be exactly ``model``'s tensors (names, shapes,
+    float32), whether or not the checkpoint stamps a config; never falls back to random init."""
     if loaded.family != family:
         raise ckpt_io.CheckpointError(
             f"{loaded.path}: checkpoint architecture {loaded.family!r} does not match the "
             f"requested family {family!r}"
         )
-    ckpt_io.check_coverage(loaded.params, model.param_shapes(), str(loaded.path))
+    ckpt_io.check_coverage(loaded.params, model.param_shapes(), str(loaded.path), np.float32)
     return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in loaded.params.items()}
 
 

@@ -178,18 +178,21 @@ def build_task(cfg: TrainConfig, init_ckpt: ckpt_io.Checkpoint | None):
 
 
 def resolve_model_config(cfg: TrainConfig, vocab: int, init_ckpt: ckpt_io.Checkpoint | None):
-    """The model config: the init checkpoint's or the tiny preset, overridden by ``cfg.model``."""
+    """The model config: the init checkpoint's stamped one (else the tiny preset),
+    overridden by ``cfg.model``. An init checkpoint without a config stamp gets the
+    preset too; ``init_weights`` then checks its tensors against that model."""
     from kernels.config import MLPConfig, ModelConfig, tiny_config
 
-    if init_ckpt is not None:
-        base = dict(init_ckpt.config)
+    stamped = dict(init_ckpt.config) if init_ckpt is not None else {}
+    if stamped:
+        base = stamped
     elif cfg.family == "mlp":
         base = MLPConfig().to_dict()
     else:
         base = tiny_config(cfg.family, vocab).to_dict()
     fields = {**base, **(cfg.model or {})}
     fields.pop("family", None)
-    if cfg.family != "mlp" and "d_ff" not in (cfg.model or {}) and init_ckpt is None:
+    if cfg.family != "mlp" and "d_ff" not in (cfg.model or {}) and not stamped:
         fields.pop("d_ff", None)  # re-derive the preset's d_ff from the overridden d_model
     try:
         if cfg.family == "mlp":
