@@ -218,7 +218,9 @@ def grad_rel_err(a: Mapping[str, Any], b: Mapping[str, Any]) -> float:
 
 def grad_accumulation(ctx: CheckContext) -> dict[str, Any]:
     """k micro-batches of b windows through the trainer's accumulation equal one batch of
-    k*b windows: the gradient, the loss, and the weights after a few trained steps."""
+    k*b windows: the gradient, the loss, and the weights after a few trained steps, the
+    weights judged against the noise floor of float32 summation order (the one-batch
+    run again on 2 threads), measured in the same check."""
     import numpy as np
 
     from kernels import checkpoint as ckpt_io
@@ -233,12 +235,20 @@ def grad_accumulation(ctx: CheckContext) -> dict[str, Any]:
     batch, _ = task.draw_step(new_rng(seed), DataCursor(), k * b)
     loss_one, grads_one = model.loss_and_grads(params, batch)
     loss_acc, grads_acc = accumulate_gradients(task, params, task.split(batch, k))
+    # the noise floor: the one-batch run again with 2 threads is the same mathematics in
+    # another float32 summation order; AdamW (eps 1e-8) turns such rounding in near-zero
+    # gradient coordinates into weight differences of up to ~lr/30. Accumulation is one
+    # more summation order, so its distance to the one-batch run is judged against it.
+    two = config_from(ctx.params, seed=seed, batch_size=k * b, grad_accum=1, threads=2)
     runs = {}
-    for name, cfg in (("accumulated", acc), ("one-batch", one)):
+    for name, cfg in (("accumulated", acc), ("one-batch", one), ("one-batch-2-threads", two)):
         train(cfg, ctx.scratch / name)
         runs[name] = ckpt_io.load_checkpoint(ctx.scratch / name)
     wa, wb = runs["accumulated"].params, runs["one-batch"].params
+    wt = runs["one-batch-2-threads"].params
     weights_diff = max(float(np.max(np.abs(wa[n] - wb[n]))) for n in wb)
+    floor = max(float(np.max(np.abs(wt[n] - wb[n]))) for n in wb)
+    floor_min = float(ctx.params.get("floor_min", 1e-6))
     va, vb = runs["accumulated"].val_loss, runs["one-batch"].val_loss
     return {
         "k": k,
@@ -247,6 +257,8 @@ def grad_accumulation(ctx: CheckContext) -> dict[str, Any]:
         "grad_max_rel_err": grad_rel_err(grads_acc, grads_one),
         "loss_abs_err": abs(float(loss_acc) - float(loss_one)),
         "weights_max_abs_diff": weights_diff,
+        "noise_floor_max_abs_diff": floor,
+        "weights_diff_over_noise_floor": weights_diff / max(floor, floor_min),
         "val_loss_abs_diff": abs(va - vb) if va is not None and vb is not None else math.inf,
     }
 

@@ -155,6 +155,15 @@ def summing_accumulation(
     return loss_sum / len(micro_batches), grads
 
 
+def learning_rate_per_micro_batch(cfg: Any, step: int) -> float:
+    """The schedule stepped once per micro-batch instead of once per optimizer step:
+    with accumulation, warmup ends and the decay runs ``grad_accum`` times too early
+    (kernels.train:learning_rate). Gradients are untouched; only trained weights show it."""
+    from kernels.train import tasks as _tasks
+
+    return float(_tasks.learning_rate(cfg, step * cfg.grad_accum))
+
+
 def dropping_accumulation(
     task: Any, params: Mapping[str, np.ndarray], micro_batches: list[Any]
 ) -> tuple[float, dict[str, np.ndarray]]:
