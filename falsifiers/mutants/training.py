@@ -25,6 +25,7 @@ import numpy as np
 
 from kernels.checkpoint import check_architecture_stamp as _check_architecture_stamp
 from kernels.checkpoint import check_coverage as _check_coverage
+from kernels.train import record_usage as _record_usage
 
 # ---------------------------------------------------------------- AC-TRAIN-001
 
@@ -110,9 +111,34 @@ def save_checkpoint_latest_first(
     return final
 
 
-def no_resource_usage(t0_wall: float) -> dict[str, float]:
-    """Resource accounting that records nothing measured (zeros for Finance)."""
-    return {"wall_s": 0.0, "cpu_s": 0.0, "peak_rss_mb": 0.0}
+def resource_usage_rss_as_bytes(t0_wall: float) -> dict[str, float]:
+    """``ru_maxrss`` read as bytes (its unit on macOS) on Linux, where it is KiB: the
+    peak memory recorded for Finance is 1024 times too small (kernels.train:resource_usage)."""
+    import resource
+    import time
+
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "wall_s": time.perf_counter() - t0_wall,
+        "cpu_s": ru.ru_utime + ru.ru_stime,
+        "peak_rss_mb": ru.ru_maxrss / 1024.0**2,
+    }
+
+
+def record_usage_only_when_final(
+    out_dir: Path,
+    process: str,
+    from_step: int,
+    to_step: int,
+    resumed: bool,
+    t0: float,
+    final: bool,
+    usage: dict[str, float] | None = None,
+) -> None:
+    """Usage written only when a run finishes: a preempted process leaves no record
+    (kernels.train:record_usage)."""
+    if final:
+        _record_usage(out_dir, process, from_step, to_step, resumed, t0, final, usage)
 
 
 # ---------------------------------------------------------------- AC-TRAIN-003
