@@ -153,10 +153,16 @@ def judge_observations(
     expect: Iterable[Expectation], observations: Mapping[str, Any]
 ) -> tuple[InvariantOutcome, tuple[Judgement, ...], str]:
     """Outcome of one invariant whose check returned ``observations``: FAIL when a
-    threshold is not met, ERROR when an observation is missing or of the wrong type."""
+    threshold is not met; else ERROR when an observation is missing or of the wrong
+    type (never a pass, and never a FAIL of its own: a mutant is not "killed" by a type
+    error); else PASS."""
     judgements = tuple(judge_expectation(e, observations) for e in expect)
+    bad = next((j for j in judgements if not j.ok and not j.error), None)
+    if bad is not None:  # a threshold really failed: FAIL, whatever else could not be judged
+        why = f"observed {bad.observed!r}, expected {bad.expected} ({bad.message})"
+        return InvariantOutcome.FAIL, judgements, f"{bad.observation}: {why}"
     broken = next((j for j in judgements if j.error), None)
-    if broken is not None:
+    if broken is not None:  # nothing failed, but something could not be judged: ERROR
         return (
             InvariantOutcome.ERROR,
             judgements,
@@ -164,14 +170,7 @@ def judge_observations(
             if broken.message.startswith("observation ")
             else f"{broken.observation}: {broken.message}",
         )
-    bad = next((j for j in judgements if not j.ok), None)
-    if bad is None:
-        return InvariantOutcome.PASS, judgements, ""
-    return (
-        InvariantOutcome.FAIL,
-        judgements,
-        f"{bad.observation}: observed {bad.observed!r}, expected {bad.expected} ({bad.message})",
-    )
+    return InvariantOutcome.PASS, judgements, ""
 
 
 # --------------------------------------------------------------------------- tasks

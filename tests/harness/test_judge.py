@@ -222,3 +222,18 @@ def test_release_verdict_ignores_warn_criteria():
         "AC-B-001", "t", "blocker", LOC, [_inv(InvariantOutcome.FAIL)], [], {}
     )
     assert release_verdict([go, bad_blocker]) is Verdict.NO_GO
+
+
+def test_a_real_failure_beside_a_wrong_type_is_fail():
+    """A threshold that really failed decides: FAIL (a check whose run was refused may
+    report null for what it could not measure). Only a type error alone is ERROR."""
+    outcome, _, message = judge_observations(
+        [Expectation("trained", {"eq": True}), Expectation("ratio", {"ge": 20})],
+        {"trained": False, "ratio": None},
+    )
+    assert outcome is InvariantOutcome.FAIL and message.startswith("trained:")
+    outcome, _, _ = judge_observations(
+        [Expectation("trained", {"eq": True}), Expectation("ratio", {"ge": 20})],
+        {"trained": True, "ratio": None},
+    )
+    assert outcome is InvariantOutcome.ERROR
