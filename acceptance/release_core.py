@@ -121,7 +121,10 @@ def tokenizer_required(ctx: CheckContext) -> dict[str, Any]:
 
 def no_regression(ctx: CheckContext) -> dict[str, Any]:
     """The offline canary: candidates within ``margin`` of the current checkpoint are
-    accepted; candidates trained on shuffled labels or corrupted text are rejected."""
+    accepted; candidates trained on shuffled labels or corrupted text are rejected; on
+    real checkpoint pairs the gate accepts at margin d + delta and refuses at d - delta
+    (d: the measured gap); a moderate regression (the current run stopped early, worse
+    by a few margins) is refused."""
     from kernels.release import accept_candidate
 
     margin = float(ctx.params["margin"])
@@ -145,8 +148,41 @@ def no_regression(ctx: CheckContext) -> dict[str, Any]:
         "lm_good": accept_candidate(current_lm, good_lm, margin),
         "lm_corrupted_text": accept_candidate(current_lm, bad_lm, margin),
     }
+    # the gate's boundary, on real checkpoint pairs: each pair, oriented so the candidate
+    # is the worse one by d nats, is accepted at margin d + delta and refused at d - delta
+    delta = float(ctx.params.get("boundary_delta", 0.01))
+    at_margin, below_margin, pairs = 0, 0, []
+    for a, b in ((current_mlp, good_mlp), (current_lm, good_lm), (current_lm, bad_lm)):
+        first = accept_candidate(a, b, margin)
+        if first.candidate_loss < first.current_loss:
+            a, b = b, a
+        d = abs(first.candidate_loss - first.current_loss)
+        at_margin += accept_candidate(a, b, d + delta).accepted
+        if d > 2 * delta:
+            pairs.append(round(d, 4))
+            below_margin += not accept_candidate(a, b, d - delta).accepted
+    # a moderate regression: the current model's own run stopped early, worse by a few
+    # margins, not by the collapse of a broken candidate
+    early_lm = train_tiny(
+        s / "lm-early",
+        seed=1,
+        **{
+            **lm,
+            "steps": int(ctx.params.get("early_steps", 8)),
+            "ckpt_every": int(ctx.params.get("early_steps", 8)),
+        },
+    ).checkpoint
+    moderate = accept_candidate(current_lm, early_lm, margin)
+    decisions["lm_moderate_regression"] = moderate
     ctx.attach_json("decisions.json", {k: d.to_dict() for k, d in decisions.items()})
     return {
+        "boundary_pairs": 3,
+        "accepted_at_margin": at_margin,
+        "boundary_gaps": pairs,
+        "below_margin_tested": len(pairs),  # the pairs whose gap exceeds 2 * delta
+        "accepted_below_margin": len(pairs) - below_margin,
+        "moderate_regression_nats": moderate.candidate_loss - moderate.current_loss,
+        "moderate_regression_refused": not moderate.accepted,
         "good_candidates_accepted": sum(decisions[k].accepted for k in ("mlp_good", "lm_good")),
         "broken_candidates_rejected": sum(
             not decisions[k].accepted for k in ("mlp_shuffled_labels", "lm_corrupted_text")
