@@ -34,12 +34,16 @@ falsifiers:
     title: a missing file is reported
     kind: mutant
     target: INV-PROBE-001
-    mutant: {{params: {{paths: [no-such-file.txt]}}}}
+    mutant: {{params: {{paths: [{mutant_path}]}}}}
 """
 
 
-def probe_run(root: Path, name: str, *, signer: Any = None, go: bool = True) -> Path:
-    """Run the harness on a one-criterion project under ``root``; return the run dir."""
+def probe_run(
+    root: Path, name: str, *, signer: Any = None, go: bool = True, teeth: bool = True
+) -> Path:
+    """Run the harness on a one-criterion project under ``root``; return the run dir.
+    ``go=False``: the check fails (NO-GO); ``teeth=False``: its mutant changes nothing,
+    so it is MISSED and the run is UNPROVEN."""
     from harness.executor import LocalProcessExecutor
     from harness.loader import load_contract_set
     from harness.runner import run_contracts
@@ -48,7 +52,10 @@ def probe_run(root: Path, name: str, *, signer: Any = None, go: bool = True) -> 
     (project / "contracts").mkdir(parents=True, exist_ok=True)
     (project / "probe.txt").write_text("present\n")
     target = "probe.txt" if go else "absent.txt"
-    (project / "contracts" / "probe.yaml").write_text(CONTRACT.format(path=target))
+    mutant_path = "no-such-file.txt" if teeth else target
+    (project / "contracts" / "probe.yaml").write_text(
+        CONTRACT.format(path=target, mutant_path=mutant_path)
+    )
     contracts = load_contract_set([project / "contracts"])
     result = run_contracts(
         contracts,
@@ -70,8 +77,9 @@ def _keys(scratch: Path, *names: str) -> dict[str, tuple[Path, Path]]:
 
 
 def promotion_gate(ctx: CheckContext) -> dict[str, Any]:
-    """Promotion without a GO verdict, without a signature, or signed by a key not on
-    the allowed list is refused; a valid one is recorded, signed, in a chained ledger."""
+    """Promotion without a GO verdict (NO-GO, or UNPROVEN: a mutant MISSED), without a
+    signature, or signed by a key not on the allowed list is refused; a valid one is
+    recorded, signed, in a chained ledger."""
     from harness.replay import PromotionRefused, promote, verify_ledger
     from harness.signing import load_public_key, load_signer
 
@@ -83,6 +91,7 @@ def promotion_gate(ctx: CheckContext) -> dict[str, Any]:
     unsigned_go = probe_run(ctx.scratch, "unsigned-go")
     signed_no_go = probe_run(ctx.scratch, "signed-no-go", signer=release, go=False)
     intruder_go = probe_run(ctx.scratch, "intruder-go", signer=load_signer(keys["intruder"][0]))
+    signed_unproven = probe_run(ctx.scratch, "signed-unproven", signer=release, teeth=False)
 
     def refused(run_dir: Path, signer: Any = release) -> bool:
         try:
@@ -94,6 +103,7 @@ def promotion_gate(ctx: CheckContext) -> dict[str, Any]:
     obs: dict[str, Any] = {
         "refused_without_signature": refused(unsigned_go),
         "refused_without_go": refused(signed_no_go),
+        "refused_unproven": refused(signed_unproven),
         "refused_key_not_allowed": refused(intruder_go),
         "refused_unsigned_promotion": refused(signed_go, signer=None),
         "ledger_empty_after_refusals": not ledger.exists() or ledger.read_text() == "",
