@@ -92,6 +92,10 @@ def promotion_gate(ctx: CheckContext) -> dict[str, Any]:
     signed_no_go = probe_run(ctx.scratch, "signed-no-go", signer=release, go=False)
     intruder_go = probe_run(ctx.scratch, "intruder-go", signer=load_signer(keys["intruder"][0]))
     signed_unproven = probe_run(ctx.scratch, "signed-unproven", signer=release, teeth=False)
+    # a signed NO-GO whose verdict.json was edited to say GO after signing
+    forged = probe_run(ctx.scratch, "forged-go", signer=release, go=False)
+    text = (forged / "verdict.json").read_bytes()
+    (forged / "verdict.json").write_bytes(text.replace(b'"verdict":"NO-GO"', b'"verdict":"GO"'))
 
     def refused(run_dir: Path, signer: Any = release) -> bool:
         try:
@@ -104,6 +108,7 @@ def promotion_gate(ctx: CheckContext) -> dict[str, Any]:
         "refused_without_signature": refused(unsigned_go),
         "refused_without_go": refused(signed_no_go),
         "refused_unproven": refused(signed_unproven),
+        "refused_forged_verdict": refused(forged),
         "refused_key_not_allowed": refused(intruder_go),
         "refused_unsigned_promotion": refused(signed_go, signer=None),
         "ledger_empty_after_refusals": not ledger.exists() or ledger.read_text() == "",
