@@ -152,9 +152,13 @@ def audit_trail(ctx: CheckContext) -> dict[str, Any]:
     }
     missing = {k: v - events.count(k) for k, v in expected.items() if events.count(k) != v}
     ctx.attach(run_dir / "audit.jsonl", "audit.jsonl")
-    # tamper: a copy with one line removed, and one with an edited line
+    # tamper: a copy with one line removed, one with an edited line, and one with an
+    # edited line whose successor is re-linked to it (as an attacker who knows the
+    # hash would do): only a hash that covers each line's own link catches the last
+    import harness.audit as audit
+
     detected = []
-    for how in ("delete", "edit"):
+    for how in ("delete", "edit", "relink"):
         copy = ctx.scratch / f"tampered-{how}"
         shutil.copytree(run_dir, copy)
         lines = (copy / "audit.jsonl").read_text().splitlines(keepends=True)
@@ -162,6 +166,10 @@ def audit_trail(ctx: CheckContext) -> dict[str, Any]:
             del lines[len(lines) // 2]
         else:
             lines[1] = lines[1].replace('"check_start"', '"check_skipped"')
+        if how == "relink":
+            nxt = json.loads(lines[2])
+            nxt["prev"] = audit.line_hash(lines[1].encode())
+            lines[2] = json.dumps(nxt, sort_keys=True, default=str) + "\n"
         (copy / "audit.jsonl").write_text("".join(lines))
         detected.append(any("audit.jsonl" in p for p in verify_run(copy, pub)))
     return {
@@ -171,6 +179,7 @@ def audit_trail(ctx: CheckContext) -> dict[str, Any]:
         "head_in_signed_verdict": head == verdict["audit_head"] and count == verdict["audit_count"],
         "bundle_verifies": verify_run(run_dir, pub) == [],
         "tamper_detected": all(detected),
+        "tamper_cases": len(detected),
         "events": len(events),
     }
 
