@@ -125,8 +125,40 @@ def shard_duplicates_first(docs: Sequence[Any], split: str, shard_bytes: int = 2
 
 
 def never_alert(*args: Any, **kwargs: Any) -> bool:
-    """A drift rule that never fires (kernels.data.drift:_slice_drifted)."""
+    """A drift rule that never fires (kernels.data.drift:_slice_drifted). A strawman,
+    kept: see FALSIFY-DATA-018's title."""
     return False
+
+
+def detect_binning_the_current_sample(self: Any, current: Any) -> Any:
+    """``DriftDetector.detect`` with each slice's PSI bins spanning the current sample's
+    range instead of the reference's: a shift moves the bins with the data, so PSI sees
+    almost no drift (kernels.data.drift:DriftDetector.detect)."""
+    import numpy as np
+
+    from kernels.data import drift
+
+    cur = drift.slice_means(current, list(self.slices.values()))
+    n, m = self._ref.shape[0], cur.shape[0]
+    crit = drift.ks_critical(n, m, self.alpha / len(self.names))
+    out = []
+    for s, name in enumerate(self.names):
+        lo, hi = float(cur[:, s].min()), float(cur[:, s].max())
+        edges = np.linspace(lo, hi if hi > lo else lo + 1.0, self.bins + 1)
+        ref_counts = drift.bin_counts(self._ref[:, s], edges)
+        counts = drift.bin_counts(cur[:, s], edges)
+        p = drift.psi(ref_counts, counts, self.eps)
+        d = drift.ks_statistic(self._ref[:, s], cur[:, s])
+        hit = bool(drift._slice_drifted(p, d, crit, self.psi_threshold))
+        out.append(drift.SliceDrift(name, p, d, crit, hit, ref_counts.tolist(), counts.tolist()))
+    return drift.DriftReport(
+        alert=any(x.drifted for x in out),
+        slices=out,
+        n_reference=n,
+        n_current=m,
+        params={"bins": self.bins, "alpha": self.alpha, "psi_threshold": self.psi_threshold},
+        dataset=self.dataset,
+    )
 
 
 def trainer_skips_governance(*args: Any, **kwargs: Any) -> None:
