@@ -396,3 +396,43 @@ def init_weights_checked_only_with_config_stamp(
             f"requested family {family!r}"
         )
     return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in loaded.params.items()}
+
+
+# ---------------------------------------------------------------- the stream over epochs
+
+
+def next_indices_dropping_epoch_tail(
+    rng: Any, cursor: Any, n: int, count: int
+) -> tuple[np.ndarray, Any]:
+    """A new epoch starts whenever the rest of the current one is shorter than a batch:
+    the last windows of every epoch are never visited (kernels.train:next_indices)."""
+    from kernels.train import DataCursor, draw_order_seed, shuffle_order
+
+    epoch, pos, order_seed = cursor.epoch, cursor.pos, cursor.order_seed
+    if order_seed is None or pos + count > n:
+        if order_seed is not None:
+            epoch, pos = epoch + 1, 0
+        order_seed = draw_order_seed(rng)
+    idx = shuffle_order(order_seed, n)[pos : pos + count]
+    return idx, DataCursor(epoch, pos + len(idx), order_seed)
+
+
+def next_indices_one_order(rng: Any, cursor: Any, n: int, count: int) -> tuple[np.ndarray, Any]:
+    """The order's seed is drawn once, for the first epoch: every later epoch repeats the
+    first one's order (kernels.train:next_indices)."""
+    from kernels.train import DataCursor, draw_order_seed, shuffle_order
+
+    out: list[np.ndarray] = []
+    epoch, pos, order_seed = cursor.epoch, cursor.pos, cursor.order_seed
+    need = count
+    while need:
+        if order_seed is None:
+            order_seed = draw_order_seed(rng)
+        if pos >= n:
+            epoch, pos = epoch + 1, 0
+        order = shuffle_order(order_seed, n)
+        take = min(need, n - pos)
+        out.append(order[pos : pos + take])
+        pos += take
+        need -= take
+    return np.concatenate(out), DataCursor(epoch, pos, order_seed)
