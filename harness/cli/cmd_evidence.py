@@ -51,16 +51,21 @@ def keygen(out: str, passphrase_env: str | None) -> int:
     "--key",
     "keys",
     multiple=True,
-    required=True,
     type=click.Path(dir_okay=False),
-    help="Public key(s) (PEM) a valid signature must come from.",
+    help="Public key(s) (PEM) a valid signature must come from [[tool.harness] allowed-keys].",
 )
 def verify(run_dir: str, keys: tuple[str, ...]) -> int:
     """Verify a run's bundle: digests, signatures, statements, audit chain, verdict."""
     from harness.signing import load_public_key
     from harness.verify import verify_run
 
-    problems = verify_run(Path(run_dir), [load_public_key(Path(k)) for k in keys])
+    paths = [Path(k) for k in keys] or list(config().allowed_keys)
+    if not paths:
+        raise UsageError(
+            "no public key to verify with: pass --key PUB.pem or set [tool.harness] "
+            "allowed-keys in pyproject.toml"
+        )
+    problems = verify_run(Path(run_dir), [load_public_key(p) for p in paths])
     for p in problems:
         click.echo(p)
     if problems:

@@ -344,3 +344,21 @@ def test_sigkill_at_random_moments_never_leaves_a_half_written_complete_bundle(p
         f"{len(runs)} runs killed at random: {complete} complete and verifying, "
         f"{len(runs) - complete} marked incomplete"
     )
+
+
+def test_verify_takes_the_configured_allowed_keys_when_no_key_is_given(signed_run, keys, project):
+    """Like rerun and promote, verify falls back to [tool.harness] allowed-keys; with no
+    key anywhere it is a usage error (exit 4), never a pass."""
+    from click.testing import CliRunner
+
+    from harness.cli import cli
+
+    r = CliRunner().invoke(cli, ["verify", str(signed_run)])
+    assert r.exit_code == 4 and "allowed-keys" in r.output, r.output
+    pyproject = project.root / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text() + f'allowed-keys = ["{keys["pub"]}"]\n')
+    r = CliRunner().invoke(cli, ["verify", str(signed_run)])
+    assert r.exit_code == 0 and "OK:" in r.output, r.output
+    pyproject.write_text(pyproject.read_text().replace(str(keys["pub"]), str(keys["other_pub"])))
+    r = CliRunner().invoke(cli, ["verify", str(signed_run)])
+    assert r.exit_code == 1 and "no signature verifies" in r.output, r.output
