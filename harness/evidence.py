@@ -199,8 +199,7 @@ class EvidenceWriter(Listener):
         self.contracts: ContractSet | None = None
         self.info: RunInfo | None = None
         self.run_meta: dict[str, Any] = {}
-        self.tasks: dict[str, Task] = {}
-        self.seeds: dict[str, int] = {}
+        self.tasks: dict[str, Task] = {}  # the plan's tasks: check dirs, limits, seeds
         self.run_digests: dict[str, str] = {}  # run-level file -> sha256 of what we wrote
         self.sealed: dict[str, dict[str, dict[str, Any]]] = {}  # criterion -> manifest
         self.statements: dict[str, bytes] = {}  # criterion -> unsigned statement body
@@ -238,7 +237,6 @@ class EvidenceWriter(Listener):
         (staging / MARKER).write_text("run in progress or interrupted\n")
         os.rename(staging, self.run_dir)
         self.tasks = {t.key: t for t in plan.tasks}
-        self.seeds = {t.key: t.seed for t in plan.tasks}  # the seeds the checks ran with
         env = collect_environment(self.root)
         self._write_run_file("environment.json", dumps_json(env).encode())
         self.run_meta = {
@@ -449,7 +447,7 @@ class EvidenceWriter(Listener):
             "message": r.message,
             "detail": float_repr(r.detail),
             "duration": r.duration,
-            "seed": self.seeds.get(r.falsifier_id),
+            "seed": self.tasks[r.falsifier_id].seed if r.falsifier_id in self.tasks else None,
         }
 
     def _copy_check_files(self, cid: str, key: str, r: InvariantResult | FalsifierResult) -> None:

@@ -20,7 +20,7 @@ import os
 import secrets
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -156,7 +156,7 @@ def run(request: RunRequest) -> RunResult:
     if evidence_root is not None:
         listeners.insert(
             0,
-            EvidenceWriter(evidence_root, root, _deferred(request.signer), redactions=redactions),
+            EvidenceWriter(evidence_root, root, request.signer, redactions=redactions),
         )
     events = Dispatcher(listeners)
     started = now_iso()
@@ -275,16 +275,6 @@ def _end_strays(before: set[int]) -> None:
             os.waitpid(pid, 0)
         except ChildProcessError:
             pass
-
-
-def _deferred(signer: Any) -> Callable[[], Any] | None:
-    """The signer as a callable the evidence writer calls once every check has
-    ended: a key is never in memory while a check runs."""
-    if signer is None:
-        return None
-    if callable(signer) and not hasattr(signer, "sign"):
-        return signer  # type: ignore[no-any-return]
-    return lambda: signer
 
 
 def _log_names(task: Task, logs: Mapping[str, str]) -> dict[str, str]:
