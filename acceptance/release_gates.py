@@ -203,7 +203,7 @@ def signoff(ctx: CheckContext) -> dict[str, Any]:
             allowed,
             load_signer(keys[n][0]),
             ledger,
-            ctx.params.get("signer_name_override", n),
+            n,
         )
     on_file = {keyid_of(load_public_key(keys[n][1])): n for n in names}
     named = []

@@ -170,6 +170,28 @@ def promotion_problems(run_dir: Path, allowed_keys: list[Path]) -> list[str]:
     return []
 
 
+def promotion_record(run_dir: Path, name: str, keyid: str, signer_name: str) -> dict[str, Any]:
+    """What a promotion of ``run_dir`` to ``name`` by the key ``keyid`` records."""
+    import datetime as _dt
+
+    from harness.fsutil import sha256_file
+
+    verdict = json.loads((run_dir / "verdict.json").read_text())
+    return {
+        "name": name,
+        "run_id": verdict["run_id"],
+        "run_dir": str(run_dir),
+        "verdict": verdict["verdict"],
+        "verdict_sha256": sha256_file(run_dir / "verdict.json"),
+        "run_signed_by": verdict.get("keyid"),
+        "contract_digest": verdict.get("contract_digest"),
+        "git": verdict.get("git"),
+        "promoted_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "promoted_by": keyid,
+        "signer_name": signer_name,
+    }
+
+
 def promote(
     run_dir: Path,
     name: str,
@@ -180,10 +202,7 @@ def promote(
 ) -> dict[str, Any]:
     """Refuse unless the run verifies under an allowed key and its verdict is GO;
     then append a signed promotion record to the hash-chained ``ledger``."""
-    import datetime as _dt
-
     from harness.audit import AuditLog
-    from harness.fsutil import sha256_file
     from harness.signing import PROMOTION_TYPE, canonical_json, make_envelope
 
     if signer is None:
@@ -193,20 +212,7 @@ def promote(
     problems = promotion_problems(run_dir, allowed_keys)
     if problems:
         raise PromotionRefused(problems)
-    verdict = json.loads((run_dir / "verdict.json").read_text())
-    record = {
-        "name": name,
-        "run_id": verdict["run_id"],
-        "run_dir": str(run_dir),
-        "verdict": verdict["verdict"],
-        "verdict_sha256": sha256_file(run_dir / "verdict.json"),
-        "run_signed_by": verdict.get("keyid"),
-        "contract_digest": verdict.get("contract_digest"),
-        "git": verdict.get("git"),
-        "promoted_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "promoted_by": signer.keyid,
-        "signer_name": signer_name,
-    }
+    record = promotion_record(run_dir, name, signer.keyid, signer_name)
     envelope = make_envelope(canonical_json(record), PROMOTION_TYPE, signer)
     log = AuditLog(ledger)
     try:
@@ -241,6 +247,12 @@ def verify_ledger(ledger: Path, public_keys: list[Any]) -> list[str]:
             same = False
         if opened.payload is not None and not same:
             problems.append(f"{ledger}:{n}: record differs from its signed payload")
+        record = entry.get("record")
+        claimed = record.get("promoted_by") if isinstance(record, dict) else None
+        if opened.keyids and claimed not in opened.keyids:
+            problems.append(
+                f"{ledger}:{n}: promoted_by {claimed!r} is not the key that signed the record"
+            )
     return problems
 
 

@@ -6,6 +6,8 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+from harness.replay import promotion_record as _REAL_PROMOTION_RECORD  # before any patch
+
 
 def promotion_refuses_only_no_go(run_dir: Path, allowed_keys: list[Path]) -> list[str]:
     """A promotion gate that refuses NO-GO instead of accepting only GO: an UNPROVEN run
@@ -22,6 +24,19 @@ def promotion_refuses_only_no_go(run_dir: Path, allowed_keys: list[Path]) -> lis
         return ["the run does not verify under an allowed key:", *problems]
     verdict = json.loads((run_dir / "verdict.json").read_text())
     return ["the run's verdict is NO-GO"] if verdict.get("verdict") == "NO-GO" else []
+
+
+def promotion_record_names_run_signer(
+    run_dir: Path, name: str, keyid: str, signer_name: str
+) -> dict[str, Any]:
+    """The promotion record's ``promoted_by`` copied from the run's own signer
+    (``verdict["keyid"]``, one line above) instead of the promoter's key: every
+    sign-off looks as if the run's signer gave it (harness.replay:promotion_record)."""
+    import json
+
+    record = _REAL_PROMOTION_RECORD(run_dir, name, keyid, signer_name)
+    verdict = json.loads((run_dir / "verdict.json").read_text())
+    return {**record, "promoted_by": verdict.get("keyid")}
 
 
 def verify_trusting_verdict_json(run_dir: Path, public_keys: list[Any]) -> list[str]:

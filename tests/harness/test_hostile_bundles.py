@@ -931,3 +931,22 @@ def test_a_hostile_promotion_ledger_is_problems_never_a_crash(bundle, keys, tmp_
     ):
         ledger.write_bytes(data)
         assert verify_ledger(ledger, pub), data
+
+
+def test_a_promotion_record_naming_another_key_than_its_signer_is_refused(
+    bundle, keys, tmp_path, monkeypatch
+):
+    """Signed by key A, the record says promoted_by B: the payload matches the record,
+    so only the keyid comparison names it."""
+    from harness import replay
+
+    real = replay.promotion_record
+    monkeypatch.setattr(
+        replay,
+        "promotion_record",
+        lambda *a: {**real(*a), "promoted_by": "0" * 64},
+    )
+    ledger = tmp_path / "promotions.jsonl"
+    replay.promote(bundle, "prod", [keys["pub"]], load_signer(keys["priv"]), ledger, "rm")
+    problems = replay.verify_ledger(ledger, [load_public_key(keys["pub"])])
+    assert any("is not the key that signed the record" in p for p in problems), problems
