@@ -26,6 +26,7 @@ import numpy as np
 from kernels.checkpoint import check_architecture_stamp as _check_architecture_stamp
 from kernels.checkpoint import check_coverage as _check_coverage
 from kernels.train import record_usage as _record_usage
+from kernels.train.loop import train_step as _REAL_TRAIN_STEP
 
 # ---------------------------------------------------------------- AC-TRAIN-001
 
@@ -162,6 +163,41 @@ def simulated_val_loss(model: Any, params: Mapping[str, np.ndarray], windows: np
     measuring the weights ("metrics show decreasing loss")."""
     _SIMULATED["calls"] += 1
     return 7.0 * 0.97 ** _SIMULATED["calls"]
+
+
+def optimizer_recreated_each_epoch(cfg: Any, task: Any, opt: Any, st: Any) -> dict[str, Any]:
+    """The optimizer built inside the epoch loop, as many training scripts do: when a
+    step starts a new epoch, AdamW's moments and step counter start again from zero, so
+    bias correction restarts and the first updates of every epoch are too large
+    (kernels.train.loop:train_step). Invisible until the data stream wraps."""
+    epoch = st.cursor.epoch
+    record = _REAL_TRAIN_STEP(cfg, task, opt, st)
+    if st.cursor.epoch != epoch:
+        opt.t, opt.state = 0, {}
+    return record
+
+
+def learning_rate_within_epoch(cfg: Any, task: Any, opt: Any, st: Any) -> dict[str, Any]:
+    """The schedule indexed by the step within the epoch (an epoch-local batch counter
+    handed to the scheduler): warmup and decay restart at every epoch
+    (kernels.train.loop:train_step). Invisible until the data stream wraps."""
+    import time
+
+    from kernels import train as _t
+
+    per_epoch = max(1, task.n_units // (cfg.batch_size * cfg.grad_accum))
+    t_step = time.perf_counter()
+    batch, st.cursor = task.draw_step(st.rng, st.cursor, cfg.batch_size * cfg.grad_accum)
+    loss, grads = _t.accumulate_gradients(task, st.params, task.split(batch, cfg.grad_accum))
+    lr = _t.learning_rate(cfg, st.step % per_epoch)
+    grad_norm = _t.apply_update(opt, st.params, grads, lr)
+    st.step += 1
+    units = task.units_in(batch)
+    st.tokens_seen += units
+    return {
+        "step": st.step, "loss": float(loss), "lr": lr, "grad_norm": float(grad_norm),
+        "tokens_per_s": units / max(time.perf_counter() - t_step, 1e-9),
+    }  # fmt: skip
 
 
 # ---------------------------------------------------------------- AC-TRAIN-004
