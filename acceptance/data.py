@@ -20,6 +20,8 @@ from typing import Any
 import yaml
 
 from acceptance.data_copies import (
+    DECOY_FORMS,
+    PII_FORMS,
     PII_KINDS,
     SHIPPED,
     copy_datasets,
@@ -54,50 +56,72 @@ def _trainer_calls_gate() -> bool:
 def pii_scanner_finds_planted(ctx: Any) -> dict[str, Any]:
     """PII planted in copies of real corpus documents is found (right kind, right span);
     look-alikes that are not PII (Luhn-invalid cards, bad octets, reserved SSN areas,
-    example.com) are not reported; the shipped corpus scans clean."""
+    example.com) are not reported; the shipped corpus scans clean.
+
+    With ``every_form`` (the default) every form the scanner documents (``PII_FORMS``:
+    each phone layout, each card grouping and length, emails with tags, subdomains and
+    capitals, ...) is planted once per kind, and every documented look-alike
+    (``DECOY_FORMS``) once, before ``per_kind`` plants of random forms and one random
+    look-alike per kind (issue 13, class 1: a generator narrower than the spec)."""
     from kernels.data import pii
     from kernels.data.pipeline import ingest_corpus
 
     kinds = list(ctx.params.get("kinds", PII_KINDS))
     per_kind = int(ctx.params.get("per_kind", 3))
+    every_form = bool(ctx.params.get("every_form", True))
     rng = seeded_rng(ctx, int(ctx.params.get("plant_seed", 0)), 1)
     docs = [d for d in ingest_corpus() if len(d.text) > 200]
     clean_findings = len(pii.scan_documents(docs))
     planted, missed, wrong = 0, [], []
     decoys, decoys_reported = 0, []
+    forms_planted: set[str] = set()
+    decoy_forms: set[str] = set()
     order = rng.permutation(len(docs))
     k = 0
     for kind in kinds:
-        for _ in range(per_kind):
+        plants = list(PII_FORMS[kind]) if every_form else []
+        for form in plants + [None] * per_kind:
             doc = docs[int(order[k % len(order)])]
             k += 1
-            item = make_pii(kind, rng)
+            item = make_pii(kind, rng, form)
             text, off = insert_at_newline(doc.text, item, rng)
             found = pii.scan_text(text, doc_id=doc.id)
             planted += 1
+            forms_planted.add(f"{kind}/{form}" if form else f"{kind}/random")
             hit = [f for f in found if f.offset == off and f.length == len(item)]
             if not hit:
-                missed.append(f"{kind}: {item!r}")
+                missed.append(f"{kind} ({form or 'random form'}): {item!r}")
             elif hit[0].kind != kind:
                 wrong.append(f"{kind} reported as {hit[0].kind}: {item!r}")
-        doc = docs[int(order[k % len(order)])]
-        k += 1
-        decoy = make_decoy(kind, rng)
-        text, off = insert_at_newline(doc.text, decoy, rng)
-        decoys += 1
-        if any(off <= f.offset < off + len(decoy) for f in pii.scan_text(text)):
-            decoys_reported.append(f"{kind}: {decoy!r}")
+        looks = list(DECOY_FORMS[kind]) if every_form else []
+        for form in looks + [None]:
+            doc = docs[int(order[k % len(order)])]
+            k += 1
+            decoy = make_decoy(kind, rng, form)
+            text, off = insert_at_newline(doc.text, decoy, rng)
+            decoys += 1
+            decoy_forms.add(f"{kind}/{form}" if form else f"{kind}/random")
+            if any(off <= f.offset < off + len(decoy) for f in pii.scan_text(text)):
+                decoys_reported.append(f"{kind} ({form or 'random form'}): {decoy!r}")
     ctx.attach_json(
         "pii-scan.json",
-        {"missed": missed, "wrong_kind": wrong, "decoys_reported": decoys_reported},
+        {
+            "forms_planted": sorted(forms_planted),
+            "decoy_forms": sorted(decoy_forms),
+            "missed": missed,
+            "wrong_kind": wrong,
+            "decoys_reported": decoys_reported,
+        },
     )
     return {
         "kinds": len(kinds),
         "planted": planted,
+        "forms_planted": len(forms_planted),
         "missed": len(missed),
         "missed_examples": missed[:5],
         "wrong_kind": len(wrong),
         "decoys": decoys,
+        "decoy_forms": len(decoy_forms),
         "decoys_reported": len(decoys_reported),
         "decoy_examples": decoys_reported[:5],
         "clean_corpus_findings": clean_findings,

@@ -84,66 +84,197 @@ def _digits(rng: np.random.Generator, k: int) -> str:
     return "".join(str(int(x)) for x in rng.integers(0, 10, k))
 
 
-def make_pii(kind: str, rng: np.random.Generator) -> str:
-    """One realistic PII string of ``kind`` (a valid card passes Luhn)."""
+#: every form the scanner documents it finds (kernels/data/pii.py), per kind: a check
+#: plants each at least once (issue 13, class 1: the generator plants every documented
+#: form, not the four a first version happened to write)
+PII_FORMS: dict[str, tuple[str, ...]] = {
+    "email": (
+        "dotted", "plus-tag", "underscore-percent", "subdomain", "upper-case", "long-tld",
+        "near-reserved-domain",
+    ),
+    "phone": (
+        "intl-spaces", "intl-dashes", "intl-dots", "intl-area-parens", "uk-spaces",
+        "fr-pairs", "paren-space", "paren-no-space", "paren-dot", "dashes", "dots",
+    ),
+    "card": (
+        "contiguous-13", "contiguous-15", "contiguous-16", "contiguous-19",
+        "4-4-4-4-spaces", "4-4-4-4-dashes", "4-4-4-4-3-spaces", "4-4-4-4-3-dashes",
+        "4-6-5-spaces", "4-6-5-dashes", "4-6-4-spaces", "4-6-4-dashes",
+    ),
+    "ipv4": ("private-10", "public", "one-digit-octets", "three-digit-octets", "octet-bounds"),
+    "ssn": ("random", "bounds"),
+}  # fmt: skip
+
+#: every look-alike the scanner documents it skips (kernels/data/pii.py), per kind
+DECOY_FORMS: dict[str, tuple[str, ...]] = {
+    "email": (
+        "example.com", "example.org", "example.net", "subdomain-of-example.com",
+        "tld-example", "tld-invalid", "tld-test", "tld-localhost",
+    ),
+    "phone": ("bare-7", "bare-10"),
+    "card": ("luhn-invalid", "one-digit-repeated", "too-short"),
+    "ipv4": (
+        "octet-above-255", "leading-zero", "loopback", "unspecified", "broadcast",
+        "rfc5737-192.0.2", "rfc5737-198.51.100", "rfc5737-203.0.113", "version-string",
+    ),
+    "ssn": ("area-000", "area-666", "area-9xx", "group-00", "serial-0000"),
+}  # fmt: skip
+
+
+def _pick(rng: np.random.Generator, options: Any) -> Any:
+    return options[int(rng.integers(0, len(options)))]
+
+
+def _card_number(rng: np.random.Generator, prefix: str, length: int) -> str:
+    body = prefix + _digits(rng, length - 1 - len(prefix))
+    return body + _luhn_digit(body)
+
+
+def _groups(n: str, sizes: tuple[int, ...], sep: str) -> str:
+    out, i = [], 0
+    for k in sizes:
+        out.append(n[i : i + k])
+        i += k
+    return sep.join(out)
+
+
+def make_pii(kind: str, rng: np.random.Generator, form: str | None = None) -> str:
+    """One realistic PII string of ``kind`` in ``form`` (one of ``PII_FORMS[kind]``; a
+    random one when None). A card passes Luhn; every value is one the scanner documents
+    it reports."""
+    forms = PII_FORMS.get(kind)
+    if forms is None:
+        raise ValueError(f"unknown PII kind {kind!r}")
+    form = _pick(rng, forms) if form is None else form
+    if form not in forms:
+        raise ValueError(f"unknown {kind} form {form!r}; known: {', '.join(forms)}")
+    r = lambda lo, hi: int(rng.integers(lo, hi))  # noqa: E731
     if kind == "email":
-        a, b = rng.choice(_FIRST, 2)
-        return f"{a}.{b}{int(rng.integers(1, 99))}@{rng.choice(_DOMAINS)}"
+        a, b = (str(x) for x in rng.choice(_FIRST, 2))
+        dom = str(rng.choice(_DOMAINS))
+        return {
+            "dotted": f"{a}.{b}{r(1, 99)}@{dom}",
+            "plus-tag": f"{a}+newsletter{r(1, 9)}@{dom}",
+            "underscore-percent": f"{a}_{b}%{r(1, 9)}@{dom}",
+            "subdomain": f"{a}@{_pick(rng, ['cs', 'mail', 'lists.dev'])}.{dom}",
+            "upper-case": f"{a.title()}.{b.upper()}@{dom.upper()}",
+            "long-tld": f"{a}@{b}-design.photography",
+            "near-reserved-domain": f"{a}@{_pick(rng, _NEAR_RESERVED)}",
+        }[form]
     if kind == "phone":
-        a3 = f"{int(rng.integers(201, 989))}"
-        b3, c4 = f"{int(rng.integers(200, 999))}", f"{int(rng.integers(0, 9999)):04d}"
-        fmt = int(rng.integers(0, 4))
-        if fmt == 0:
-            return f"+1 {a3} {b3} {c4}"
-        if fmt == 1:
-            return f"({a3}) {b3}-{c4}"
-        if fmt == 2:
-            return f"{a3}-{b3}-{c4}"
-        return f"+44 20 {int(rng.integers(1000, 9999))} {int(rng.integers(1000, 9999))}"
+        a3, b3, c4 = f"{r(201, 989)}", f"{r(200, 999)}", f"{r(0, 10000):04d}"
+        return {
+            "intl-spaces": f"+1 {a3} {b3} {c4}",
+            "intl-dashes": f"+1-{a3}-{b3}-{c4}",
+            "intl-dots": f"+1.{a3}.{b3}.{c4}",
+            "intl-area-parens": f"+1 ({a3}) {b3}-{c4}",
+            "uk-spaces": f"+44 20 {r(1000, 10000)} {r(1000, 10000)}",
+            "fr-pairs": f"+33 {r(1, 10)} " + " ".join(f"{r(0, 100):02d}" for _ in range(4)),
+            "paren-space": f"({a3}) {b3}-{c4}",
+            "paren-no-space": f"({a3}){b3}-{c4}",
+            "paren-dot": f"({a3}) {b3}.{c4}",
+            "dashes": f"{a3}-{b3}-{c4}",
+            "dots": f"{a3}.{b3}.{c4}",
+        }[form]
     if kind == "card":
-        fmt = int(rng.integers(0, 4))
-        if fmt == 3:  # Amex 4-6-5
-            body = "37" + _digits(rng, 12)
-            n = body + _luhn_digit(body)
-            return f"{n[:4]} {n[4:10]} {n[10:]}"
-        body = rng.choice(["4", "51", "55"]) + ""
-        body = body + _digits(rng, 15 - len(body))
-        n = body + _luhn_digit(body)
-        if fmt == 0:
-            return n
-        sep = " " if fmt == 1 else "-"
-        return sep.join(n[i : i + 4] for i in range(0, 16, 4))
+        if form.startswith("contiguous-"):
+            length = int(form.split("-")[1])
+            prefix = {13: "4", 15: _pick(rng, ["34", "37"]), 16: _pick(rng, ["4", "51", "55"]),
+                      19: _pick(rng, ["4", "62"])}[length]  # fmt: skip
+            return _card_number(rng, prefix, length)
+        sep = " " if form.endswith("spaces") else "-"
+        if form.startswith("4-4-4-4-3"):
+            return _groups(_card_number(rng, "4", 19), (4, 4, 4, 4, 3), sep)
+        if form.startswith("4-4-4-4"):
+            return _groups(_card_number(rng, _pick(rng, ["4", "51", "55"]), 16), (4,) * 4, sep)
+        if form.startswith("4-6-5"):  # Amex
+            return _groups(_card_number(rng, _pick(rng, ["34", "37"]), 15), (4, 6, 5), sep)
+        return _groups(_card_number(rng, _pick(rng, ["300", "305", "36"]), 14), (4, 6, 4), sep)
     if kind == "ipv4":
-        a = int(rng.choice([10, 23, 46, 81, 100, 145, 172, 185, 192, 213]))
+        if form == "private-10":
+            return f"10.{r(0, 256)}.{r(0, 256)}.{r(1, 255)}"
+        if form == "one-digit-octets":
+            return f"{r(1, 10)}.{r(0, 10)}.{r(0, 10)}.{r(1, 10)}"
+        if form == "three-digit-octets":
+            a = _pick(rng, [100, 145, 185, 213, 223])
+            return f"{a}.{r(100, 256)}.{r(100, 256)}.{r(100, 255)}"
+        if form == "octet-bounds":
+            return f"{_pick(rng, [1, 23, 126, 128, 254])}.0.255.{_pick(rng, [0, 255])}"
+        a = int(rng.choice([23, 46, 81, 100, 145, 172, 185, 192, 213]))
         b, c, d = (int(x) for x in rng.integers(0, 256, 3))
         if (a, b, c) in ((192, 0, 2), (198, 51, 100), (203, 0, 113)):
             c = 1
         return f"{a}.{b}.{c}.{max(d, 1)}"
+    if form == "bounds":  # ssn: the edges of the SSA rules
+        area = _pick(rng, [1, 665, 667, 899])
+        return f"{area:03d}-{_pick(rng, [1, 99]):02d}-{_pick(rng, [1, 9999]):04d}"
+    area = r(1, 900)
+    area = 667 if area == 666 else area
+    return f"{area:03d}-{r(1, 100):02d}-{r(1, 10000):04d}"
+
+
+#: real domains that end in a reserved name without being under it
+_NEAR_RESERVED = ("counterexample.com", "bestexample.org", "myexample.net")
+
+
+def make_decoy(kind: str, rng: np.random.Generator, form: str | None = None) -> str:
+    """A string that looks like ``kind`` but is not PII by the scanner's documented rules,
+    in ``form`` (one of ``DECOY_FORMS[kind]``; a random one when None)."""
+    forms = DECOY_FORMS.get(kind)
+    if forms is None:
+        raise ValueError(f"unknown PII kind {kind!r}")
+    form = _pick(rng, forms) if form is None else form
+    if form not in forms:
+        raise ValueError(f"unknown {kind} decoy form {form!r}; known: {', '.join(forms)}")
+    r = lambda lo, hi: int(rng.integers(lo, hi))  # noqa: E731
+    name = str(rng.choice(_FIRST))
+    if kind == "card":
+        if form == "luhn-invalid":
+            body = "4" + _digits(rng, 14)
+            bad = str((int(_luhn_digit(body)) + 1 + r(0, 8)) % 10)
+            return _groups(body + bad, (4,) * 4, " ")
+        if form == "one-digit-repeated":  # Luhn-valid, but all one digit
+            d = _pick(rng, [c for c in "0123456789" if _luhn_digit(c * 15) == c])
+            return _groups(d * 16, (4,) * 4, " ")
+        return _card_number(rng, "4", 12)  # 12 digits: shorter than any card
+    if kind == "ipv4":
+        return {
+            "octet-above-255": f"{r(10, 200)}.{r(256, 999)}.1.{r(1, 255)}",
+            "leading-zero": f"{r(10, 200)}.0{r(1, 10)}.{r(0, 256)}.{r(1, 255)}",
+            "loopback": f"127.{r(0, 256)}.{r(0, 256)}.{r(1, 255)}",
+            "unspecified": f"0.{r(0, 256)}.{r(0, 256)}.{r(0, 256)}",
+            "broadcast": "255.255.255.255",
+            "rfc5737-192.0.2": f"192.0.2.{r(1, 255)}",
+            "rfc5737-198.51.100": f"198.51.100.{r(1, 255)}",
+            "rfc5737-203.0.113": f"203.0.113.{r(1, 255)}",
+            "version-string": f"{r(1, 10)}.{r(0, 20)}.{r(0, 20)}.{r(0, 20)}.{r(0, 20)}",
+        }[form]
     if kind == "ssn":
-        area = int(rng.integers(1, 900))
-        area = 667 if area == 666 else area
-        return f"{area:03d}-{int(rng.integers(1, 100)):02d}-{int(rng.integers(1, 10000)):04d}"
-    raise ValueError(f"unknown PII kind {kind!r}")
-
-
-def make_decoy(kind: str, rng: np.random.Generator) -> str:
-    """A string that looks like ``kind`` but is not PII by the scanner's rules."""
-    if kind == "card":  # fails Luhn
-        body = "4" + _digits(rng, 14)
-        bad = str((int(_luhn_digit(body)) + 1 + int(rng.integers(0, 8))) % 10)
-        n = body + bad
-        return " ".join(n[i : i + 4] for i in range(0, 16, 4))
-    if kind == "ipv4":  # an octet above 255
-        a, b, d = int(rng.integers(10, 200)), int(rng.integers(256, 999)), int(rng.integers(1, 255))
-        return f"{a}.{b}.1.{d}"
-    if kind == "ssn":  # area 000 / 666 / 9xx
-        area = rng.choice(["000", "666", f"9{int(rng.integers(0, 99)):02d}"])
-        return f"{area}-{int(rng.integers(1, 100)):02d}-{int(rng.integers(1, 10000)):04d}"
-    if kind == "email":  # a reserved example domain
-        return f"{rng.choice(_FIRST)}@example.com"
-    if kind == "phone":  # a bare digit run is not a phone
-        return _digits(rng, 7)
-    raise ValueError(f"unknown PII kind {kind!r}")
+        area, group, serial = f"{r(1, 900):03d}", f"{r(1, 100):02d}", f"{r(1, 10000):04d}"
+        area = "667" if area == "666" else area
+        if form == "area-000":
+            area = "000"
+        elif form == "area-666":
+            area = "666"
+        elif form == "area-9xx":
+            area = f"9{r(0, 100):02d}"
+        elif form == "group-00":
+            group = "00"
+        else:
+            serial = "0000"
+        return f"{area}-{group}-{serial}"
+    if kind == "email":
+        return {
+            "example.com": f"{name}@example.com",
+            "example.org": f"{name}@example.org",
+            "example.net": f"{name}@EXAMPLE.NET",
+            "subdomain-of-example.com": f"{name}@mail.example.com",
+            "tld-example": f"{name}@corp.example",
+            "tld-invalid": f"{name}@host.invalid",
+            "tld-test": f"{name}@shop.test",
+            "tld-localhost": f"{name}@app.localhost",
+        }[form]
+    return _digits(rng, 7 if form == "bare-7" else 10)  # phone: a bare digit run
 
 
 def insert_at_newline(text: str, item: str, rng: np.random.Generator) -> tuple[str, int]:

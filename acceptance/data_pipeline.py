@@ -18,8 +18,53 @@ import numpy as np
 
 from acceptance.data_copies import insert_at_newline, seeded_rng
 
-
 # ======================================================== AC-DATA-004 pipeline
+#: the copies deduplication documents it removes ("documents equal up to whitespace runs
+#: are duplicates", kernels.data.pipeline.dedupe_key), one per form; a check with
+#: ``dup_count >= len(DUPLICATE_FORMS)`` plants every form (issue 13, class 1)
+DUPLICATE_FORMS = (
+    "exact",  # the same text
+    "doubled-spaces",  # runs of spaces longer
+    "tabs",  # tabs where spaces were
+    "rewrapped",  # lines joined and split at other words
+    "reindented",  # every line's indentation changed (spaces to a tab, or added)
+    "crlf-blank-lines",  # CRLF line ends and an extra blank line between lines
+    "form-feeds",  # a form feed and mixed runs as separators
+)
+
+
+def respace(text: str, form: str, rng: np.random.Generator) -> str:
+    """``text`` with its whitespace changed as ``form`` (one of ``DUPLICATE_FORMS``) and
+    its words unchanged, so it normalises to the same words (``" ".join(text.split())``)."""
+    if form == "exact":
+        return text
+    if form == "doubled-spaces":
+        return re.sub(r" +", lambda m: m.group(0) * 2, text)
+    if form == "tabs":
+        return text.replace(" ", "\t")
+    if form == "rewrapped":
+        words = text.split()
+        out, width = [], int(rng.integers(20, 60))
+        line = ""
+        for w in words:
+            if line and len(line) + 1 + len(w) > width:
+                out.append(line)
+                line = w
+            else:
+                line = f"{line} {w}" if line else w
+        return "\n".join([*out, line]) + "\n"
+    if form == "reindented":
+        return "\n".join(
+            ("\t" + ln[4:] if ln.startswith("    ") else "  " + ln) if ln.strip() else ln
+            for ln in text.split("\n")
+        )
+    if form == "crlf-blank-lines":
+        return "\r\n\r\n".join(text.split("\n"))
+    if form == "form-feeds":
+        return re.sub(r"\s+", lambda m: " \x0c " if m.start() % 3 == 0 else " \t ", text)
+    raise ValueError(f"unknown duplicate form {form!r}; known: {', '.join(DUPLICATE_FORMS)}")
+
+
 def _ngrams(text: str, n: int) -> set[tuple[bytes, ...]]:
     w = text.encode("utf-8").split()
     return set(zip(*[w[i:] for i in range(n)], strict=False))
@@ -79,7 +124,7 @@ def pipeline_invariants(ctx: Any) -> dict[str, Any]:
     dup_ids = []
     for k in range(dup_count):
         d = docs[idx[train_ids[int(rng.integers(0, len(train_ids)))]]]
-        text = d.text.replace(" ", "  ", 3) if k % 2 else d.text
+        text = respace(d.text, DUPLICATE_FORMS[k % len(DUPLICATE_FORMS)], rng)
         docs.append(Document(f"{d.source}#dup{k}", text, d.source))
         dup_ids.append(f"{d.source}#dup{k}")
 

@@ -286,8 +286,14 @@ def make_case(name: str, shape: dict[str, int], scale: float, seed: int) -> Kern
         return KernelCase(name, inputs, fwd, reference, bwd)
 
     if name == "adamw":
+        # As every training run steps it (kernels.train.tasks: build_optimizer,
+        # apply_update): global-norm clipping on (TrainConfig.clip = 1.0, active whenever
+        # the gradients' norm exceeds it), and the learning rate passed per step from
+        # the warmup + cosine schedule (issue 13, class 1: a reference with clipping
+        # switched off and a constant lr never saw what real runs do).
         steps = int(s.get("steps", 3))
-        hp = {"lr": 1e-2, "b1": 0.9, "b2": 0.95, "eps": 1e-8, "wd": 0.1}
+        hp = {"lr": 1e-2, "b1": 0.9, "b2": 0.95, "eps": 1e-8, "wd": 0.1, "clip": 1.0}
+        lrs = [optim.lr_at(i, hp["lr"], 2, steps, hp["lr"] / 10) for i in range(steps)]
         inputs = {"w": _draw(rng, (t, d), 1.0), "g": _draw(rng, (d,), 1.0)}
         grads = [
             {"w": _draw(rng, (t, d), scale), "g": _draw(rng, (d,), scale)} for _ in range(steps)
@@ -300,11 +306,11 @@ def make_case(name: str, shape: dict[str, int], scale: float, seed: int) -> Kern
                 betas=(hp["b1"], hp["b2"]),
                 eps=hp["eps"],
                 weight_decay=hp["wd"],
-                clip_norm=None,
+                clip_norm=hp["clip"],
             )
             out = []
-            for g in grads:
-                opt.step(params, _cast(g, dt))
+            for g, lr in zip(grads, lrs, strict=True):
+                opt.step(params, _cast(g, dt), lr=lr)
                 out += [params["w"].copy(), params["g"].copy()]
             return out
 
@@ -313,12 +319,15 @@ def make_case(name: str, shape: dict[str, int], scale: float, seed: int) -> Kern
             m = {k: np.zeros_like(a) for k, a in p.items()}
             v2 = {k: np.zeros_like(a) for k, a in p.items()}
             out = []
-            for step, g in enumerate(grads, start=1):
+            for step, (g, lr) in enumerate(zip(grads, lrs, strict=True), start=1):
+                norm = math.sqrt(sum(float(np.sum(ref.f64(a) ** 2)) for a in g.values()))
+                clip = hp["clip"] / (norm + 1e-6) if norm > hp["clip"] else 1.0
                 for k in ("w", "g"):
                     wd = hp["wd"] if p[k].ndim >= 2 else 0.0
                     p[k], m[k], v2[k] = ref.adamw_step(
-                        p[k], g[k], m[k], v2[k], step, hp["lr"], hp["b1"], hp["b2"], hp["eps"], wd
-                    )
+                        p[k], ref.f64(g[k]) * clip, m[k], v2[k], step, lr, hp["b1"], hp["b2"],
+                        hp["eps"], wd,
+                    )  # fmt: skip
                 out += [p["w"].copy(), p["g"].copy()]
             return out
 

@@ -388,11 +388,13 @@ def runtime_parity(ctx: CheckContext) -> dict[str, Any]:
 
 
 def default_inputs(rng: np.random.Generator, count: int, max_len: int) -> list[bytes]:
-    """Empty, short ASCII, invalid UTF-8, a long text, then ``count`` random byte strings."""
+    """Empty, short ASCII, invalid UTF-8, multi-byte UTF-8, a long text, then ``count``
+    random byte strings."""
     fixed = [
         b"",
         b"def ",
         b"\xff\xfe\x00\x80 invalid utf-8 \xc3",
+        "caf\u00e9 na\u00efve \u6771\u4eac \U0001f642 \u00a0\t\r\n".encode(),  # multi-byte UTF-8
         b"import os\n" * 200,
     ]
     lengths = rng.integers(0, max_len + 1, count)
@@ -434,7 +436,10 @@ def inference_robustness(ctx: CheckContext) -> dict[str, Any]:
     params: ``families``, ``inputs_hex`` (hex strings; default a fixed set plus
     ``random_inputs`` random ones up to ``random_max_len`` bytes), ``repeat`` (tile each
     input this many times), ``logit_scale`` (multiplies the final norm's gain: logits
-    ~1e4 at the default), ``n_ctx``, ``new_tokens``, ``temperature``.
+    ~1e4 at the default), ``n_ctx``, ``new_tokens``, ``temperature``, ``as_str``
+    (default true: every input is also served as the ``str`` it decodes to, invalid
+    UTF-8 replaced by U+FFFD, since ``prompt_ids`` takes ``str | bytes`` and the CLI and
+    the service pass ``str``; issue 13, class 1).
     """
     from kernels.data.pipeline import shipped_tokenizer
     from kernels.infer import generate
@@ -451,7 +456,9 @@ def inference_robustness(ctx: CheckContext) -> dict[str, Any]:
             rng, int(p.get("random_inputs", 6)), int(p.get("random_max_len", 400))
         )
     repeat = int(p.get("repeat", 1))
-    inputs = [x * repeat for x in inputs]
+    prompts: list[str | bytes] = [x * repeat for x in inputs]
+    if p.get("as_str", True):
+        prompts += [x.decode("utf-8", "replace") for x in prompts]
     logit_scale = float(p.get("logit_scale", 2e4))
     n_ctx = int(p.get("n_ctx", 32))
     new_tokens = int(p.get("new_tokens", 4))
@@ -459,6 +466,7 @@ def inference_robustness(ctx: CheckContext) -> dict[str, Any]:
     tok = shipped_tokenizer()
     out: dict[str, Any] = {
         "inputs": 0,
+        "str_inputs": 0,
         "empty_inputs": 0,
         "longer_than_context": 0,
         "empty_not_served_as_newline": 0,
@@ -479,8 +487,9 @@ def inference_robustness(ctx: CheckContext) -> dict[str, Any]:
                 params[key] *= np.float32(logit_scale)
         out["empty_prompt_refused"] &= empty_prompt_refused(model, params)
         newline = tok.encode("\n")
-        for i, data in enumerate(inputs):
+        for i, data in enumerate(prompts):
             out["inputs"] += 1
+            out["str_inputs"] += int(isinstance(data, str))
             try:
                 out["longer_than_context"] += int(len(tok.encode(data)) >= n_ctx)
                 ids = prompt_ids(tok, data, n_ctx)
@@ -501,7 +510,7 @@ def inference_robustness(ctx: CheckContext) -> dict[str, Any]:
                 out["crashes"] += 1
                 if not out["first_crash"]:
                     out["first_crash"] = (
-                        f"{family} input {i} ({len(data)} bytes): "
+                        f"{family} input {i} ({len(data)} {type(data).__name__}): "
                         + (f"{type(exc).__name__}: {exc}")[:300]
                     )
     return out

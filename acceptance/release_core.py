@@ -292,13 +292,14 @@ def _paired_ratio(fast: Any, slow: Any, repeats: int, inner: int = 3) -> tuple[f
 
 
 def performance(ctx: CheckContext) -> dict[str, Any]:
-    """Training throughput and p95 generation latency, each as a ratio to a baseline
-    measured in this same check (so thresholds hold on any machine): training steps of
-    the numba engine vs the plain-NumPy step (kernels.baseline), and KV-cached greedy
-    generation vs the same engine recomputing the whole prefix for every token."""
+    """Training throughput, and the p95 latency of KV-cached generation served to
+    ``clients`` concurrent clients, each judged against a baseline measured in this same
+    check (so the thresholds hold on any machine, busy or not): training steps of the
+    numba engine vs the plain-NumPy step (kernels.baseline); served latency vs the same
+    service recomputing the whole prefix for every token under the same load, and vs a
+    single request alone (``serving_latency``)."""
     from kernels import baseline
     from kernels.config import tiny_config
-    from kernels.infer import generate
     from kernels.models.registry import build_model
     from kernels.optim import AdamW
     from kernels.train import limit_threads
@@ -330,41 +331,114 @@ def performance(ctx: CheckContext) -> dict[str, Any]:
     ctx.metric("train_tokens_per_s", ours_rate, engine="numba")
     ctx.metric("train_tokens_per_s", numpy_rate, engine="numpy")
 
-    n_req, new = int(ctx.params.get("requests", 20)), int(ctx.params.get("new_tokens", 24))
-    prompts = [rng.integers(0, cfg.vocab_size, size=8).astype(np.int32) for _ in range(n_req)]
-
-    def latencies() -> tuple[list[float], list[float]]:
-        """Cached and uncached requests interleaved, in alternating order: a burst of
-        load from another process lands on both series, never on one block of them
-        (measured in two blocks, a busy machine let the no-cache mutant pass)."""
-        for use_cache in (True, False):
-            generate(model, params, prompts[0], 2, use_cache=use_cache)  # warm
-        series: dict[bool, list[float]] = {True: [], False: []}
-        for i, prompt in enumerate(prompts):
-            for use_cache in (True, False) if i % 2 == 0 else (False, True):
-                t0 = time.perf_counter()
-                generate(model, params, prompt, new, use_cache=use_cache)
-                series[use_cache].append(time.perf_counter() - t0)
-        return series[True], series[False]
-
-    cached, uncached = latencies()
-    p95 = float(np.percentile(cached, 95))
-    p95_base = float(np.percentile(uncached, 95))
+    lat = serving_latency(ctx, model, params, rng)
+    p95 = float(np.percentile(lat["cached"], 95))
+    p95_base = float(np.percentile(lat["uncached"], 95))
+    single = float(np.median(lat["single_cached"]))
+    ctx.metric("p95_latency_s", p95, cache="on", clients=lat["clients"])
+    ctx.metric("p95_latency_s", p95_base, cache="off", clients=lat["clients"])
     ctx.attach_json(
         "performance.json",
-        {
-            "train_tokens_per_s": {"numba": ours_rate, "numpy": numpy_rate},
-            "latency_s": {"cached": cached, "uncached": uncached},
-        },
+        {"train_tokens_per_s": {"numba": ours_rate, "numpy": numpy_rate}, "latency_s": lat},
     )
     return {
         "train_speedup_vs_numpy": speedup,
         "train_tokens_per_s": ours_rate,
         "numpy_tokens_per_s": numpy_rate,
+        "clients": lat["clients"],
         "p95_latency_s": p95,
         "p95_latency_uncached_s": p95_base,
         "p95_latency_ratio": p95 / p95_base,
-        "requests": n_req,
+        "single_latency_s": single,
+        "p95_latency_over_single": p95 / single,
+        "requests": lat["submitted"],
+        "requests_unanswered": lat["submitted"] - lat["answered"],
+        "latency_elapsed_s": lat["elapsed_s"],
+    }
+
+
+def serving_latency(ctx: CheckContext, model: Any, params: dict, rng: Any) -> dict[str, Any]:
+    """Request latencies (submit to result, seen by the client) of two
+    ``kernels.serving.GenerationService``s over the same model, one KV-cached and one
+    recomputing the prefix (the baseline), in ``rounds`` of two phases:
+
+    - one client alone, alternating cached and uncached requests (``single_*``);
+    - ``clients`` threads at once, each alternating cached and uncached requests in
+      its own order (``cached``, ``uncached``): both series run under the same load,
+      and a burst of load from another process lands on both, never on one block of
+      them (measured in two blocks, a busy machine let the no-cache mutant pass).
+
+    Bounded: ``rounds * (singles + clients * per_client)`` requests per service, and
+    no new request after ``max_seconds``."""
+    import threading
+
+    from kernels.serving import GenerationService
+
+    n_clients = int(ctx.params.get("clients", 4))
+    rounds, singles = int(ctx.params.get("rounds", 4)), int(ctx.params.get("singles", 6))
+    per_client, new = int(ctx.params.get("per_client", 6)), int(ctx.params.get("new_tokens", 24))
+    workers = int(ctx.params.get("workers", 1))
+    deadline = time.monotonic() + float(ctx.params.get("max_seconds", 120))
+    vocab = model.config.vocab_size
+    prompts = [rng.integers(0, vocab, size=8).astype(np.int32) for _ in range(16)]
+    services = {
+        True: GenerationService(model, params, workers=workers, use_cache=True),
+        False: GenerationService(model, params, workers=workers, use_cache=False),
+    }
+    series: dict[str, list[float]] = {k: [] for k in ("single_cached", "single_uncached",
+                                                       "cached", "uncached")}  # fmt: skip
+    counts = {"submitted": 0, "answered": 0}
+    lock = threading.Lock()
+
+    def request(use_cache: bool, prompt: np.ndarray, key: str) -> None:
+        t0 = time.perf_counter()
+        with lock:
+            counts["submitted"] += 1
+        services[use_cache].submit(prompt, max_new_tokens=new).result(timeout=60)
+        elapsed = time.perf_counter() - t0
+        with lock:
+            counts["answered"] += 1
+            series[key].append(elapsed)
+
+    def order(i: int) -> tuple[bool, bool]:
+        return (True, False) if i % 2 == 0 else (False, True)
+
+    def client(c: int, start: threading.Barrier) -> None:
+        start.wait()
+        for i in range(per_client):
+            if time.monotonic() > deadline:
+                return
+            for use_cache in order(c + i):
+                prompt = prompts[(c * per_client + i) % len(prompts)]
+                request(use_cache, prompt, "cached" if use_cache else "uncached")
+
+    t_start = time.perf_counter()
+    try:
+        for use_cache in (True, False):  # compile and warm both
+            services[use_cache].submit(prompts[0], max_new_tokens=2).result(timeout=120)
+        for r in range(rounds):
+            for i in range(singles):
+                if time.monotonic() > deadline:
+                    break
+                for use_cache in order(r + i):
+                    key = "single_cached" if use_cache else "single_uncached"
+                    request(use_cache, prompts[i % len(prompts)], key)
+            barrier = threading.Barrier(n_clients)
+            threads = [threading.Thread(target=client, args=(c, barrier)) for c in range(n_clients)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+    finally:
+        for service in services.values():
+            service.stop(timeout=60)
+    return {
+        "clients": n_clients,
+        "workers": workers,
+        "new_tokens": new,
+        **counts,
+        "elapsed_s": time.perf_counter() - t_start,
+        **series,
     }
 
 

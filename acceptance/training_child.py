@@ -8,7 +8,10 @@ too, the check asks the falsifier engine which patches are active in the worker
 (``harness.falsify.active_patches``), hands them to the child, and the child applies
 them before training. The child can also pause at a chosen point
 (after a step, or half-way through writing a checkpoint file) so that the parent
-kills it there with SIGKILL.
+kills it there with SIGKILL, or inside a step's gradient computation until the
+parent, having sent a stop signal, acknowledges (``ack``). With ``cli`` the child
+trains through the real ``core train`` / ``core resume`` command (its signal
+handling and exit status included) instead of calling ``train``.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ class Child:
         name: str,
         pause: dict[str, Any] | None = None,
         init: Path | None = None,
+        cli: str | None = None,
     ) -> None:
         self.marker = ctx.scratch / f"{name}.paused.json"
         self.log = ctx.scratch / f"{name}.log"
@@ -63,6 +67,8 @@ class Child:
             argv += ["--init", str(init)]
         if pause:
             argv += ["--pause", json.dumps(pause), "--marker", str(self.marker)]
+        if cli:
+            argv += ["--cli", cli]
         env = dict(os.environ)
         env[PATCH_ENV] = json.dumps(active_patches())
         env["PYTHONPATH"] = os.pathsep.join(
@@ -88,6 +94,10 @@ class Child:
                 return self.marker.is_file()
             time.sleep(0.005)
         return self.marker.is_file()
+
+    def ack(self) -> None:
+        """Let a child paused ``in_step`` continue (after the parent signalled it)."""
+        ack_path(self.marker).write_text("ack")
 
     def finish(self, timeout: float) -> int:
         try:
@@ -121,6 +131,59 @@ def pause_here(marker: Path, info: Mapping[str, Any], limit: float = 300.0) -> N
     while time.monotonic() < end:
         time.sleep(0.01)
     os._exit(CHILD_EXIT_NOT_KILLED)
+
+
+def ack_path(marker: Path) -> Path:
+    return marker.with_name(marker.name + ".ack")
+
+
+def install_step_pause(step: int, marker: Path, limit: float = 300.0) -> None:
+    """Pause inside step ``step``, in its gradient computation (the batch drawn, the
+    update not applied), until the parent acknowledges; then finish the step as usual.
+
+    The parent sends its signal during the pause: it lands where a real one mostly
+    does, in the middle of a step. Wraps ``kernels.train:train_step`` (to know which
+    step runs) and ``kernels.train:accumulate_gradients`` (to pause), after the
+    worker's patches, so a mutant of either runs inside the wrappers.
+    """
+    import kernels.train as t
+
+    real_step, real_accumulate = t.train_step, t.accumulate_gradients
+    running = {"step": 0}
+
+    def counting_step(cfg: Any, task: Any, opt: Any, st: Any) -> Any:
+        running["step"] = st.step + 1
+        return real_step(cfg, task, opt, st)
+
+    def pausing_accumulate(task: Any, params: Any, micro_batches: Any) -> Any:
+        if running["step"] == step and not marker.is_file():
+            tmp = marker.with_name(marker.name + ".tmp")
+            tmp.write_text(json.dumps({"at": "in_step", "step": step}))
+            os.replace(tmp, marker)
+            end = time.monotonic() + limit
+            while not ack_path(marker).is_file() and time.monotonic() < end:
+                time.sleep(0.005)
+        return real_accumulate(task, params, micro_batches)
+
+    t.train_step, t.accumulate_gradients = counting_step, pausing_accumulate
+
+
+def run_cli(command: str, out: str, config: str) -> int:
+    """``core train --out OUT --config FILE`` or ``core resume OUT``, as a user runs it;
+    returns its exit status."""
+    from kernels.cli import core
+
+    if command == "train":
+        path = Path(out).parent / f".{Path(out).name}-train-config.json"
+        path.write_text(config)
+        args = ["train", "--out", out, "--config", str(path)]
+    else:
+        args = ["resume", out]
+    try:
+        core.main(args=args, prog_name="core", standalone_mode=True)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return 0
 
 
 def install_write_pause(step: int, filename: str, marker: Path) -> None:
@@ -157,8 +220,11 @@ def child_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True)
     parser.add_argument("--config", required=True)
     parser.add_argument("--init")
-    parser.add_argument("--pause", help='{"at": "step"|"checkpoint_write", "step": N, "file": F}')
+    parser.add_argument(
+        "--pause", help='{"at": "step"|"checkpoint_write"|"in_step", "step": N, "file": F}'
+    )
     parser.add_argument("--marker")
+    parser.add_argument("--cli", choices=["train", "resume"], help="run the core command")
     args = parser.parse_args(argv)
     apply_patches(json.loads(os.environ.get(PATCH_ENV, "{}")))
     from kernels.train import TrainConfig, train
@@ -170,6 +236,8 @@ def child_main(argv: list[str] | None = None) -> int:
         marker = Path(args.marker)
         if pause["at"] == "checkpoint_write":
             install_write_pause(int(pause["step"]), str(pause["file"]), marker)
+        elif pause["at"] == "in_step":
+            install_step_pause(int(pause["step"]), marker)
         else:
             at = int(pause["step"])
 
@@ -177,6 +245,8 @@ def child_main(argv: list[str] | None = None) -> int:
                 if step == at:
                     pause_here(marker, {"at": "step", "step": step})
 
+    if args.cli:
+        return run_cli(args.cli, args.out, args.config)
     train(cfg, args.out, init=args.init, resume=args.init is None, progress=progress)
     return 0
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from harness.errors import UsageError
 from harness.plan import Limits
+from harness.signing import PIN_VALUE, is_pkcs11_uri
 
 DEFAULT_TIMEOUT = 600.0
 KNOWN_KEYS = {
@@ -35,7 +36,7 @@ class Config:
     default_timeout: float = DEFAULT_TIMEOUT
     allowed_packages: tuple[str, ...] = ()  # empty: any importable module
     jobs: int = 0  # 0: the number of cores
-    sign_key: Path | None = None
+    sign_key: Path | str | None = None  # a PEM file, or a pkcs11: URI (harness/hsm.py)
     allowed_keys: tuple[Path, ...] = ()
     pyproject: Path | None = None
     commands: dict[str, str] = field(default_factory=dict)  # name -> "module:click_command"
@@ -93,6 +94,11 @@ def load_config(start: Path | None = None) -> Config:
             f"{pyproject}: [tool.harness] default-timeout/jobs must be numbers"
         ) from exc
     sign_key = table.get("sign-key")
+    if is_pkcs11_uri(sign_key) and PIN_VALUE.search(str(sign_key)):
+        raise UsageError(
+            f"{pyproject}: [tool.harness] sign-key: keep the PIN out of pyproject.toml "
+            "(drop pin-value=; set $HARNESS_PKCS11_PIN when you run)"
+        )
     allowed = table.get("allowed-packages", [])
     if not isinstance(allowed, list):
         raise UsageError(f"{pyproject}: [tool.harness] allowed-packages must be a list")
@@ -131,7 +137,11 @@ def load_config(start: Path | None = None) -> Config:
         default_timeout=timeout,
         allowed_packages=tuple(str(a) for a in allowed),
         jobs=jobs,
-        sign_key=(root / str(sign_key)) if sign_key else None,
+        sign_key=(
+            (str(sign_key) if is_pkcs11_uri(sign_key) else root / str(sign_key))
+            if sign_key
+            else None
+        ),
         allowed_keys=paths("allowed-keys", []),
         pyproject=pyproject if pyproject.is_file() else None,
         extra={k: v for k, v in table.items() if k == "profile"},

@@ -44,6 +44,7 @@ from harness.model import (
 from harness.plan import CheckStarted, Limits, Observed, Profile, Task, make_plan
 from harness.procs import (
     NEVER_PASS,
+    REDACT_MIN_LENGTH,
     children,
     kill_tree,
     make_undumpable,
@@ -73,7 +74,10 @@ class RunRequest:
     pass_env: tuple[str, ...] = ()  # variables checks get beyond the allowlist
     preload: tuple[str, ...] = ()  # modules the fork server imports before any check
     limits: Limits = field(default_factory=Limits)  # per-check defaults
-    secrets: tuple[str, ...] = ()  # values to redact from logs (e.g. a passphrase)
+    # values to redact from the logs a check writes, of at least REDACT_MIN_LENGTH
+    # characters: a shorter one a check was not given, it could guess by printing every
+    # candidate and seeing which comes back redacted. Never the signing passphrase or PIN.
+    secrets: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "profile", Profile(self.profile))
@@ -138,7 +142,7 @@ def run(request: RunRequest) -> RunResult:
         raise
     tasks_by_key = {t.key: t for t in plan.tasks}
     redactions = secret_values(os.environ)
-    redactions.update({v: "secret" for v in request.secrets if v})
+    redactions.update({v: "secret" for v in request.secrets if len(v) >= REDACT_MIN_LENGTH})
     executor = request.executor or LocalProcessExecutor(
         request.jobs,
         env=scrubbed_environment(os.environ, request.pass_env),

@@ -11,17 +11,27 @@ import base64
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 from harness.errors import UsageError
-from harness.procs import wipe_environ_value
+from harness.procs import wipe_argv_value, wipe_environ_value
 
 STATEMENT_TYPE = "application/vnd.in-toto+json"
 VERDICT_TYPE = "application/vnd.harness.verdict+json"
 PROMOTION_TYPE = "application/vnd.harness.promotion+json"
 KEY_ENV = "HARNESS_SIGN_KEY"
 PASSPHRASE_ENV = "HARNESS_SIGN_KEY_PASSPHRASE"
+PIN_ENV = "HARNESS_PKCS11_PIN"  # the user PIN of a pkcs11: signing key (harness/hsm.py)
+PKCS11_SCHEME = "pkcs11:"
+#: a pin-value attribute of a pkcs11: URI (RFC 7512 query): group 1 the name, group 2 the PIN
+PIN_VALUE = re.compile(r"(pin-value=)([^&]*)")
+
+
+def is_pkcs11_uri(value: object) -> bool:
+    """A --sign-key / [tool.harness] sign-key that names a key in a PKCS#11 token."""
+    return isinstance(value, str) and value.startswith(PKCS11_SCHEME)
 
 
 def pae(payload_type: str, body: bytes) -> bytes:
@@ -72,6 +82,9 @@ class Signer:
     def sign(self, data: bytes) -> bytes:
         return bytes(self._key.sign(data))
 
+    def public_key(self) -> Any:
+        return self._key.public_key()
+
 
 def load_signer(path: Path, passphrase: bytes | None = None) -> Signer:
     if passphrase is None and os.environ.get(PASSPHRASE_ENV):
@@ -119,13 +132,22 @@ sys.exit(0 if isinstance(key, Ed25519PrivateKey) else 4)
 """
 
 
+def take_secret(name: str) -> str | None:
+    """Remove the variable ``name`` from this process's environment and return its
+    value: no process started later (a check, a command) can inherit it."""
+    if name in os.environ:
+        wipe_environ_value(name)  # also from what /proc/<pid>/environ shows
+    return os.environ.pop(name, None) or None
+
+
 def take_passphrase() -> bytes | None:
-    """Remove the passphrase variable from this process's environment and return
-    it: no process started later (a check, a command) can inherit it."""
-    if PASSPHRASE_ENV in os.environ:
-        wipe_environ_value(PASSPHRASE_ENV)  # also from what /proc/<pid>/environ shows
-    value = os.environ.pop(PASSPHRASE_ENV, None)
+    value = take_secret(PASSPHRASE_ENV)
     return value.encode() if value else None
+
+
+def take_pin() -> str | None:
+    """The PKCS#11 user PIN from ``$HARNESS_PKCS11_PIN``, taken out of the environment."""
+    return take_secret(PIN_ENV)
 
 
 class DeferredKey:
@@ -250,9 +272,21 @@ def open_envelope(
     return payload, problems
 
 
-def resolve_sign_key(option: str | None, configured: Path | None) -> Path | None:
-    if option:
-        return Path(option)
-    if os.environ.get(KEY_ENV):
-        return Path(os.environ[KEY_ENV])
+def resolve_sign_key(option: str | None, configured: Path | str | None) -> Path | str | None:
+    """The signing key to use: a PEM file (a Path) or a PKCS#11 URI (a str). A
+    URI's pin-value is wiped from this process's command line now, signing or not."""
+    value = option or os.environ.get(KEY_ENV)
+    if value:
+        if is_pkcs11_uri(value):
+            hide_uri_pin(value)
+            return value
+        return Path(value)
     return configured
+
+
+def hide_uri_pin(uri: str) -> None:
+    """Overwrite a pkcs11: URI's pin-value in /proc/<pid>/cmdline (every process can
+    read it, checks included). Only the exact ``pin-value=PIN`` text is wiped: a
+    short PIN that also occurs elsewhere on the command line leaves that alone."""
+    for match in PIN_VALUE.finditer(uri):
+        wipe_argv_value(match.group(2), prefix=match.group(1), ends=(b"&",))

@@ -78,6 +78,15 @@ def read_safetensors(path: Path | str) -> tuple[dict[str, np.ndarray], dict[str,
         data = path.read_bytes()
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    return decode_safetensors(data, path)
+
+
+def decode_safetensors(
+    data: bytes, path: Path | str
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Tensors and metadata of safetensors bytes already read (``path`` names them in
+    errors): a caller that hashed these bytes parses the very bytes it hashed."""
+    path = Path(path)
     metadata = read_safetensors_header(data, path)
     from safetensors.numpy import load
 

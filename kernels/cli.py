@@ -3,6 +3,9 @@
 Thin click commands over ``kernels.train``, ``kernels.checkpoint`` and
 ``kernels.infer``; the harness mounts the group as ``harness core ...``.
 User errors print one line (``Error: ...``) and exit 1, never a traceback.
+``train`` and ``resume`` are stopped cleanly by SIGTERM or SIGINT (the kill switch):
+the step in progress finishes, a complete checkpoint of it is written and the command
+exits 75 (``kernels.train.EXIT_STOPPED``); ``resume`` continues it exactly.
 Heavy modules (numpy, numba) are imported inside the commands, so building the
 group costs nothing at harness start-up.
 """
@@ -80,13 +83,22 @@ def progress_reporter(total: int) -> tuple[Callable[..., None] | None, Callable[
 
 
 def run_training(cfg: Any, out: Path, init: str | None, resume: bool) -> None:
-    from kernels.train import train
+    from kernels.train import EXIT_STOPPED, stop_on_signals, train
 
     update, close = progress_reporter(cfg.steps)  # a resumed run's first update jumps ahead
     try:
-        result = train(cfg, out, init=init, resume=resume, progress=update)
+        with stop_on_signals() as stop:
+            result = train(cfg, out, init=init, resume=resume, progress=update, stop=stop)
     finally:
         close()
+    if result.stopped:
+        click.echo(
+            f"stopped by {stop.signal_name} after step {result.step}: checkpoint "
+            f"{result.checkpoint} (sha256 {result.weights_sha256}); continue with "
+            f"`core resume {out}`",
+            err=True,
+        )
+        raise click.exceptions.Exit(EXIT_STOPPED)
     val = f"{result.val_loss:.4f}" if result.val_loss is not None else "n/a"
     click.echo(
         f"{result.extra.get('label', result.purpose)}: {result.step} steps, val loss {val}, "
@@ -138,7 +150,18 @@ def load_config_file(path: str) -> dict[str, Any]:
 @user_errors
 def train_cmd(out: str, config_file: str | None, model_json: str | None, init: str | None,
               **options: Any) -> None:  # fmt: skip
-    """Train a model into OUT (refuses a directory that already holds a run)."""
+    """Train a model into OUT (refuses a directory that already holds a run).
+
+    SIGTERM or SIGINT stops the run once the step in progress has finished, with a
+    complete checkpoint of that step; `core resume OUT` continues it to the bytes of
+    a run that was never stopped.
+
+    \b
+    Exit status:
+      0      the run finished
+      75     stopped by SIGTERM or SIGINT at a complete checkpoint (resume it)
+      other  an error (printed as one line, no traceback)
+    """
     from kernels.train import TrainConfig
 
     fields = load_config_file(config_file) if config_file else {}
@@ -156,7 +179,16 @@ def train_cmd(out: str, config_file: str | None, model_json: str | None, init: s
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @user_errors
 def resume_cmd(run_dir: str) -> None:
-    """Continue the run in RUN_DIR from its latest checkpoint, exactly."""
+    """Continue the run in RUN_DIR from its latest checkpoint, exactly.
+
+    SIGTERM or SIGINT stops it as they stop `core train`.
+
+    \b
+    Exit status:
+      0      the run finished
+      75     stopped by SIGTERM or SIGINT at a complete checkpoint (resume it)
+      other  an error (printed as one line, no traceback)
+    """
     from kernels.train import CONFIG_FILE, TrainConfig
 
     path = Path(run_dir) / CONFIG_FILE

@@ -27,12 +27,26 @@ from harness.exitcodes import ExitCode
     metavar="VAR",
     help="Protect the private key with the passphrase in this environment variable.",
 )
-def keygen(out: str, passphrase_env: str | None) -> int:
+@click.option(
+    "--pkcs11",
+    "pkcs11_uri",
+    metavar="URI",
+    help="Generate the key pair inside this PKCS#11 token instead (pkcs11:token=...;"
+    "object=LABEL?module-path=...; PIN from $HARNESS_PKCS11_PIN): the private key is "
+    "made there and never leaves it; only the public key is written, to OUT.pub.",
+)
+def keygen(out: str, passphrase_env: str | None, pkcs11_uri: str | None) -> int:
     """Write an Ed25519 key pair for signing evidence (private key mode 0600)."""
     import os
 
     from harness.signing import generate_keypair, keyid_of, load_public_key
 
+    if pkcs11_uri:
+        if passphrase_env:
+            raise UsageError(
+                "--pkcs11 and --passphrase-env exclude each other (the token has a PIN)"
+            )
+        return _keygen_in_token(pkcs11_uri, Path(out).with_name(Path(out).name + ".pub"))
     passphrase = None
     if passphrase_env:
         if not os.environ.get(passphrase_env):
@@ -42,6 +56,55 @@ def keygen(out: str, passphrase_env: str | None) -> int:
     click.echo(f"private key: {private} (mode 0600; keep it out of the repository)")
     click.echo(f"public key:  {public}")
     click.echo(f"keyid:       {keyid_of(load_public_key(public))}")
+    return 0
+
+
+def _keygen_in_token(uri: str, public_path: Path) -> int:
+    from harness.hsm import generate_token_key, parse_uri, public_key_pem
+    from harness.signing import keyid_of, load_public_key, take_pin
+
+    if public_path.exists():
+        raise UsageError(f"{public_path} exists; refusing to overwrite a key (move it away first)")
+    public = generate_token_key(uri, take_pin())
+    public_path.parent.mkdir(parents=True, exist_ok=True)
+    public_path.write_bytes(public_key_pem(public))
+    click.echo(f"private key: in the token, {parse_uri(uri).shown} (sensitive, never extractable)")
+    click.echo(f"public key:  {public_path}")
+    click.echo(f"keyid:       {keyid_of(load_public_key(public_path))}")
+    return 0
+
+
+@cli.command()
+@click.argument("sign_key")
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(dir_okay=False),
+    help="Write the public key (PEM) here [print it].",
+)
+def pubkey(sign_key: str, out: str | None) -> int:
+    """Export the public key (PEM) of a signing key: a PEM private key file, or a
+    pkcs11: URI naming a key in a token (PIN from $HARNESS_PKCS11_PIN)."""
+    from cryptography.hazmat.primitives import serialization
+
+    from harness.signing import is_pkcs11_uri, keyid_of, load_signer, take_pin
+
+    if is_pkcs11_uri(sign_key):
+        from harness.hsm import TokenKey
+
+        signer = TokenKey(sign_key, take_pin())()
+    else:
+        signer = load_signer(Path(sign_key))
+    public = signer.public_key()
+    pem = public.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    if out:
+        Path(out).write_bytes(pem)
+        click.echo(f"public key: {out}")
+    else:
+        click.echo(pem.decode(), nl=False)
+    click.echo(f"keyid:      {keyid_of(public)}", err=not out)
     return 0
 
 
@@ -90,7 +153,8 @@ def verify(run_dir: str, keys: tuple[str, ...]) -> int:
 @click.option(
     "--sign-key",
     type=click.Path(dir_okay=False),
-    help="The promoter's private key [$HARNESS_SIGN_KEY or [tool.harness] sign-key].",
+    help="The promoter's private key, a PEM file or a pkcs11: URI "
+    "[$HARNESS_SIGN_KEY or [tool.harness] sign-key].",
 )
 @click.option("--as", "signer_name", default="", help="The promoter's name, recorded and signed.")
 def promote(
@@ -104,7 +168,14 @@ def promote(
     cfg = config()
     keys = [Path(a) for a in allowed] or list(cfg.allowed_keys)
     key_path = resolve_sign_key(sign_key, cfg.sign_key)
-    signer = load_signer(key_path) if key_path else None
+    signer = None
+    if isinstance(key_path, str):  # a pkcs11: URI: sign in the token
+        from harness.hsm import TokenKey
+        from harness.signing import take_pin
+
+        signer = TokenKey(key_path, take_pin())()
+    elif key_path is not None:
+        signer = load_signer(key_path)
     ledger = Path(run_dir).resolve().parent / "promotions.jsonl"
     try:
         record = do_promote(Path(run_dir), name, keys, signer, ledger, signer_name)

@@ -15,6 +15,22 @@ from harness.plan import Profile
 # --------------------------------------------------------------------------- run
 
 
+def _deferred_key(spec: Path | str, passphrase: bytes | None, pin: str | None) -> Any:
+    """The signing key, checked now and used only after the checks: a PEM file
+    (DeferredKey) or a pkcs11: URI naming a key in a token (harness.hsm.TokenKey).
+    A key that does not open stops the run here, with one line (exit 4)."""
+    from harness.signing import DeferredKey
+
+    if isinstance(spec, str):
+        from harness.hsm import TokenKey
+
+        key: Any = TokenKey(spec, pin)
+    else:
+        key = DeferredKey(spec, passphrase)
+    key.check()
+    return key
+
+
 def _coordinator_setup() -> None:
     """This process is the coordinator: orphans of checks come back to it (and are
     killed when the checks end), and what it imports after the checks is already
@@ -60,8 +76,8 @@ def _coordinator_setup() -> None:
 @click.option(
     "--sign-key",
     type=click.Path(dir_okay=False),
-    help="Ed25519 private key (PEM) to sign the evidence "
-    "[$HARNESS_SIGN_KEY or [tool.harness] sign-key].",
+    help="Ed25519 private key (PEM), or a pkcs11: URI naming one in a token, to sign "
+    "the evidence [$HARNESS_SIGN_KEY or [tool.harness] sign-key].",
 )
 @click.option(
     "--require-signature",
@@ -93,9 +109,12 @@ def run(
     from harness.runner import RunRequest
     from harness.runner import run as run_request
     from harness.selection import select
-    from harness.signing import DeferredKey, resolve_sign_key, take_passphrase
+    from harness.signing import resolve_sign_key, take_passphrase, take_pin
 
-    passphrase = take_passphrase()  # no check or command started later inherits it
+    # No check or command started later inherits them. Neither is redacted from the
+    # logs: no check is given them, and a redaction would confirm a check's guess.
+    passphrase = take_passphrase()
+    pin = take_pin()
     _coordinator_setup()
     if sum(bool(x) for x in (profile, fast, teeth)) > 1:
         raise UsageError("choose one of --profile, --fast, --teeth")
@@ -121,8 +140,8 @@ def run(
     if not no_evidence:
         evidence_root = Path(evidence_dir) if evidence_dir else cfg.evidence_dir
         if key_path is not None:
-            signer = DeferredKey(key_path, passphrase)
-            signer.check()  # fails now on a wrong passphrase; the key is read after the checks
+            # fails now on a wrong passphrase or PIN; the key is used after the checks
+            signer = _deferred_key(key_path, passphrase, pin)
     selection: dict[str, object] = {
         "paths": list(paths),
         "keyword": keyword,
@@ -145,7 +164,6 @@ def run(
         pass_env=cfg.pass_env,
         preload=cfg.preload,
         limits=cfg.limits,
-        secrets=(passphrase.decode(errors="replace"),) if passphrase else (),
     )
     result = run_request(request)
     return int(ExitCode.GO if result.verdict is Verdict.GO else ExitCode.NOT_GO)
@@ -164,7 +182,8 @@ def run(
 @click.option(
     "--sign-key",
     type=click.Path(dir_okay=False),
-    help="Sign the rerun's evidence [$HARNESS_SIGN_KEY or [tool.harness] sign-key].",
+    help="Sign the rerun's evidence (a PEM file or a pkcs11: URI) "
+    "[$HARNESS_SIGN_KEY or [tool.harness] sign-key].",
 )
 @click.option(
     "--key",
@@ -195,9 +214,10 @@ def rerun(
     from harness.runner import RunRequest
     from harness.runner import run as run_request
     from harness.selection import select
-    from harness.signing import DeferredKey, resolve_sign_key, take_passphrase
+    from harness.signing import resolve_sign_key, take_passphrase, take_pin
 
     passphrase = take_passphrase()
+    pin = take_pin()
     _coordinator_setup()
     cfg = config()
     old_dir = Path(run_dir)
@@ -231,8 +251,7 @@ def rerun(
     key_path = resolve_sign_key(sign_key, cfg.sign_key)
     signer = None
     if key_path is not None:
-        signer = DeferredKey(key_path, passphrase)
-        signer.check()
+        signer = _deferred_key(key_path, passphrase, pin)
     request = RunRequest(
         contracts,
         tuple(chosen),
@@ -249,7 +268,6 @@ def rerun(
         pass_env=cfg.pass_env,
         preload=cfg.preload,
         limits=cfg.limits,
-        secrets=(passphrase.decode(errors="replace"),) if passphrase else (),
     )
     new = run_request(request)
     diffs = compare_runs(contracts, old, new)

@@ -55,6 +55,7 @@ _EMAIL = re.compile(
     r"(?<![\w.+-])([A-Za-z0-9][A-Za-z0-9._%+-]{0,63})@((?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24})(?![\w-])"
 )
 _RESERVED_EMAIL_DOMAINS = ("example.com", "example.org", "example.net")
+_RESERVED_EMAIL_SUBDOMAINS = tuple("." + d for d in _RESERVED_EMAIL_DOMAINS)  # under one
 _RESERVED_EMAIL_TLDS = (".example", ".invalid", ".test", ".localhost")
 
 _IPV4 = re.compile(r"(?<![\w.])(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})(?![\w]|\.\d)")
@@ -103,7 +104,7 @@ def _mask(s: str, keep: int = 2) -> str:
 def _email_findings(text: str) -> Iterable[Finding]:
     for m in _EMAIL.finditer(text):
         local, domain = m.group(1), m.group(2).lower()
-        if domain in _RESERVED_EMAIL_DOMAINS or domain.endswith(_RESERVED_EMAIL_DOMAINS):
+        if domain in _RESERVED_EMAIL_DOMAINS or domain.endswith(_RESERVED_EMAIL_SUBDOMAINS):
             continue
         if domain.endswith(_RESERVED_EMAIL_TLDS):
             continue

@@ -23,7 +23,8 @@ Modules: ``config`` (TrainConfig, TrainResult, file names, errors, pre-flight),
 ``data`` (generator, data order and cursor, windows, datasets and token cache),
 ``tasks`` (LM and classifier tasks, accumulation, learning rate, optimizer,
 ``build_task``), ``state`` (metrics, checkpoints and resume, ``--init``,
-provenance, resource usage), ``loop`` (``train`` and its per-step pieces).
+provenance, resource usage), ``loop`` (``train`` and its per-step pieces), ``stop``
+(the kill switch: SIGTERM/SIGINT stop a run at a step boundary, ``EXIT_STOPPED``).
 
 This package's namespace is the trainer's one patch surface. Every function is
 bound here, and the trainer's code calls its own functions only through it
@@ -98,6 +99,14 @@ from kernels.train.state import (
     trainer_state,
     truncate_metrics,
     write_checkpoint,
+)
+from kernels.train.stop import (
+    EXIT_STOPPED,
+    STOP_SIGNALS,
+    StopFlag,
+    stop_handler,
+    stop_on_signals,
+    stop_requested,
 )
 from kernels.train.tasks import (
     ClassifierTask,
@@ -176,6 +185,13 @@ __all__ = [
     "trainer_state",
     "truncate_metrics",
     "write_checkpoint",
+    # stop
+    "EXIT_STOPPED",
+    "STOP_SIGNALS",
+    "StopFlag",
+    "stop_handler",
+    "stop_on_signals",
+    "stop_requested",
     # loop
     "LoopState",
     "ProgressFn",

@@ -119,6 +119,7 @@ class TrainResult:
     n_params: int
     resources: dict[str, float] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    stopped: bool = False  # a stop request ended the run early, at checkpoint ``step``
 
 
 # ---------------------------------------------------------------- pre-flight

@@ -1,5 +1,6 @@
 """The training loop: ``train`` (pre-flight, governance, fresh or resumed state, steps,
-evaluations, checkpoints, the result) and the per-step pieces it carries."""
+evaluations, checkpoints, the result, a stop at a step boundary on request) and the
+per-step pieces it carries."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from kernels.train.config import (
     TrainResult,
 )
 from kernels.train.data import DataCursor
+from kernels.train.stop import StopFlag
 
 ProgressFn = Callable[[int, int, Mapping[str, Any]], None]
 
@@ -38,7 +40,8 @@ def limit_threads(n: int) -> None:
 
 @dataclass
 class LoopState:
-    """What the loop carries from step to step (all of it goes into each checkpoint)."""
+    """What the loop carries from step to step (all of it goes into each checkpoint,
+    except ``stop``: the stop request the loop honours after each step)."""
 
     params: dict[str, np.ndarray]
     step: int
@@ -47,6 +50,7 @@ class LoopState:
     tokens_seen: int
     val_history: list[dict[str, Any]]
     last_val: float | None
+    stop: StopFlag | None = None
 
 
 def resumed_state(resumed: ckpt_io.Checkpoint, model: Any, opt: Any, metrics_path: Path):
@@ -115,8 +119,15 @@ def train(
     init: Path | str | None = None,
     resume: bool = False,
     progress: ProgressFn | None = None,
+    stop: StopFlag | None = None,
 ) -> TrainResult:
-    """Train per ``cfg`` into ``out_dir``; ``resume`` continues from ``out_dir/latest``."""
+    """Train per ``cfg`` into ``out_dir``; ``resume`` continues from ``out_dir/latest``.
+
+    ``stop`` (e.g. from ``stop_on_signals``, which SIGTERM and SIGINT set): once it is
+    set, the step in progress finishes, a complete checkpoint of it is written (not
+    evaluated unless the step evaluates anyway: its ``val_loss`` stamp is then empty)
+    and the result comes back with ``stopped=True`` and no ``result.json``; resuming
+    gives the bytes of a run that was never stopped."""
     from kernels.parallel import DataParallel, engine_threads
 
     t0 = time.perf_counter()
@@ -146,25 +157,30 @@ def train(
         spec = _t.eval_spec(cfg, mcfg)
         st = _t.fresh_state(cfg, model, task, init_ckpt, spec, metrics_path)
         if init_ckpt is not None:
-            extra_stamps["init_sha256"] = ckpt_io.sha256_file(ckpt_io.resolve_model_file(init))
+            extra_stamps["init_sha256"] = ckpt_io.weights_digest(init)
 
     start_step = st.step
+    st.stop = stop
+    stopped = False
     process = f"{os.getpid()}-{time.time_ns()}"
     task.grads_by = DataParallel(model, cfg.threads)
     try:
         while st.step < cfg.steps:
             record = _t.train_step(cfg, task, opt, st)
-            do_ckpt = st.step % cfg.ckpt_every == 0 or st.step == cfg.steps
-            if st.step % cfg.eval_every == 0 or do_ckpt:
+            periodic = st.step % cfg.ckpt_every == 0 or st.step == cfg.steps
+            evaluated = st.step % cfg.eval_every == 0 or periodic
+            if evaluated:
                 ev = task.evaluate(st.params)
                 st.last_val = ev["val_loss"]
                 record.update(ev)
                 st.val_history.append({"step": st.step, **ev})
             _t.append_metrics(metrics_path, record)
-            if do_ckpt:
-                stamps = _t.build_stamps(
-                    cfg, mcfg, data, records, st.step, st.last_val, extra_stamps
-                )
+            # asked once per step, after it completed (a request arriving while this
+            # step's checkpoint is written is honoured after the next step)
+            stopped = st.step < cfg.steps and _t.stop_requested(st)
+            if periodic or stopped:
+                val = st.last_val if evaluated else None  # a stop checkpoint is not evaluated
+                stamps = _t.build_stamps(cfg, mcfg, data, records, st.step, val, extra_stamps)
                 state = _t.trainer_state(
                     cfg, st.step, st.rng, st.cursor, st.tokens_seen, st.val_history
                 )
@@ -175,6 +191,8 @@ def train(
                 )
             if progress is not None:
                 progress(st.step, cfg.steps, record)
+            if stopped:
+                break
     finally:
         task.grads_by.close()
 
@@ -182,10 +200,12 @@ def train(
     usage = _t.resource_usage(t0)
     result = TrainResult(
         out_dir=out_dir, step=st.step, val_loss=st.last_val, checkpoint=final,
-        weights_sha256=ckpt_io.sha256_file(final / ckpt_io.MODEL_FILE) if final else "",
+        weights_sha256=ckpt_io.weights_digest(final) if final else "",
         purpose=cfg.purpose, tokens_per_param=ratio, n_params=n_params, resources=usage,
-        extra={"label": label, "tokens_seen": st.tokens_seen},
+        extra={"label": label, "tokens_seen": st.tokens_seen}, stopped=stopped,
     )  # fmt: skip
+    if stopped:  # not finished: no result.json; the usage line of the stop checkpoint stands
+        return result
     summary = {**asdict(result), "out_dir": str(out_dir), "checkpoint": str(final)}
     ckpt_io.atomic_write_text(out_dir / RESULT_FILE, json.dumps(summary, indent=1))
     _t.record_usage(out_dir, process, start_step, st.step, resumed is not None, t0, True, usage)

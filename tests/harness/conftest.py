@@ -171,4 +171,3 @@ invariants:
       {expect}{t}
 {falsifiers}
 """
-

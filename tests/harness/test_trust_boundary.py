@@ -22,6 +22,7 @@ from harness.model import FalsifierOutcome, InvariantOutcome, Verdict
 from harness.runner import run_contracts
 from harness.signing import generate_keypair, load_public_key
 from harness.verify import verify_run
+from tests.harness import softhsm
 from tests.harness.conftest import simple_contract
 
 HOSTILE = '''
@@ -68,25 +69,34 @@ def snoop(ctx):
     seen = 0
     for obj in gc.get_objects():
         name = type(obj).__name__
-        if name in ("Signer", "DeferredKey", "Ed25519PrivateKey", "_Ed25519PrivateKey"):
+        if name in ("Signer", "DeferredKey", "Ed25519PrivateKey", "_Ed25519PrivateKey",
+                    "TokenKey", "TokenPrivateKey"):
             found.append(name)
     print("ENVIRON", json.dumps(dict(os.environ)))
     pid = os.getpid()
     for _ in range(6):  # every ancestor's environment and command line
-        try:
-            data = pathlib.Path(f"/proc/{pid}/environ").read_bytes()
-            seen += int(bool(needle) and needle in data)
-            print("PROC", pid, data)
-        except OSError as exc:
-            print("PROC", pid, "unreadable", exc)
+        for what in ("environ", "cmdline"):
+            try:
+                data = pathlib.Path(f"/proc/{pid}/{what}").read_bytes()
+                seen += int(bool(needle) and needle in data)
+                print("PROC", pid, what, data)
+            except OSError as exc:
+                print("PROC", pid, what, "unreadable", exc)
         try:
             pid = int(pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
         except (OSError, ValueError, IndexError):
             break
         if pid <= 1:
             break
-    return {"found": len(found), "seen": seen, "passphrase_in_env": int(
-        any("PASSPHRASE" in k or "AWS_SECRET" in k for k in os.environ))}
+    names = ("PASSPHRASE", "PKCS11_PIN", "AWS_SECRET")
+    return {"found": len(found), "seen": seen, "secret_in_env": sum(
+        any(n in k for n in names) or (bool(needle) and needle in v.encode())
+        for k, v in os.environ.items())}
+
+def guess(ctx):
+    """Print every candidate: the one that comes back redacted would be the secret."""
+    print("\\n".join(ctx.params["candidates"]))
+    return {"printed": len(ctx.params["candidates"])}
 
 def plant(ctx):
     """Write into the evidence folder of the running run, and remove its marker."""
@@ -269,36 +279,63 @@ def test_every_check_gets_a_fresh_process(hostile, tmp_path):
 # --------------------------------------------------------------------------- 2. secrets
 
 
-def test_no_check_can_reach_the_signing_key_or_secrets(hostile, tmp_path):
-    """Finding 2: the decrypted key was in every worker's memory, and the passphrase
-    and other secrets reached every check and the bundle's logs."""
-    priv, pub = generate_keypair(tmp_path / "keys" / "signing.key", passphrase=b"pass-phrase-123")
-    from cryptography.hazmat.primitives import serialization
+def _signing_key(how: str, secret: str, root: Path) -> tuple[str, dict[str, str], Path]:
+    """A signing key whose secret is ``secret``, given as ``how``: (--sign-key, the
+    environment to add, the public key). A passphrase-protected key file, or a key in
+    a SoftHSM2 token whose PIN comes from $HARNESS_PKCS11_PIN or pin-value=."""
+    if how == "passphrase":
+        priv, pub = generate_keypair(root / "keys" / "signing.key", passphrase=secret.encode())
+        return str(priv), {"HARNESS_SIGN_KEY_PASSPHRASE": secret}, pub
+    softhsm.require()
+    env = softhsm.make_token(root / "hsm", "boundary", secret, ("signing",))
+    extra = {"SOFTHSM2_CONF": env["SOFTHSM2_CONF"]}
+    pub = root / "hsm" / "keys" / "signing.pub"
+    if how == "pin-value":
+        return softhsm.uri("boundary", "signing", **{"pin-value": secret}), extra, pub
+    return softhsm.uri("boundary", "signing"), {**extra, "HARNESS_PKCS11_PIN": secret}, pub
 
-    key = serialization.load_pem_private_key(priv.read_bytes(), password=b"pass-phrase-123")
-    raw = key.private_bytes(
-        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
-    )
+
+@pytest.mark.parametrize("how", ["passphrase", "pin-env", "pin-value"])
+def test_no_check_can_reach_the_signing_key_or_secrets(hostile, tmp_path, how):
+    """Finding 2: the decrypted key was in every worker's memory, and the passphrase
+    and other secrets reached every check and the bundle's logs. The token PIN, from
+    $HARNESS_PKCS11_PIN or a pin-value= in the URI, is as far out of reach: in no
+    check's environment, in no ancestor's /proc/<pid>/environ or cmdline."""
+    secret = "pass-phrase-123" if how == "passphrase" else "pin-5310-ab"
+    sign_key, secret_env, pub = _signing_key(how, secret, tmp_path)
+    forbidden = [secret.encode(), b"fake-aws-secret-987"]
+    if how == "passphrase":
+        from cryptography.hazmat.primitives import serialization
+
+        key = serialization.load_pem_private_key(
+            Path(sign_key).read_bytes(), password=secret.encode()
+        )
+        raw = key.private_bytes(
+            serialization.Encoding.Raw,
+            serialization.PrivateFormat.Raw,
+            serialization.NoEncryption(),
+        )
+        forbidden += [raw, raw.hex().encode(), base64.b64encode(raw)]
     hostile.contract(
         "c",
         simple_contract(
             check="hostile:snoop",
             expect="found: {eq: 0}",
             falsifiers="",
-            params="{needle_reversed: 321-esarhp-ssap}",
+            params=f"{{needle_reversed: {secret[::-1]}}}",
         ).replace(
             "      found: {eq: 0}",
-            "      found: {eq: 0}\n      seen: {eq: 0}\n      passphrase_in_env: {eq: 0}",
+            "      found: {eq: 0}\n      seen: {eq: 0}\n      secret_in_env: {eq: 0}",
         ),
     )
     env = {
         **os.environ,
         "PYTHONPATH": str(hostile.root),
-        "HARNESS_SIGN_KEY_PASSPHRASE": "pass-phrase-123",
         "AWS_SECRET_ACCESS_KEY": "fake-aws-secret-987",
+        **secret_env,
     }
     proc = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "run", "--sign-key", str(priv), "-j", "1"],
+        [sys.executable, "-m", "harness.cli", "run", "--sign-key", sign_key, "-j", "1"],
         cwd=hostile.root,
         env=env,
         capture_output=True,
@@ -308,23 +345,103 @@ def test_no_check_can_reach_the_signing_key_or_secrets(hostile, tmp_path):
     run_dir = max((hostile.root / "evidence").iterdir(), key=lambda p: p.stat().st_mtime)
     inv = json.loads((run_dir / "results.json").read_text())["criteria"][0]["invariants"][0]
     assert inv["outcome"] == "PASS", (inv, proc.stdout, proc.stderr)
-    # not in the check's process, nor in any ancestor's /proc/<pid>/environ (even as root)
-    assert inv["observations"] == {"found": 0, "seen": 0, "passphrase_in_env": 0}
-    forbidden = [
-        b"pass-phrase-123",
-        b"fake-aws-secret-987",
-        raw,
-        raw.hex().encode(),
-        base64.b64encode(raw),
-    ]
+    # not in the check's process, nor in any ancestor's /proc/<pid>/environ or cmdline
+    # (even as root)
+    assert inv["observations"] == {"found": 0, "seen": 0, "secret_in_env": 0}
     for path in run_dir.rglob("*"):
         if path.is_file():
             data = path.read_bytes()
-            for secret in forbidden:
-                assert secret not in data, f"{secret[:8]!r}... leaked into {path}"
+            for value in forbidden:
+                assert value not in data, f"{value[:8]!r}... leaked into {path}"
     log = next(run_dir.rglob("INV-DEMO-001.stdout.txt")).read_text()
-    assert "PROC" in log  # the check did look
+    assert "PROC" in log and "cmdline" in log  # the check did look
     assert verify_run(run_dir, [load_public_key(pub)]) == []
+
+
+@pytest.mark.parametrize(
+    "how, secret, candidates",
+    [
+        ("passphrase", "correct-horse-battery", [f"word-{i}" for i in range(2000)]),
+        ("pin-env", "4711", [f"{i:04d}" for i in range(10_000)]),
+    ],
+)
+def test_a_check_cannot_use_redaction_to_guess_a_signing_secret(
+    hostile, tmp_path, how, secret, candidates
+):
+    """Redaction as an oracle: a check prints every guess (every 4-digit PIN, a list
+    of likely passphrases). Were the coordinator to redact the passphrase or the PIN
+    from the logs, the one guess that comes back [REDACTED] in the evidence would be
+    the secret. No check is given either, so neither is redacted: the log is exactly
+    what the check printed."""
+    candidates = sorted({*candidates, secret})
+    sign_key, secret_env, pub = _signing_key(how, secret, tmp_path)
+    hostile.contract(
+        "c",
+        simple_contract(
+            check="hostile:guess",
+            expect=f"printed: {{eq: {len(candidates)}}}",
+            falsifiers="",
+            params=json.dumps({"candidates": candidates}),
+        ),
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "run", "--sign-key", sign_key, "-j", "1"],
+        cwd=hostile.root,
+        env={**os.environ, "PYTHONPATH": str(hostile.root), **secret_env},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    run_dir = max((hostile.root / "evidence").iterdir(), key=lambda p: p.stat().st_mtime)
+    assert verify_run(run_dir, [load_public_key(pub)]) == [], proc.stdout + proc.stderr
+    log = next(run_dir.rglob("INV-DEMO-001.stdout.txt")).read_text()
+    assert "REDACTED" not in log
+    assert log.splitlines() == candidates  # every guess as printed: none stands out
+
+
+def test_a_library_caller_s_short_secret_is_not_redacted(hostile, tmp_path):
+    """RunRequest.secrets: a value under 12 characters is not redacted (a check could
+    print every candidate to find it); a longer one is."""
+    short, long = "4711", "a-long-enough-secret-1"
+    candidates = [short, long, "0815"]
+    result = run(
+        hostile,
+        simple_contract(
+            check="hostile:guess",
+            expect="printed: {eq: 3}",
+            falsifiers="",
+            params=json.dumps({"candidates": candidates}),
+        ),
+        evidence_root=tmp_path / "evidence",
+        secrets=(short, long),
+    )
+    log = next(Path(result.evidence_dir).rglob("INV-DEMO-001.stdout.txt")).read_text()
+    assert log.splitlines() == [short, "[REDACTED:secret]", "0815"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self/cmdline")
+def test_only_the_exact_pin_value_text_is_wiped_from_the_command_line():
+    """A short PIN (1234) given as pin-value= is wiped from /proc/<pid>/cmdline, which
+    every process can read; the same digits elsewhere on the command line (a seed, a
+    path, another URI's longer PIN) are left as they were."""
+    uri = "pkcs11:token=t;object=k?module-path=/m.so&pin-value=1234&pin-source=x"
+    code = (
+        "import pathlib, sys; from harness.signing import hide_uri_pin; "
+        "hide_uri_pin(sys.argv[3]); "
+        "sys.stdout.buffer.write(pathlib.Path('/proc/self/cmdline').read_bytes())"
+    )
+    args = ["--seed", "1234", uri, "/tmp/run-1234", "pin-value=12345"]
+    out = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, check=True, timeout=60
+    ).stdout
+    shown = out.split(b"\0")[-len(args) - 1 : -1]
+    assert shown == [
+        b"--seed",
+        b"1234",
+        uri.replace("pin-value=1234", "pin-value=****").encode(),
+        b"/tmp/run-1234",
+        b"pin-value=12345",
+    ]
 
 
 def test_a_wrong_passphrase_stops_the_run_before_any_check(project, tmp_path):
