@@ -15,59 +15,101 @@ from typing import Any
 from harness.context import CheckContext
 
 CONTRACT = """version: 1
-contract: {{name: probe, title: a probe contract for release gates}}
+contract: {{name: probe-{n}, title: a probe contract for release gates}}
 criteria:
-  - id: AC-PROBE-001
+  - id: AC-PROBE-{n}
     title: the probe file exists
     severity: blocker
     references: [release gate probe]
-    invariants: [INV-PROBE-001]
+    invariants: [INV-PROBE-{n}]
 invariants:
-  - id: INV-PROBE-001
+  - id: INV-PROBE-{n}
     title: probe.txt exists
     check:
       python: harness.checks.files:files_exist
       params: {{paths: [{path}]}}
     expect: {{missing: {{eq: 0}}}}
 falsifiers:
-  - id: FALSIFY-PROBE-001
+  - id: FALSIFY-PROBE-{n}
     title: a missing file is reported
     kind: mutant
-    target: INV-PROBE-001
+    target: INV-PROBE-{n}
     mutant: {{params: {{paths: [{mutant_path}]}}}}
 """
 
 
+GIT = ["git", "-c", "user.name=probe", "-c", "user.email=probe@localhost"]
+
+
+def commit_project(project: Path, message: str = "probe") -> str:
+    """Commit everything in ``project`` (a git repo on first use, its evidence ignored),
+    so a run made now is from a clean checkout; returns the commit."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        out = subprocess.run([*GIT, *args], cwd=project, check=True, capture_output=True)
+        return out.stdout.decode().strip()
+
+    if not (project / ".git").exists():
+        git("init", "-q")
+        (project / ".gitignore").write_text("evidence/\n.harness/\n__pycache__/\n")
+    git("add", "-A")
+    git("commit", "-q", "--allow-empty", "-m", message)
+    return git("rev-parse", "HEAD")
+
+
 def probe_run(
-    root: Path, name: str, *, signer: Any = None, go: bool = True, teeth: bool = True
+    root: Path,
+    name: str,
+    *,
+    signer: Any = None,
+    go: bool = True,
+    teeth: bool = True,
+    profile: str = "full",
+    criteria: int = 1,
+    only: str | None = None,
 ) -> Path:
-    """Run the harness on a one-criterion project under ``root``; return the run dir.
-    ``go=False``: the check fails (NO-GO); ``teeth=False``: its mutant changes nothing,
-    so it is MISSED and the run is UNPROVEN."""
+    """Run the harness on a project of ``criteria`` criteria under ``root``, committed
+    to git first; return the run dir. ``go=False``: the checks fail (NO-GO); ``teeth=False``:
+    the mutants change nothing, so they are MISSED and the run is UNPROVEN; ``profile``
+    and ``only`` (one criterion ID): a teeth/fast run or a selection."""
     from harness.executor import LocalProcessExecutor
     from harness.loader import load_contract_set
     from harness.runner import run_contracts
 
     project = root / name
     (project / "contracts").mkdir(parents=True, exist_ok=True)
-    (project / "probe.txt").write_text("present\n")
+    if not (project / "probe.txt").exists():
+        (project / "probe.txt").write_text("present\n")
     target = "probe.txt" if go else "absent.txt"
     mutant_path = "no-such-file.txt" if teeth else target
-    (project / "contracts" / "probe.yaml").write_text(
-        CONTRACT.format(path=target, mutant_path=mutant_path)
-    )
+    for n in (f"{i:03d}" for i in range(1, criteria + 1)):
+        (project / "contracts" / f"probe-{n}.yaml").write_text(
+            CONTRACT.format(path=target, mutant_path=mutant_path, n=n)
+        )
+    if not (project / ".git").exists():
+        commit_project(project)
     contracts = load_contract_set([project / "contracts"])
     result = run_contracts(
         contracts,
-        contracts.criteria,
+        [c for c in contracts.criteria if only is None or c.id == only],
         executor=LocalProcessExecutor(1),
         seed=1,
+        profile=profile,
         root=project,
         evidence_root=project / "evidence",
         signer=signer,
         default_timeout=60,
     )
     return Path(result.evidence_dir)
+
+
+def blockers(run_dir: Path) -> list[str]:
+    """The blocker criteria of the probe project a run was made in (its policy default)."""
+    from harness.loader import load_contract_set
+
+    contracts = load_contract_set([run_dir.parent.parent / "contracts"])
+    return sorted(c.id for c in contracts.criteria if c.severity == "blocker")
 
 
 def _keys(scratch: Path, *names: str) -> dict[str, tuple[Path, Path]]:
@@ -87,7 +129,6 @@ def promotion_gate(ctx: CheckContext) -> dict[str, Any]:
     release = load_signer(keys["release"][0])
     allowed = [keys["release"][1]]
     ledger = ctx.scratch / "promotions.jsonl"
-    signed_go = probe_run(ctx.scratch, "signed-go", signer=release)
     unsigned_go = probe_run(ctx.scratch, "unsigned-go")
     signed_no_go = probe_run(ctx.scratch, "signed-no-go", signer=release, go=False)
     intruder_go = probe_run(ctx.scratch, "intruder-go", signer=load_signer(keys["intruder"][0]))
@@ -97,27 +138,54 @@ def promotion_gate(ctx: CheckContext) -> dict[str, Any]:
     text = (forged / "verdict.json").read_bytes()
     (forged / "verdict.json").write_bytes(text.replace(b'"verdict":"NO-GO"', b'"verdict":"GO"'))
 
-    def refused(run_dir: Path, signer: Any = release) -> bool:
+    # a readiness run of both criteria at the candidate commit is the only promotable one
+    full = probe_run(ctx.scratch, "candidate", signer=release, criteria=2)
+    candidate = full.parent.parent
+    teeth = probe_run(ctx.scratch, "candidate", signer=release, criteria=2, profile="teeth")
+    fast = probe_run(ctx.scratch, "candidate", signer=release, criteria=2, profile="fast")
+    selection = probe_run(ctx.scratch, "candidate", signer=release, criteria=2, only="AC-PROBE-001")
+    (candidate / "morechecks.py").write_text("# a check file git does not track\n")
+    untracked = probe_run(ctx.scratch, "candidate", signer=release, criteria=2)
+    (candidate / "morechecks.py").unlink()
+    older = probe_run(ctx.scratch, "candidate", signer=release, criteria=2)
+    (candidate / "probe.txt").write_text("present, and changed since\n")
+    head = commit_project(candidate, "the release candidate")
+    signed_go = probe_run(ctx.scratch, "candidate", signer=release, criteria=2)
+    required = blockers(signed_go)
+
+    def refused(run_dir: Path, rule: str, signer: Any = release) -> bool:
+        """Refused, and for the named rule (a refusal for another reason proves nothing)."""
         try:
-            promote(run_dir, "production", allowed, signer, ledger, "release-manager")
-        except PromotionRefused:
-            return True
+            promote(
+                run_dir, "production", allowed, signer, ledger, "release-manager",
+                candidate, required,
+            )  # fmt: skip
+        except PromotionRefused as exc:
+            return any(r.startswith(f"{rule}:") or r.startswith(rule) for r in exc.reasons)
         return False
 
     obs: dict[str, Any] = {
-        "refused_without_signature": refused(unsigned_go),
-        "refused_without_go": refused(signed_no_go),
-        "refused_unproven": refused(signed_unproven),
-        "refused_forged_verdict": refused(forged),
-        "refused_key_not_allowed": refused(intruder_go),
-        "refused_unsigned_promotion": refused(signed_go, signer=None),
+        "refused_without_signature": refused(unsigned_go, "signature"),
+        "refused_without_go": refused(signed_no_go, "verdict"),
+        "refused_unproven": refused(signed_unproven, "verdict"),
+        "refused_forged_verdict": refused(forged, "signature"),
+        "refused_key_not_allowed": refused(intruder_go, "signature"),
+        "refused_unsigned_promotion": refused(signed_go, "a promotion must be signed", None),
+        "refused_teeth_run": refused(teeth, "profile"),
+        "refused_fast_run": refused(fast, "profile"),
+        "refused_selection": refused(selection, "required criteria"),
+        "refused_untracked_file": refused(untracked, "clean tree"),
+        "refused_older_commit": refused(older, "candidate commit"),
         "ledger_empty_after_refusals": not ledger.exists() or ledger.read_text() == "",
     }
-    record = promote(signed_go, "production", allowed, release, ledger, "release-manager")
+    record = promote(
+        signed_go, "production", allowed, release, ledger, "release-manager", candidate, required
+    )
     problems = verify_ledger(ledger, [load_public_key(keys["release"][1])])
     lines = ledger.read_text().splitlines()
     obs.update(
         valid_recorded=record["run_id"] == signed_go.name and len(lines) == 1,
+        record_binds_commit=record["git"] == {"commit": head, "dirty": False},
         ledger_verifies=problems == [],
         ledger_event=json.loads(lines[0]).get("event") if lines else "",
         ledger_problems=problems[:3],

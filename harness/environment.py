@@ -37,7 +37,8 @@ def git_state(root: Path) -> dict[str, Any]:
         return proc.stdout.strip() if proc.returncode == 0 else None
 
     commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no")
+    # untracked files count: a contract or check file git does not track changes the run
+    status = git("status", "--porcelain", "--untracked-files=normal")
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Collection
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -154,20 +156,100 @@ def environment_diff(old_dir: Path, new_dir: Path) -> list[str]:
 # --------------------------------------------------------------------------- promote
 
 
-def promotion_problems(run_dir: Path, allowed_keys: list[Path]) -> list[str]:
-    """Why ``run_dir`` may not be promoted (empty: it may)."""
+@dataclass(frozen=True)
+class Rule:
+    """One promotion rule as evaluated: its name, whether it holds, and why."""
+
+    name: str
+    ok: bool
+    detail: str
+
+    def line(self) -> str:
+        return f"{'PASS' if self.ok else 'FAIL'}  {self.name}: {self.detail}"
+
+
+def promotion_rules(
+    run_dir: Path,
+    allowed_keys: list[Path],
+    root: Path | None = None,
+    required: Collection[str] | None = None,
+) -> list[Rule]:
+    """Every rule a promotion of ``run_dir`` must pass. Only a signed, GO, full readiness
+    run from a clean tree is promotable; with ``root`` (the candidate's checkout) it must
+    have been made at that checkout's commit, and with ``required`` (criterion IDs,
+    default in the CLI: every blocker of the contract set) each must be in it and GO.
+    Nothing after the signature is read from a bundle that does not verify."""
+    from harness.environment import git_state
     from harness.signing import load_public_key
     from harness.verify import verify_run
 
     if not allowed_keys:
-        return ["no allowed keys: pass --allowed-key PUB.pem or set [tool.harness] allowed-keys"]
+        why = "no allowed keys: pass --allowed-key PUB.pem or set [tool.harness] allowed-keys"
+        return [Rule("signature", False, why)]
     problems = verify_run(run_dir, [load_public_key(k) for k in allowed_keys])
     if problems:
-        return ["the run does not verify under an allowed key:", *problems]
+        detail = "the run does not verify under an allowed key: " + "; ".join(problems[:3])
+        return [Rule("signature", False, detail + (" ..." if len(problems) > 3 else ""))]
+    rules = [Rule("signature", True, "the bundle verifies under an allowed key")]
     verdict = json.loads((run_dir / "verdict.json").read_text())
-    if verdict.get("verdict") != "GO":
-        return [f"the run's verdict is {verdict.get('verdict')}, not GO"]
-    return []
+    v = verdict.get("verdict")
+    rules.append(Rule("verdict", v == "GO", f"the run's verdict is {v}"))
+    profile = verdict.get("profile")
+    rules.append(
+        Rule(
+            "profile",
+            profile == "full",
+            f"profile {profile}"
+            + ("" if profile == "full" else ": only a full readiness run is promotable"),
+        )
+    )
+    git = verdict.get("git") if isinstance(verdict.get("git"), dict) else {}
+    dirty, commit = git.get("dirty"), git.get("commit")
+    rules.append(
+        Rule(
+            "clean tree",
+            dirty is False,
+            "made from a clean checkout"
+            if dirty is False
+            else "made from a tree with uncommitted or untracked files"
+            if dirty
+            else "made outside a git checkout (no commit to bind)",
+        )
+    )
+    if root is not None:
+        head = git_state(root).get("commit")
+        rules.append(
+            Rule(
+                "candidate commit",
+                commit is not None and commit == head,
+                f"run at {str(commit)[:12]}, candidate {root} at {str(head)[:12]}",
+            )
+        )
+    if required is not None:
+        crits = verdict.get("criteria") if isinstance(verdict.get("criteria"), dict) else {}
+        missing = sorted(set(required) - set(crits))
+        not_go = sorted(c for c in set(required) & set(crits) if crits[c].get("verdict") != "GO")
+        detail = f"{len(required) - len(missing) - len(not_go)}/{len(required)} required GO"
+        if missing:
+            detail += f"; not run: {', '.join(missing[:5])}" + (" ..." if len(missing) > 5 else "")
+        if not_go:
+            detail += f"; not GO: {', '.join(not_go[:5])}" + (" ..." if len(not_go) > 5 else "")
+        rules.append(Rule("required criteria", not missing and not not_go, detail))
+    return rules
+
+
+def promotion_problems(
+    run_dir: Path,
+    allowed_keys: list[Path],
+    root: Path | None = None,
+    required: Collection[str] | None = None,
+) -> list[str]:
+    """Why ``run_dir`` may not be promoted (empty: it may)."""
+    return [
+        f"{r.name}: {r.detail}"
+        for r in promotion_rules(run_dir, allowed_keys, root, required)
+        if not r.ok
+    ]
 
 
 def promotion_record(run_dir: Path, name: str, keyid: str, signer_name: str) -> dict[str, Any]:
@@ -199,9 +281,11 @@ def promote(
     signer: Any,
     ledger: Path,
     signer_name: str = "",
+    root: Path | None = None,
+    required: Collection[str] | None = None,
 ) -> dict[str, Any]:
-    """Refuse unless the run verifies under an allowed key and its verdict is GO;
-    then append a signed promotion record to the hash-chained ``ledger``."""
+    """Refuse unless every rule of ``promotion_rules`` holds; then append a signed
+    promotion record to the hash-chained ``ledger``."""
     from harness.audit import AuditLog
     from harness.signing import PROMOTION_TYPE, canonical_json, make_envelope
 
@@ -209,7 +293,7 @@ def promote(
         raise PromotionRefused(
             ["a promotion must be signed: pass --sign-key (the promoter's private key)"]
         )
-    problems = promotion_problems(run_dir, allowed_keys)
+    problems = promotion_problems(run_dir, allowed_keys, root, required)
     if problems:
         raise PromotionRefused(problems)
     record = promotion_record(run_dir, name, signer.keyid, signer_name)

@@ -7,23 +7,67 @@ from pathlib import Path
 from typing import Any
 
 from harness.replay import promotion_record as _REAL_PROMOTION_RECORD  # before any patch
+from harness.replay import promotion_rules as _REAL_PROMOTION_RULES
 
 
-def promotion_refuses_only_no_go(run_dir: Path, allowed_keys: list[Path]) -> list[str]:
-    """A promotion gate that refuses NO-GO instead of accepting only GO: an UNPROVEN run
-    (a mutant survived, a check skipped) is promoted (harness.replay:promotion_problems)."""
+def promotion_rules_refusing_only_no_go(
+    run_dir: Path,
+    allowed_keys: list[Path],
+    root: Path | None = None,
+    required: Any = None,
+) -> list[Any]:
+    """A promotion gate whose verdict rule refuses NO-GO instead of accepting only GO:
+    an UNPROVEN run (a mutant survived, a check skipped) is promoted
+    (harness.replay:promotion_rules)."""
     import json
 
-    from harness.signing import load_public_key
-    from harness.verify import verify_run
+    from harness.replay import Rule
 
-    if not allowed_keys:
-        return ["no allowed keys"]
-    problems = verify_run(run_dir, [load_public_key(k) for k in allowed_keys])
-    if problems:
-        return ["the run does not verify under an allowed key:", *problems]
-    verdict = json.loads((run_dir / "verdict.json").read_text())
-    return ["the run's verdict is NO-GO"] if verdict.get("verdict") == "NO-GO" else []
+    rules = _REAL_PROMOTION_RULES(run_dir, allowed_keys, root, required)
+    out = []
+    for rule in rules:
+        if rule.name == "verdict":
+            v = json.loads((run_dir / "verdict.json").read_text()).get("verdict")
+            rule = Rule("verdict", v != "NO-GO", f"the run's verdict is {v}")
+        out.append(rule)
+    return out
+
+
+def promotion_rules_refusing_only_fast(
+    run_dir: Path,
+    allowed_keys: list[Path],
+    root: Path | None = None,
+    required: Any = None,
+) -> list[Any]:
+    """The profile rule written as "not the fast profile": a mutants-only ``--teeth`` run,
+    GO whenever every mutant is killed, is promoted (harness.replay:promotion_rules)."""
+    import json
+
+    from harness.replay import Rule
+
+    out = []
+    for rule in _REAL_PROMOTION_RULES(run_dir, allowed_keys, root, required):
+        if rule.name == "profile":
+            p = json.loads((run_dir / "verdict.json").read_text()).get("profile")
+            rule = Rule("profile", p != "fast", f"profile {p}")
+        out.append(rule)
+    return out
+
+
+def git_state_ignoring_untracked(root: Path) -> dict[str, Any]:
+    """``git status --untracked-files=no``: a contract or check file git does not track
+    leaves the run marked clean (harness.environment:git_state, as shipped before)."""
+    import subprocess
+
+    def git(*args: str) -> str | None:
+        proc = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+        return proc.stdout.strip() if proc.returncode == 0 else None
+
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "dirty": bool(status) if status is not None else None,
+    }
 
 
 def promotion_record_names_run_signer(

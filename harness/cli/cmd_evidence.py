@@ -160,12 +160,19 @@ def verify(run_dir: str, keys: tuple[str, ...]) -> int:
 def promote(
     run_dir: str, name: str, allowed: tuple[str, ...], sign_key: str | None, signer_name: str
 ) -> int:
-    """Sign off a run: refused unless it verifies, is GO and was signed by an allowed key."""
-    from harness.replay import PromotionRefused
+    """Promote a readiness run: refused unless it verifies under an allowed key, is GO,
+    is a full run (never --teeth, --fast or a selection) of every blocker criterion of
+    this project's contracts, and was made from a clean checkout at this checkout's
+    commit. Prints each rule PASS/FAIL."""
+    from harness.cli.group import contract_paths
+    from harness.loader import load_contract_set
+    from harness.replay import PromotionRefused, promotion_rules
     from harness.replay import promote as do_promote
     from harness.signing import load_signer, resolve_sign_key
 
     cfg = config()
+    contracts = load_contract_set(contract_paths((), cfg))
+    required = sorted(c.id for c in contracts.criteria if c.severity == "blocker")
     keys = [Path(a) for a in allowed] or list(cfg.allowed_keys)
     key_path = resolve_sign_key(sign_key, cfg.sign_key)
     signer = None
@@ -177,8 +184,13 @@ def promote(
     elif key_path is not None:
         signer = load_signer(key_path)
     ledger = Path(run_dir).resolve().parent / "promotions.jsonl"
+    rules = promotion_rules(Path(run_dir), keys, cfg.root, required)
+    for rule in rules:
+        click.echo(rule.line())
     try:
-        record = do_promote(Path(run_dir), name, keys, signer, ledger, signer_name)
+        record = do_promote(
+            Path(run_dir), name, keys, signer, ledger, signer_name, cfg.root, required
+        )
     except PromotionRefused as exc:
         click.echo("promotion REFUSED:", err=True)
         for reason in exc.reasons:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import textwrap
 from pathlib import Path
 
@@ -118,6 +119,32 @@ class Project:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(textwrap.dedent(body).lstrip("\n"))
         return path
+
+    def commit(self, message: str = "project") -> str:
+        """Commit everything (a git repo on first use; evidence and caches ignored), so a
+        run made now is from a clean checkout. Returns the commit."""
+        return commit_all(self.root, message)
+
+
+GIT = [
+    "git",
+    "-c",
+    "user.name=test",
+    "-c",
+    "user.email=test@localhost",
+    "-c",
+    "init.defaultBranch=main",
+]
+
+
+def commit_all(root: Path, message: str = "project") -> str:
+    if not (root / ".git").exists():
+        subprocess.run([*GIT, "init", "-q"], cwd=root, check=True)
+        (root / ".gitignore").write_text("evidence/\nev/\n__pycache__/\n.harness/\n.hypothesis/\n")
+    subprocess.run([*GIT, "add", "-A"], cwd=root, check=True)
+    subprocess.run([*GIT, "commit", "-q", "--allow-empty", "-m", message], cwd=root, check=True)
+    out = subprocess.run([*GIT, "rev-parse", "HEAD"], cwd=root, check=True, capture_output=True)
+    return out.stdout.decode().strip()
 
 
 @pytest.fixture

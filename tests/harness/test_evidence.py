@@ -40,6 +40,7 @@ def signed_run(project, keys, tmp_path):
             "name: ac-two-001", "name: two"
         ),
     )
+    project.commit()
     contracts = load_contract_set([project.root / "contracts"])
     result = run_contracts(
         contracts,
@@ -253,6 +254,7 @@ def test_promote_refuses_a_no_go_run(project, keys, tmp_path):
     from harness.replay import PromotionRefused, promote
 
     project.contract("a", simple_contract(expect="value: {ge: 9}"))
+    project.commit()
     contracts = load_contract_set([project.root / "contracts"])
     signer = load_signer(keys["priv"])
     result = run_contracts(
@@ -264,7 +266,7 @@ def test_promote_refuses_a_no_go_run(project, keys, tmp_path):
         evidence_root=tmp_path / "ev",
         signer=signer,
     )
-    with pytest.raises(PromotionRefused, match="NO-GO, not GO"):
+    with pytest.raises(PromotionRefused, match="verdict is NO-GO"):
         promote(Path(result.evidence_dir), "prod", [keys["pub"]], signer, tmp_path / "l.jsonl")
 
 
@@ -362,3 +364,98 @@ def test_verify_takes_the_configured_allowed_keys_when_no_key_is_given(signed_ru
     pyproject.write_text(pyproject.read_text().replace(str(keys["pub"]), str(keys["other_pub"])))
     r = CliRunner().invoke(cli, ["verify", str(signed_run)])
     assert r.exit_code == 1 and "no signature verifies" in r.output, r.output
+
+
+def _signed(project, keys, tmp_path, name, criteria=None, profile="full"):
+    contracts = load_contract_set([project.root / "contracts"])
+    chosen = [c for c in contracts.criteria if criteria is None or c.id in criteria]
+    result = run_contracts(
+        contracts,
+        chosen,
+        jobs=1,
+        seed=3,
+        profile=profile,
+        root=project.root,
+        evidence_root=tmp_path / "evidence" / name,
+        signer=load_signer(keys["priv"]),
+    )
+    return Path(result.evidence_dir)
+
+
+def _refusal(run_dir, keys, project, required=("AC-ONE-001", "AC-TWO-001")):
+    from harness.replay import PromotionRefused, promote
+
+    with pytest.raises(PromotionRefused) as exc:
+        promote(
+            run_dir, "production", [keys["pub"]], load_signer(keys["priv"]),
+            project.root / "evidence" / "l.jsonl", "rm", project.root, required,
+        )  # fmt: skip
+    return " | ".join(exc.value.reasons)
+
+
+@pytest.fixture
+def two_criteria(project):
+    project.contract("a", simple_contract(cid="AC-ONE-001", inv="INV-ONE-001"))
+    project.contract(
+        "b",
+        simple_contract(cid="AC-TWO-001", inv="INV-TWO-001").replace(
+            "name: ac-two-001", "name: two"
+        ),
+    )
+    project.commit()
+    return project
+
+
+def test_only_a_full_readiness_run_of_every_blocker_at_the_candidate_commit_is_promoted(
+    two_criteria, keys, tmp_path
+):
+    """The attacks of issue 14: a mutants-only or fast run, a selection, a dirty or
+    untracked tree, an older commit. Each is refused naming its rule; the real thing is
+    promoted and its record binds the commit."""
+    from harness.replay import promote, promotion_rules
+
+    project = two_criteria
+    teeth = _signed(project, keys, tmp_path, "teeth", profile="teeth")
+    assert json.loads((teeth / "verdict.json").read_text())["verdict"] == "GO"
+    assert "profile: profile teeth" in _refusal(teeth, keys, project)
+    fast = _signed(project, keys, tmp_path, "fast", profile="fast")
+    assert "profile: profile fast" in _refusal(fast, keys, project)
+    selection = _signed(project, keys, tmp_path, "sel", criteria={"AC-ONE-001"})
+    assert "required criteria: 1/2 required GO; not run: AC-TWO-001" in _refusal(
+        selection, keys, project
+    )
+    (project.root / "morechecks.py").write_text("# a check file git does not track\n")
+    untracked = _signed(project, keys, tmp_path, "untracked")
+    assert "clean tree: made from a tree with uncommitted" in _refusal(untracked, keys, project)
+    (project.root / "morechecks.py").unlink()
+    good = _signed(project, keys, tmp_path, "good")
+    rules = promotion_rules(good, [keys["pub"]], project.root, ["AC-ONE-001", "AC-TWO-001"])
+    assert [r.name for r in rules if r.ok] == [
+        "signature", "verdict", "profile", "clean tree", "candidate commit", "required criteria"
+    ]  # fmt: skip
+    (project.root / "README").write_text("a later change\n")
+    later = project.commit("later")
+    assert "candidate commit: run at" in _refusal(good, keys, project)
+    newer = _signed(project, keys, tmp_path, "newer")
+    record = promote(
+        newer, "production", [keys["pub"]], load_signer(keys["priv"]),
+        tmp_path / "ledger.jsonl", "rm", project.root, ["AC-ONE-001", "AC-TWO-001"],
+    )  # fmt: skip
+    assert record["git"]["commit"] == later and record["git"]["dirty"] is False
+
+
+def test_promote_prints_every_rule_and_refuses_a_teeth_run(two_criteria, keys, tmp_path):
+    from click.testing import CliRunner
+
+    from harness.cli import cli
+
+    project = two_criteria
+    teeth = _signed(project, keys, tmp_path, "teeth", profile="teeth")
+    r = CliRunner().invoke(
+        cli,
+        ["promote", str(teeth), "--to", "production", "--allowed-key", str(keys["pub"]),
+         "--sign-key", str(keys["priv"])],
+    )  # fmt: skip
+    assert r.exit_code == 1, r.output
+    assert "PASS  signature" in r.output and "FAIL  profile: profile teeth" in r.output
+    assert "promotion REFUSED" in r.output

@@ -80,6 +80,7 @@ def sealed(tmp_path_factory: pytest.TempPathFactory, keys: dict[str, Path]) -> P
                 "name: ac-two-001", "name: two"
             ),
         )
+        project.commit()
         contracts = load_contract_set([root / "contracts"])
         result = run_contracts(
             contracts,
