@@ -469,6 +469,7 @@ def inference_robustness(ctx: CheckContext) -> dict[str, Any]:
         "str_inputs": 0,
         "empty_inputs": 0,
         "longer_than_context": 0,
+        "long_prompt_end_not_kept": 0,  # a long prompt is served as its last n_ctx-1 tokens
         "empty_not_served_as_newline": 0,
         "empty_prompt_refused": True,
         "crashes": 0,
@@ -491,8 +492,13 @@ def inference_robustness(ctx: CheckContext) -> dict[str, Any]:
             out["inputs"] += 1
             out["str_inputs"] += int(isinstance(data, str))
             try:
-                out["longer_than_context"] += int(len(tok.encode(data)) >= n_ctx)
+                encoded = tok.encode(data)
                 ids = prompt_ids(tok, data, n_ctx)
+                if len(encoded) >= n_ctx:
+                    out["longer_than_context"] += 1
+                    out["long_prompt_end_not_kept"] += int(
+                        not np.array_equal(ids, encoded[len(encoded) - (n_ctx - 1) :])
+                    )
                 if len(data) == 0:
                     out["empty_inputs"] += 1
                     out["empty_not_served_as_newline"] += int(not np.array_equal(ids, newline))

@@ -174,6 +174,14 @@ def no_regression(ctx: CheckContext) -> dict[str, Any]:
     ).checkpoint
     moderate = accept_candidate(current_lm, early_lm, margin)
     decisions["lm_moderate_regression"] = moderate
+    served = rollouts(
+        s / "deploy",
+        margin,
+        {
+            "mlp": (current_mlp, [good_mlp, bad_mlp]),
+            "lm": (current_lm, [good_lm, bad_lm, early_lm]),
+        },
+    )
     ctx.attach_json("decisions.json", {k: d.to_dict() for k, d in decisions.items()})
     return {
         "boundary_pairs": 3,
@@ -190,6 +198,46 @@ def no_regression(ctx: CheckContext) -> dict[str, Any]:
         **{f"{k}_loss": d.candidate_loss for k, d in decisions.items()},
         "mlp_current_loss": decisions["mlp_good"].current_loss,
         "lm_current_loss": decisions["lm_good"].current_loss,
+        **served,
+    }
+
+
+def rollouts(
+    deploy_root: Path, margin: float, plans: dict[str, tuple[Path, list[Path]]]
+) -> dict[str, Any]:
+    """Roll each family's candidates out in order through ``canary_rollout`` and observe
+    what is served after each step, by the weights' digest and by evaluating it: an
+    accepted candidate is served, a rejected one never is and the model served before it
+    stays served (the rollback)."""
+    from kernels.checkpoint import weights_digest
+    from kernels.release import canary_rollout, serve, served_checkpoint
+    from kernels.serving import evaluate_checkpoint
+
+    steps, as_expected, kept, moved = [], 0, 0, 0
+    for family, (first, candidates) in plans.items():
+        deploy = deploy_root / family
+        serve(deploy, first)
+        expected = first
+        for cand in candidates:
+            decision = canary_rollout(deploy, cand, margin)
+            expected = cand if decision.accepted else expected
+            now = served_checkpoint(deploy)
+            same = weights_digest(now) == weights_digest(expected) and (
+                evaluate_checkpoint(now)["loss"] == evaluate_checkpoint(expected)["loss"]
+            )
+            as_expected += same
+            kept += same and not decision.accepted
+            moved += same and decision.accepted
+            steps.append(
+                {"family": family, "candidate": cand.name, "accepted": decision.accepted,
+                 "served": str(now), "served_as_expected": same}
+            )  # fmt: skip
+    return {
+        "rollout_steps": len(steps),
+        "served_as_expected": as_expected,
+        "rejected_and_previous_kept_serving": kept,
+        "accepted_and_served": moved,
+        "rollouts": steps,
     }
 
 

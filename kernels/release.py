@@ -64,3 +64,38 @@ def accept_candidate(
         margin,
         f"accepted: {split} loss {cand:.4f} <= current {cur:.4f} + {margin}",
     )
+
+
+# ---------------------------------------------------------------- the served model
+
+
+def served_checkpoint(deploy: Path | str) -> Path:
+    """The checkpoint ``deploy`` serves: the path its ``current`` pointer names."""
+    pointer = Path(deploy) / "current"
+    try:
+        return Path(pointer.read_text().strip())
+    except OSError as exc:
+        raise ValueError(
+            f"{pointer}: no served checkpoint ({exc.strerror}); start with serve(deploy, ckpt)"
+        ) from None
+
+
+def serve(deploy: Path | str, checkpoint: Path | str) -> None:
+    """Point ``deploy`` at ``checkpoint`` (atomically: a reader sees the old or the new)."""
+    from kernels.checkpoint import atomic_write_text
+
+    Path(deploy).mkdir(parents=True, exist_ok=True)
+    atomic_write_text(Path(deploy) / "current", f"{Path(checkpoint).resolve()}\n")
+
+
+def canary_rollout(
+    deploy: Path | str, candidate: Path | str, margin: float, split: str = "val"
+) -> GateDecision:
+    """Judge ``candidate`` against the checkpoint ``deploy`` serves, and serve it only if
+    accepted. The decision is made before the pointer moves, so a rejected candidate is
+    never served and the current model stays served: that is the rollback."""
+    current = served_checkpoint(deploy)
+    decision = accept_candidate(current, candidate, margin, split)
+    if decision.accepted:
+        serve(deploy, candidate)
+    return decision

@@ -30,7 +30,7 @@ from kernels.models.gpt2 import _layernorm_fwd_into as _gpt2_layernorm_fwd_into
 from kernels.models.llama import Llama
 from kernels.models.llama import _rmsnorm_fwd_into as _llama_rmsnorm_fwd_into
 from kernels.ops.norms import _layernorm_bwd_kernel
-from kernels.optim import _adamw_all_kernel, _adamw_kernel
+from kernels.optim import _adamw_kernel
 
 _gpt2_forward_step = GPT2.forward_step
 _llama_forward_step = Llama.forward_step
@@ -103,8 +103,13 @@ def adamw_all_without_bias_correction(
     ps: Any, gs: Any, ms: Any, vs: Any, wds: Any, lr: float, b1: float, b2: float,
     eps: float, bc1: float, bc2: float, gscale: float,
 ) -> None:  # fmt: skip
-    """AdamW that forgets the bias correction of its moments (bc1 = bc2 = 1)."""
-    _adamw_all_kernel(ps, gs, ms, vs, wds, lr, b1, b2, eps, 1.0, 1.0, gscale)
+    """AdamW that forgets the bias correction of its moments (bc1 = bc2 = 1).
+
+    Loops in Python over the real per-tensor kernel captured at import: calling the real
+    ``_adamw_all_kernel`` would compile it, on a cold numba cache, against the patched
+    (Python) ``_adamw_kernel`` global and crash instead of computing the bug."""
+    for k in range(len(ps)):
+        _adamw_kernel(ps[k], gs[k], ms[k], vs[k], lr, b1, b2, eps, wds[k], 1.0, 1.0, gscale)
 
 
 def adamw_without_bias_correction(

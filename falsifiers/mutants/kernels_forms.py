@@ -60,3 +60,10 @@ def prompt_ids_empty_bytes_only(tok: Any, prompt: str | bytes, n_ctx: int) -> np
     if prompt == b"":
         prompt = b"\n"
     return tok.encode(prompt)[-(n_ctx - 1) :]
+
+
+def prompt_ids_keeping_the_head(tok: Any, prompt: str | bytes, n_ctx: int) -> np.ndarray:
+    """A long prompt cut to its first ``n_ctx - 1`` tokens (``[: n_ctx - 1]``, the
+    slice written the other way round): the model continues the wrong text, with no
+    crash and a perfectly finite distribution (kernels.serving:prompt_ids)."""
+    return tok.encode(prompt or "\n")[: n_ctx - 1]

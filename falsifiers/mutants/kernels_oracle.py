@@ -103,8 +103,11 @@ def adamw_all_clipping_after_step(
     eps: float, bc1: float, bc2: float, gscale: float,
 ) -> None:  # fmt: skip
     """The step uses the unclipped gradients and clips them afterwards (the order of
-    ``optimizer.step()`` and ``clip_grad_norm_`` swapped)."""
-    _adamw_all_kernel(ps, gs, ms, vs, wds, lr, b1, b2, eps, bc1, bc2, 1.0)
+    ``optimizer.step()`` and ``clip_grad_norm_`` swapped). Loops over the real per-tensor
+    kernel: the real ``_adamw_all_kernel``, compiled on a cold numba cache while
+    ``_adamw_kernel`` is patched too, would crash instead of computing the bug."""
+    for k in range(len(ps)):
+        _adamw_kernel(ps[k], gs[k], ms[k], vs[k], lr, b1, b2, eps, wds[k], bc1, bc2, 1.0)
     for g in gs:
         g *= g.dtype.type(gscale)
 

@@ -112,3 +112,24 @@ def stamps_hf_identity_lm_only(*args: Any, **kwargs: Any) -> Any:
         stamps.pop("hf_model_type", None)
         stamps.pop("hf_architecture", None)
     return stamps
+
+
+def canary_rollout_rollback_to_previous(
+    deploy: Any, candidate: Any, margin: float, split: str = "val"
+) -> Any:
+    """Deploy first, let the canary decide, roll back on a rejection: but the rollback
+    restores the ``previous`` pointer kept from the last successful rollout, which is
+    one model too far back once a candidate has been accepted (kernels.release:
+    canary_rollout). Every decision is right; the wrong model is served."""
+    from kernels.release import accept_candidate, serve, served_checkpoint
+
+    deploy = Path(deploy)
+    current = served_checkpoint(deploy)
+    serve(deploy, candidate)
+    decision = accept_candidate(current, candidate, margin, split)
+    previous = deploy / "previous"
+    if decision.accepted:
+        previous.write_text(f"{current}\n")
+    else:
+        serve(deploy, previous.read_text().strip() if previous.exists() else current)
+    return decision
