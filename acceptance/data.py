@@ -368,20 +368,30 @@ def _mlp_config(ctx: Any) -> Any:
 def trainer_refuses_denied_dataset(ctx: Any) -> dict[str, Any]:
     """kernels.train.train() on a dataset the policy denies (the shipped policy plus
     'digits' withdrawn) is refused before step 1 with nothing written, and the decision
-    is an audit event; the same run under the shipped policy trains."""
+    is an audit event; the same run under the shipped policy trains. Every dataset a run
+    reads is judged, not only the one its config names: a language model whose
+    tokenizer ('tokenizer-1024', its second dataset) is withdrawn is refused too."""
     from harness.audit import verify_chain as harness_verify_chain
     from kernels.data import audit as kaudit
     from kernels.data.governance import DECISION_EVENT, default_policy_path
+    from kernels.train import TrainConfig
 
     shipped = default_policy_path()
-    denied = ctx.scratch / "policy-withdrawn.yaml"
     pdoc = yaml.safe_load(shipped.read_text(encoding="utf-8"))
-    pdoc.setdefault("datasets", {})["deny"] = ["digits"]
-    denied.write_text(yaml.safe_dump(pdoc, sort_keys=False), encoding="utf-8")
+
+    def withdrawn(name: str) -> Path:
+        doc = {**pdoc, "datasets": {**(pdoc.get("datasets") or {}), "deny": [name]}}
+        path = ctx.scratch / f"policy-withdrawn-{name}.yaml"
+        path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+        return path
+
     log = ctx.scratch / "audit.jsonl"
     cfg = _mlp_config(ctx)
-    with _env(KERNELS_DATA_POLICY=denied, KERNELS_AUDIT_LOG=log):
+    lm = TrainConfig(family="gpt2", steps=1, eval_every=1, ckpt_every=1, batch_size=2)
+    with _env(KERNELS_DATA_POLICY=withdrawn("digits"), KERNELS_AUDIT_LOG=log):
         refused = _train_attempt(cfg, ctx.scratch / "run-denied")
+    with _env(KERNELS_DATA_POLICY=withdrawn("tokenizer-1024"), KERNELS_AUDIT_LOG=log):
+        lm_refused = _train_attempt(lm, ctx.scratch / "run-lm-tokenizer-denied")
     with _env(KERNELS_DATA_POLICY=shipped, KERNELS_AUDIT_LOG=log):
         allowed = _train_attempt(cfg, ctx.scratch / "run-allowed")
     events = [e for e in kaudit.read_events(log) if e.get("event") == DECISION_EVENT]
@@ -393,6 +403,9 @@ def trainer_refuses_denied_dataset(ctx: Any) -> dict[str, Any]:
         "refusal_one_line": one_line(refused["message"]),
         "refused_run_wrote_files": bool(refused.get("wrote", True)),
         "allowed_trained": bool(allowed.get("trained", False)),
+        "second_dataset_refused": lm_refused["refused"]
+        and "datasets.deny 'tokenizer-1024'" in lm_refused["message"],
+        "second_dataset_message": lm_refused["message"][:300],
         "decisions_logged": [e.get("decision") for e in events],
         "chain_problems": len(problems),
     }

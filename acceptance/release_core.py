@@ -259,10 +259,27 @@ def _tampered_copy(archive: Path, out: Path) -> None:
             dst.addfile(info, io.BytesIO(data))
 
 
+def _copy_with_unlisted_member(archive: Path, out: Path) -> None:
+    """A copy of the archive, every member intact, plus one file its manifest does not
+    list (inside a restored folder, where it would be picked up)."""
+    import io
+    import tarfile
+
+    with tarfile.open(archive, "r:gz") as src, tarfile.open(out, "w:gz") as dst:
+        for m in src.getmembers():
+            fh = src.extractfile(m)
+            dst.addfile(m, io.BytesIO(fh.read() if fh else b""))
+        data = b"added behind the manifest\n"
+        info = tarfile.TarInfo("checkpoint/UNLISTED.txt")
+        info.size = len(data)
+        dst.addfile(info, io.BytesIO(data))
+
+
 def backup_restore(ctx: CheckContext) -> dict[str, Any]:
     """Snapshot a signed evidence bundle and a checkpoint, restore them into a new
     directory: the bundle verifies there and the checkpoint predicts identically; a
-    snapshot whose contents were altered behind its manifest is refused."""
+    snapshot whose contents were altered behind its manifest (a file's bytes changed, or
+    a file added that the manifest does not list) is refused."""
     from acceptance.release_gates import probe_run
     from harness.signing import generate_keypair, load_public_key, load_signer
     from harness.verify import verify_run
@@ -286,6 +303,13 @@ def backup_restore(ctx: CheckContext) -> dict[str, Any]:
         tamper_refused = False
     except RestoreError:
         tamper_refused = True
+    unlisted = ctx.scratch / "backup" / "unlisted.tar.gz"
+    _copy_with_unlisted_member(archive, unlisted)
+    try:
+        restore(unlisted, ctx.scratch / "restored-unlisted")
+        unlisted_refused = False
+    except RestoreError:
+        unlisted_refused = True
     try:
         restored = restore(archive, ctx.scratch / "restored")
     except RestoreError as exc:
@@ -295,6 +319,7 @@ def backup_restore(ctx: CheckContext) -> dict[str, Any]:
             "bundle_verifies": False,
             "same_predictions": False,
             "tamper_refused": tamper_refused,
+            "unlisted_member_refused": unlisted_refused,
         }
     problems = verify_run(restored["evidence"], [load_public_key(pub)])
     X, _ = digits_splits()["test"]
@@ -316,6 +341,7 @@ def backup_restore(ctx: CheckContext) -> dict[str, Any]:
         "bundle_problems": problems[:3],
         "same_predictions": same,
         "tamper_refused": tamper_refused,
+        "unlisted_member_refused": unlisted_refused,
     }
 
 

@@ -6,20 +6,23 @@ up at call time; the data contract's checks must go red against every one.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from kernels.data import governance as _governance
+from kernels.data import manifest as _manifest
 from kernels.data import pii as _pii
 from kernels.data import pipeline as _pipeline
 
 # ----------------------------------------------------------------- manifest
 
 
-def verify_digest_skipped(name: str, path: Path, expected: str, manifest_path: Path) -> None:
-    """A loader that never checks the digest (kernels.data.manifest:verify_digest)."""
-    return None
+#: verify_digest memoised on its arguments (name, path, expected digest, manifest): a
+#: file is hashed the first time it is loaded and never again in that process, so bytes
+#: changed after the first load are trusted (kernels.data.manifest:verify_digest)
+verify_digest_cached_by_path = functools.lru_cache(maxsize=None)(_manifest.verify_digest)
 
 
 # ---------------------------------------------------------------------- PII
@@ -31,9 +34,22 @@ DETECTORS_WITHOUT_CARD = tuple(d for d in _pii._DETECTORS if d[0] != "card")
 DETECTORS_WITHOUT_SSN = tuple(d for d in _pii._DETECTORS if d[0] != "ssn")
 
 
-def luhn_always_valid(digits: str) -> bool:
-    """A card detector that skips the Luhn check (kernels.data.pii:luhn_valid)."""
-    return digits.isdigit()
+def luhn_doubling_from_the_left(digits: str) -> bool:
+    """The Luhn check with every second digit doubled counting from the left, the
+    ``reversed()`` forgotten: right for odd lengths (13, 15, 19 digits), wrong for even
+    ones (14, 16), so most 16-digit cards are missed and some invalid numbers pass
+    (kernels.data.pii:luhn_valid)."""
+    if not digits.isdigit() or len(digits) < 2:
+        return False
+    total = 0
+    for i, ch in enumerate(digits):
+        d = ord(ch) - 48
+        if i % 2 == 1:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
 
 
 def pii_gate_approval_by_name(
@@ -161,9 +177,36 @@ def detect_binning_the_current_sample(self: Any, current: Any) -> Any:
     )
 
 
-def trainer_skips_governance(*args: Any, **kwargs: Any) -> None:
-    """A trainer that never asks data governance (kernels.train:authorize_data)."""
-    return None
+def authorize_first_dataset_only(records: list[dict[str, Any]]) -> Any:
+    """The trainer's gate asks governance about the run's first dataset only (written
+    when a run read one dataset): an LM run's second dataset, its tokenizer, is never
+    checked against the policy (kernels.train:authorize_data)."""
+    from kernels.data.governance import GovernanceError, authorize_training
+    from kernels.train import TrainError
+
+    try:
+        return authorize_training([records[0]["name"]])
+    except GovernanceError as exc:
+        raise TrainError(f"refused by data governance: {exc}") from exc
+
+
+#: the manifest path resolved once, when the trainer's module is imported, before a
+#: run sets $KERNELS_DATA_MANIFEST: the repository's datasets/manifest.yaml
+_MANIFEST_AT_IMPORT = _manifest.default_manifest_path()
+
+
+def authorize_manifest_read_at_import(records: list[dict[str, Any]]) -> Any:
+    """The trainer's gate judges the datasets of the manifest resolved at import time
+    (the repository's), not the copy named by $KERNELS_DATA_MANIFEST that the run reads:
+    a copy marked pii: true, or with PII planted, trains unapproved
+    (kernels.train:authorize_data)."""
+    from kernels.data.governance import GovernanceError, authorize_training
+    from kernels.train import TrainError
+
+    try:
+        return authorize_training([r["name"] for r in records], manifest=_MANIFEST_AT_IMPORT)
+    except GovernanceError as exc:
+        raise TrainError(f"refused by data governance: {exc}") from exc
 
 
 def ks_statistic_one_sided(a: Any, b: Any) -> float:

@@ -54,14 +54,41 @@ def regresses_by_relative_margin(current_loss: float, candidate_loss: float, mar
     return not candidate_loss <= current_loss * (1.0 + margin)
 
 
-def restore_without_verification(archive: Path, dest: Path) -> dict[str, Path]:
-    """A restore that unpacks whatever is in the archive, digests unchecked."""
+def restore_verifying_listed_members(archive: Path, dest: Path) -> dict[str, Path]:
+    """A restore that walks the archive's members and checks each one its manifest lists,
+    path and sha256 and size, but unpacks a member the manifest does not list unchecked
+    (``manifest.get(name)`` is None: nothing to compare), so a file added to the archive
+    behind its manifest is restored (kernels.backup:restore)."""
+    import json
     import tarfile
 
-    dest.mkdir(parents=True)
-    with tarfile.open(archive, "r:*") as tar:
-        tar.extractall(dest, filter="data")
-    return {p.name: p for p in dest.iterdir() if p.is_dir()}
+    from kernels.backup import MANIFEST, RestoreError, _digest, _read
+
+    if dest.exists():
+        raise RestoreError(f"{dest} exists; restore into a new directory")
+    payload = {}
+    with tarfile.open(archive, "r:gz") as tar:
+        members = {m.name: m for m in tar.getmembers()}
+        if MANIFEST not in members:
+            raise RestoreError(f"{archive}: no {MANIFEST}; not a snapshot")
+        manifest = json.loads(_read(tar, members[MANIFEST]))
+        for path, member in members.items():
+            if path == MANIFEST:
+                continue
+            if path.startswith("/") or ".." in Path(path).parts:
+                raise RestoreError(f"{archive}: unsafe path {path}")
+            data = _read(tar, member)
+            entry = manifest.get(path)
+            if entry is not None and (
+                _digest(data) != entry["sha256"] or len(data) != entry["size"]
+            ):
+                raise RestoreError(f"{archive}: {path} does not match its sha256")
+            payload[path] = data
+    for path, data in payload.items():
+        target = dest / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    return {name: dest / name for name in {p.split("/", 1)[0] for p in payload}}
 
 
 def snapshot_dropping_a_file(sources: dict[str, Path], archive: Path) -> Any:
