@@ -150,6 +150,32 @@ def environment_diff(old_dir: Path, new_dir: Path) -> list[str]:
     for key in ("model", "numba_cpu_name", "cores"):
         if ca.get(key) != cb.get(key):
             out.append(f"environment.cpu.{key}: {ca.get(key)!r} -> {cb.get(key)!r}")
+    return _git_diff(old_dir, new_dir) + out
+
+
+def _git_diff(old_dir: Path, new_dir: Path) -> list[str]:
+    """The code each run was made from (run.json's git), when it differs: a rerun runs
+    today's checkout, so a DIFFERS may come from the code, not from the run."""
+
+    def git(run_dir: Path) -> dict[str, Any]:
+        try:
+            meta = json.loads((run_dir / "run.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        return meta.get("git") if isinstance(meta.get("git"), dict) else {}
+
+    a, b = git(old_dir), git(new_dir)
+    out = []
+    if a.get("commit") != b.get("commit"):
+        out.append(
+            f"git.commit: {str(a.get('commit'))[:12]} -> {str(b.get('commit'))[:12]}: "
+            "the code changed since that run; differences may come from it"
+        )
+    if a.get("dirty") or b.get("dirty"):
+        out.append(
+            f"git.dirty: {a.get('dirty')!r} -> {b.get('dirty')!r}: uncommitted or untracked "
+            "files were part of at least one run"
+        )
     return out
 
 

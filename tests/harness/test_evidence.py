@@ -459,3 +459,25 @@ def test_promote_prints_every_rule_and_refuses_a_teeth_run(two_criteria, keys, t
     assert r.exit_code == 1, r.output
     assert "PASS  signature" in r.output and "FAIL  profile: profile teeth" in r.output
     assert "promotion REFUSED" in r.output
+
+
+def test_rerun_says_when_the_code_changed_since_the_run(project, tmp_path):
+    """A rerun runs today's checkout: when its commit differs from the run's, the
+    report says so next to any difference, and names a dirty tree."""
+    from click.testing import CliRunner
+
+    from harness.cli import cli
+
+    project.contract("a", simple_contract())
+    first = project.commit()
+    r = CliRunner().invoke(cli, ["run", "-j", "1", "--seed", "4"])
+    run_dir = next(p for p in (project.root / "evidence").iterdir() if p.name[0].isdigit())
+    r = CliRunner().invoke(cli, ["rerun", "--unverified", str(run_dir)])
+    assert r.exit_code == 0 and "git.commit" not in r.output, r.output
+    (project.root / "notes.txt").write_text("later\n")
+    second = project.commit("later")
+    r = CliRunner().invoke(cli, ["rerun", "--unverified", str(run_dir)])
+    assert f"git.commit: {first[:12]} -> {second[:12]}: the code changed" in r.output, r.output
+    (project.root / "untracked.py").write_text("\n")
+    r = CliRunner().invoke(cli, ["rerun", "--unverified", str(run_dir)])
+    assert "git.dirty: False -> True" in r.output, r.output
