@@ -253,33 +253,75 @@ def audit_trail(ctx: CheckContext) -> dict[str, Any]:
 
 
 def signoff(ctx: CheckContext) -> dict[str, Any]:
-    """A sign-off is a signed promotion record naming its signer, whose key is the
-    named key on file (params.signers: names with a public key each)."""
-    from harness.replay import promote, verify_ledger
-    from harness.signing import keyid_of, load_public_key, load_signer
+    """Sign-off under a release policy (docs/releasing.md), with the roles' keys committed
+    in ``params.keys`` (never made by this check): a promotion is refused with a missing
+    sign-off, a sign-off by a key not the role's (another role's, or one on no file), one
+    moved to another role, and one of another candidate; with both roles' sign-offs it is
+    recorded, binding the candidate and the sign-offs, and its record is the promoter's."""
+    from harness.policy import candidate_digests, load_policy, signoff_path, write_signoff
+    from harness.replay import PromotionRefused, promote, verify_ledger
+    from harness.signing import generate_keypair, load_public_key, load_signer
 
     names = list(ctx.params.get("signers", ["security-engineer", "ml-lead"]))
-    keys = _keys(ctx.scratch, *names)
-    run_signer = load_signer(keys[names[0]][0])
-    run_dir = probe_run(ctx.scratch, "signoff", signer=run_signer)
-    ledger = ctx.scratch / "signoffs.jsonl"
-    allowed = [keys[n][1] for n in names]
+    committed = Path(ctx.root) / str(ctx.params.get("keys", "tests/fixtures/release-keys"))
+    role_key = {n: committed / f"{n}.key" for n in names}
+    project = ctx.scratch / "signoff"
+    (project / "keys").mkdir(parents=True)
     for n in names:
-        promote(
+        shutil.copyfile(committed / f"{n}.key.pub", project / "keys" / f"{n}.pub")
+    (project / "model").mkdir()
+    (project / "model" / "weights.bin").write_bytes(b"the release candidate\n")
+    (project / "release-policy.yaml").write_text(
+        "version: 1\nroles:\n"
+        + "".join(f"  {n}: keys/{n}.pub\n" for n in names)
+        + f"targets:\n  production:\n    signoffs: {{roles: [{', '.join(names)}]}}\n"
+        + "    candidate: [model]\n"
+    )
+    run_key, run_pub = generate_keypair(ctx.scratch / "keys" / "run.key")
+    release_key, release_pub = generate_keypair(ctx.scratch / "keys" / "release.key")
+    intruder_key, _ = generate_keypair(ctx.scratch / "keys" / "intruder.key")
+    release = load_signer(release_key)  # the promoter; the run is signed by another key
+    run_dir = probe_run(ctx.scratch, "signoff", signer=load_signer(run_key))
+    policy = load_policy(project / "release-policy.yaml", project)
+    spec = policy.target("production")
+    ledger = ctx.scratch / "promotions.jsonl"
+
+    def sign(role: str, key: Path) -> None:
+        write_signoff(
             run_dir,
+            role,
             "production",
-            allowed,
-            load_signer(keys[n][0]),
-            ledger,
-            n,
+            candidate_digests(policy, spec),
+            load_signer(key),
         )
-    on_file = {keyid_of(load_public_key(keys[n][1])): n for n in names}
-    named = []
-    for line in ledger.read_text().splitlines():
-        record = json.loads(line)["record"]
-        named.append(on_file.get(record["promoted_by"]) == record.get("signer_name"))
-    return {
-        "signoffs": len(named),
-        "signed_by_named_key": sum(named),
-        "ledger_verifies": verify_ledger(ledger, [load_public_key(k) for k in allowed]) == [],
-    }
+
+    def refused() -> bool:
+        try:
+            promote(run_dir, "production", [run_pub], release, ledger, "rm", None, None, policy)
+        except PromotionRefused as exc:
+            return any(r.startswith("sign-offs:") for r in exc.reasons)
+        return False
+
+    first, second = names[0], names[-1]
+    sign(second, role_key[second])
+    obs: dict[str, Any] = {"refused_missing_signoff": refused()}
+    sign(first, role_key[second])  # another role's key
+    obs["refused_other_roles_key"] = refused()
+    sign(first, intruder_key)  # a key on no one's file
+    obs["refused_key_on_no_file"] = refused()
+    signoff_path(run_dir, first).write_bytes(signoff_path(run_dir, second).read_bytes())
+    obs["refused_moved_to_another_role"] = refused()
+    sign(first, role_key[first])
+    weights = project / "model" / "weights.bin"
+    weights.write_bytes(b"another candidate, same file name\n")  # changed after sign-off
+    obs["refused_other_candidate"] = refused()
+    weights.write_bytes(b"the release candidate\n")
+    record = promote(run_dir, "production", [run_pub], release, ledger, "rm", None, None, policy)
+    obs.update(
+        ledger_empty_after_refusals=len(ledger.read_text().splitlines()) == 1,
+        recorded_signoffs=len(record.get("signoffs", [])),
+        record_binds_candidate=record.get("candidate") == candidate_digests(policy, spec),
+        record_promoted_by_promoter=record["promoted_by"] == release.keyid,
+        ledger_verifies=verify_ledger(ledger, [load_public_key(release_pub)]) == [],
+    )
+    return obs

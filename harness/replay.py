@@ -199,6 +199,8 @@ def promotion_rules(
     allowed_keys: list[Path],
     root: Path | None = None,
     required: Collection[str] | None = None,
+    policy: Any = None,
+    target: str = "",
 ) -> list[Rule]:
     """Every rule a promotion of ``run_dir`` must pass. Only a signed, GO, full readiness
     run from a clean tree is promotable; with ``root`` (the candidate's checkout) it must
@@ -261,6 +263,35 @@ def promotion_rules(
         if not_go:
             detail += f"; not GO: {', '.join(not_go[:5])}" + (" ..." if len(not_go) > 5 else "")
         rules.append(Rule("required criteria", not missing and not not_go, detail))
+    if policy is not None:
+        rules += policy_rules(run_dir, policy, target)
+    return rules
+
+
+def policy_rules(run_dir: Path, policy: Any, target: str) -> list[Rule]:
+    """The release policy's rules for ``target``: the candidate (its artifacts exist and
+    none is stamped ``purpose: ablation``) and the sign-offs (k of the target's roles,
+    each signed by the role's committed key over this run and this candidate)."""
+    from harness.errors import HarnessError
+    from harness.policy import candidate_digests, stamped_purpose, valid_signoffs
+
+    spec = policy.target(target)
+    try:
+        digests = candidate_digests(policy, spec)
+    except HarnessError as exc:
+        return [Rule("candidate", False, str(exc))]
+    ablations = [rel for rel in spec.candidate if "ablation" in stamped_purpose(policy.root / rel)]
+    rules = [
+        Rule(
+            "candidate",
+            not ablations,
+            f"{len(digests)} artifact(s) bound by digest"
+            + (f"; stamped purpose: ablation: {', '.join(ablations)}" if ablations else ""),
+        )
+    ]
+    good, why = valid_signoffs(run_dir, policy, spec, digests)
+    detail = f"{len(good)} of {spec.k} required ({', '.join(spec.roles)})"
+    rules.append(Rule("sign-offs", len(good) >= spec.k, "; ".join([detail, *why])))
     return rules
 
 
@@ -269,11 +300,13 @@ def promotion_problems(
     allowed_keys: list[Path],
     root: Path | None = None,
     required: Collection[str] | None = None,
+    policy: Any = None,
+    target: str = "",
 ) -> list[str]:
     """Why ``run_dir`` may not be promoted (empty: it may)."""
     return [
         f"{r.name}: {r.detail}"
-        for r in promotion_rules(run_dir, allowed_keys, root, required)
+        for r in promotion_rules(run_dir, allowed_keys, root, required, policy, target)
         if not r.ok
     ]
 
@@ -309,9 +342,11 @@ def promote(
     signer_name: str = "",
     root: Path | None = None,
     required: Collection[str] | None = None,
+    policy: Any = None,
 ) -> dict[str, Any]:
-    """Refuse unless every rule of ``promotion_rules`` holds; then append a signed
-    promotion record to the hash-chained ``ledger``."""
+    """Refuse unless every rule of ``promotion_rules`` holds (with ``policy``: its rules
+    for the target ``name`` too); then append a signed promotion record to the
+    hash-chained ``ledger``, binding the candidate's digests and the sign-offs."""
     from harness.audit import AuditLog
     from harness.signing import PROMOTION_TYPE, canonical_json, make_envelope
 
@@ -319,10 +354,16 @@ def promote(
         raise PromotionRefused(
             ["a promotion must be signed: pass --sign-key (the promoter's private key)"]
         )
-    problems = promotion_problems(run_dir, allowed_keys, root, required)
+    problems = promotion_problems(run_dir, allowed_keys, root, required, policy, name)
     if problems:
         raise PromotionRefused(problems)
     record = promotion_record(run_dir, name, signer.keyid, signer_name)
+    if policy is not None:
+        from harness.policy import candidate_digests, valid_signoffs
+
+        spec = policy.target(name)
+        record["candidate"] = candidate_digests(policy, spec)
+        record["signoffs"] = valid_signoffs(run_dir, policy, spec, record["candidate"])[0]
     envelope = make_envelope(canonical_json(record), PROMOTION_TYPE, signer)
     log = AuditLog(ledger)
     try:

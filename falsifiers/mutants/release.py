@@ -15,6 +15,8 @@ def promotion_rules_refusing_only_no_go(
     allowed_keys: list[Path],
     root: Path | None = None,
     required: Any = None,
+    policy: Any = None,
+    target: str = "",
 ) -> list[Any]:
     """A promotion gate whose verdict rule refuses NO-GO instead of accepting only GO:
     an UNPROVEN run (a mutant survived, a check skipped) is promoted
@@ -23,7 +25,7 @@ def promotion_rules_refusing_only_no_go(
 
     from harness.replay import Rule
 
-    rules = _REAL_PROMOTION_RULES(run_dir, allowed_keys, root, required)
+    rules = _REAL_PROMOTION_RULES(run_dir, allowed_keys, root, required, policy, target)
     out = []
     for rule in rules:
         if rule.name == "verdict":
@@ -38,6 +40,8 @@ def promotion_rules_refusing_only_fast(
     allowed_keys: list[Path],
     root: Path | None = None,
     required: Any = None,
+    policy: Any = None,
+    target: str = "",
 ) -> list[Any]:
     """The profile rule written as "not the fast profile": a mutants-only ``--teeth`` run,
     GO whenever every mutant is killed, is promoted (harness.replay:promotion_rules)."""
@@ -46,7 +50,7 @@ def promotion_rules_refusing_only_fast(
     from harness.replay import Rule
 
     out = []
-    for rule in _REAL_PROMOTION_RULES(run_dir, allowed_keys, root, required):
+    for rule in _REAL_PROMOTION_RULES(run_dir, allowed_keys, root, required, policy, target):
         if rule.name == "profile":
             p = json.loads((run_dir / "verdict.json").read_text()).get("profile")
             rule = Rule("profile", p != "fast", f"profile {p}")
@@ -132,3 +136,47 @@ def check_started_invariants_only(self: Any, key: str, kind: str) -> None:
 from harness.evidence import EvidenceWriter as _EvidenceWriter  # noqa: E402
 
 _ORIGINAL_CHECK_STARTED = _EvidenceWriter.check_started
+
+
+def valid_signoffs_under_any_role_key(
+    run_dir: Path, policy: Any, target: Any, candidate: dict[str, str]
+) -> tuple[list[str], list[str]]:
+    """A sign-off opened under any committed role key instead of its own role's: one role
+    can sign the other's statement, so one person gives both sign-offs
+    (harness.policy:valid_signoffs)."""
+    import json
+
+    from harness.policy import SIGNOFF_TYPE, signoff_path, signoff_statement
+    from harness.shapes import open_envelope_strict
+    from harness.signing import canonical_json, load_public_key
+
+    every = [load_public_key(k) for k in policy.roles.values()]
+    good, why = [], []
+    for role in target.roles:
+        path = signoff_path(run_dir, role)
+        if not path.is_file():
+            why.append(f"{role}: no sign-off ({path})")
+            continue
+        opened = open_envelope_strict(json.loads(path.read_bytes()), every, SIGNOFF_TYPE)
+        expected = canonical_json(signoff_statement(run_dir, role, target.name, candidate))
+        if opened.problems or opened.payload is None:
+            why.append(f"{role}: not signed by a role's key")
+        elif opened.payload != expected:
+            why.append(f"{role}: the signed statement differs")
+        else:
+            good.append(role)
+    return good, why
+
+
+def artifact_digest_of_names(path: Path) -> str:
+    """A candidate digest over the artifact's file names: the same files rewritten with
+    other bytes keep their digest (harness.policy:artifact_digest), a check on the name
+    instead of the content."""
+    import hashlib
+
+    names = (
+        [path.name]
+        if path.is_file()
+        else sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file())
+    )
+    return hashlib.sha256("\n".join(names).encode()).hexdigest()

@@ -27,12 +27,26 @@ def lint(paths: tuple[str, ...], no_resolve: bool) -> int:
     for d in diags:
         click.echo(d.format(), err=d.severity == "error")
     errors = sum(d.severity == "error" for d in diags)
-    warnings = len(diags) - errors
+    errors += _lint_policy(cfg.root)
+    warnings = len(diags) - sum(d.severity == "error" for d in diags)
     n_items = sum(len(k.criteria) + len(k.invariants) + len(k.falsifiers) for k in contracts)
     click.echo(
         f"{len(contracts)} contract files, {n_items} items: {errors} errors, {warnings} warnings"
     )
     return int(ExitCode.USAGE_ERROR if errors else ExitCode.GO)
+
+
+def _lint_policy(root: Path) -> int:
+    """The release policy (docs/releasing.md) is linted with the contracts: 1 if broken."""
+    from harness.errors import UsageError
+    from harness.policy import find_policy
+
+    try:
+        find_policy(root)
+    except UsageError as exc:
+        click.echo(f"{exc}", err=True)
+        return 1
+    return 0
 
 
 # --------------------------------------------------------------------------- list/schema/explain

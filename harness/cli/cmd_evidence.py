@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -166,30 +167,25 @@ def promote(
     commit. Prints each rule PASS/FAIL."""
     from harness.cli.group import contract_paths
     from harness.loader import load_contract_set
+    from harness.policy import find_policy
     from harness.replay import PromotionRefused, promotion_rules
     from harness.replay import promote as do_promote
-    from harness.signing import load_signer, resolve_sign_key
 
     cfg = config()
     contracts = load_contract_set(contract_paths((), cfg))
     required = sorted(c.id for c in contracts.criteria if c.severity == "blocker")
     keys = [Path(a) for a in allowed] or list(cfg.allowed_keys)
-    key_path = resolve_sign_key(sign_key, cfg.sign_key)
-    signer = None
-    if isinstance(key_path, str):  # a pkcs11: URI: sign in the token
-        from harness.hsm import TokenKey
-        from harness.signing import take_pin
-
-        signer = TokenKey(key_path, take_pin())()
-    elif key_path is not None:
-        signer = load_signer(key_path)
+    policy = find_policy(cfg.root)
+    if policy is not None:
+        policy.target(name)  # an unknown target is a usage error, before anything is read
+    signer = _signer(sign_key, cfg)
     ledger = Path(run_dir).resolve().parent / "promotions.jsonl"
-    rules = promotion_rules(Path(run_dir), keys, cfg.root, required)
+    rules = promotion_rules(Path(run_dir), keys, cfg.root, required, policy, name)
     for rule in rules:
         click.echo(rule.line())
     try:
         record = do_promote(
-            Path(run_dir), name, keys, signer, ledger, signer_name, cfg.root, required
+            Path(run_dir), name, keys, signer, ledger, signer_name, cfg.root, required, policy
         )
     except PromotionRefused as exc:
         click.echo("promotion REFUSED:", err=True)
@@ -199,6 +195,87 @@ def promote(
     click.echo(
         f"promoted {record['run_id']} to {name}, signed by {record['promoted_by'][:16]}; "
         f"recorded in {ledger}"
+    )
+    return 0
+
+
+def _signer(sign_key: str | None, cfg: Any) -> Any:
+    """The key a promotion or sign-off is signed with: a PEM file or a pkcs11: URI."""
+    from harness.signing import load_signer, resolve_sign_key
+
+    key_path = resolve_sign_key(sign_key, cfg.sign_key)
+    if isinstance(key_path, str):  # a pkcs11: URI: sign in the token
+        from harness.hsm import TokenKey
+        from harness.signing import take_pin
+
+        return TokenKey(key_path, take_pin())()
+    return load_signer(key_path) if key_path is not None else None
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
+@click.option("--role", required=True, help="The role signing off (a role of release-policy.yaml).")
+@click.option("--to", "target", default="production", show_default=True,
+              help="The promotion target the sign-off is for.")  # fmt: skip
+@click.option(
+    "--key",
+    "sign_key",
+    required=True,
+    help="The role's private key, a PEM file or a pkcs11: URI; its public key must be the "
+    "one release-policy.yaml commits for the role.",
+)
+@click.option(
+    "--allowed-key",
+    "allowed",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="Public key allowed to have signed the run [[tool.harness] allowed-keys].",
+)
+def signoff(run_dir: str, role: str, target: str, sign_key: str, allowed: tuple[str, ...]) -> int:
+    """Sign off a run for a target as one role of the release policy: a signed statement
+    over the run's verdict and the candidate's digests, kept beside the bundle. Refused
+    unless the run verifies and the key is the role's committed key."""
+    from harness.policy import candidate_digests, find_policy, write_signoff
+    from harness.signing import keyid_of, load_public_key
+    from harness.verify import verify_run
+
+    cfg = config()
+    policy = find_policy(cfg.root)
+    if policy is None:
+        raise UsageError(
+            f"no {cfg.root / 'release-policy.yaml'}: write the release policy first "
+            "(docs/releasing.md)"
+        )
+    spec = policy.target(target)
+    if role not in policy.roles:
+        raise UsageError(
+            f"{policy.path}: no role {role!r} (roles: {', '.join(sorted(policy.roles))})"
+        )
+    if role not in spec.roles:
+        raise UsageError(f"{policy.path}: target {target} takes no sign-off from {role!r}")
+    keys = [Path(a) for a in allowed] or list(cfg.allowed_keys)
+    if not keys:
+        raise UsageError(
+            "no allowed keys to verify the run with: pass --allowed-key PUB.pem or set "
+            "[tool.harness] allowed-keys"
+        )
+    problems = verify_run(Path(run_dir), [load_public_key(k) for k in keys])
+    if problems:
+        click.echo(f"sign-off REFUSED: {run_dir} does not verify under an allowed key:", err=True)
+        for p in problems[:10]:
+            click.echo(f"  {p}", err=True)
+        return int(ExitCode.NOT_GO)
+    signer = _signer(sign_key, cfg)
+    committed = keyid_of(load_public_key(policy.roles[role]))
+    if signer.keyid != committed:
+        raise UsageError(
+            f"{sign_key}: not the key {policy.path} commits for {role} "
+            f"({policy.roles[role]}, keyid {committed[:16]})"
+        )
+    digests = candidate_digests(policy, spec)
+    path = write_signoff(Path(run_dir), role, target, digests, signer)
+    click.echo(
+        f"{role} signed off {Path(run_dir).name} for {target} ({len(digests)} artifacts): {path}"
     )
     return 0
 

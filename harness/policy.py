@@ -1,0 +1,231 @@
+"""The release policy and sign-offs (docs/releasing.md).
+
+``release-policy.yaml`` at the project root names the roles that sign off, each with
+its committed public key, and per promotion target which roles must sign (k of them)
+and which artifacts are the candidate. ``harness signoff`` writes one role's signed
+statement over a run's verdict and the candidate's digests, beside the bundle (the
+bundle itself is sealed); ``harness promote`` counts the valid ones.
+
+A sign-off is valid only if it opens under the key the policy commits for its role,
+names that role, that run and that verdict digest, and the candidate's digests as they
+are now: a statement signed by another key, for another role, run or candidate does not
+count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.errors import UsageError
+
+POLICY_FILE = "release-policy.yaml"
+SIGNOFF_TYPE = "application/vnd.harness.signoff+json"
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    roles: tuple[str, ...]
+    k: int
+    candidate: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ReleasePolicy:
+    path: Path
+    root: Path
+    roles: dict[str, Path]
+    targets: dict[str, Target]
+
+    def target(self, name: str) -> Target:
+        if name not in self.targets:
+            raise UsageError(
+                f"{self.path}: no target {name!r} (targets: {', '.join(sorted(self.targets))}); "
+                f"add it under 'targets:' or promote to one of those"
+            )
+        return self.targets[name]
+
+
+def _schema() -> dict[str, Any]:
+    text = (Path(__file__).parent / "schema" / "release-policy-v1.json").read_text()
+    return dict(json.loads(text))
+
+
+def load_policy(path: Path, root: Path) -> ReleasePolicy:
+    """Read and check ``path``; every problem is one line naming the file, the line and
+    what to change."""
+    from jsonschema import Draft202012Validator
+
+    from harness.yamlsrc import YamlSourceError, load_yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read the release policy ({exc.strerror})") from None
+    try:
+        data, positions = load_yaml(text)
+    except YamlSourceError as exc:
+        hint = f" (hint: {exc.hint})" if exc.hint else ""
+        raise UsageError(f"{path}:{exc.line}:{exc.col}: {exc.message}{hint}") from None
+    errors = sorted(
+        Draft202012Validator(_schema()).iter_errors(data), key=lambda e: list(e.absolute_path)
+    )
+    if errors:
+        err = errors[0]
+        line, col = positions.of(tuple(err.absolute_path))
+        where = ".".join(str(p) for p in err.absolute_path) or "the document"
+        raise UsageError(f"{path}:{line}:{col}: {where}: {err.message}")
+    roles = {name: root / key for name, key in data["roles"].items()}
+    for name, key in roles.items():
+        if not key.is_file():
+            line, col = positions.of(("roles", name))
+            raise UsageError(
+                f"{path}:{line}:{col}: roles.{name}: public key {key} does not exist; "
+                f"commit the role's public key there (harness keygen writes KEY.pub)"
+            )
+    targets = {}
+    for name, spec in data["targets"].items():
+        signoffs = spec.get("signoffs", {"roles": []})
+        unknown = [r for r in signoffs["roles"] if r not in roles]
+        k = int(signoffs.get("k", len(signoffs["roles"])))
+        line, col = positions.of(("targets", name))
+        if unknown:
+            raise UsageError(
+                f"{path}:{line}:{col}: targets.{name}: role {unknown[0]!r} is not under "
+                f"'roles:' (roles: {', '.join(sorted(roles))})"
+            )
+        if k > len(signoffs["roles"]):
+            raise UsageError(
+                f"{path}:{line}:{col}: targets.{name}: k is {k} but only "
+                f"{len(signoffs['roles'])} roles may sign; lower k or add a role"
+            )
+        targets[name] = Target(name, tuple(signoffs["roles"]), k, tuple(spec.get("candidate", ())))
+    return ReleasePolicy(path, root, roles, targets)
+
+
+def find_policy(root: Path) -> ReleasePolicy | None:
+    path = root / POLICY_FILE
+    return load_policy(path, root) if path.exists() else None
+
+
+# --------------------------------------------------------------------------- candidate
+
+
+def artifact_digest(path: Path) -> str:
+    """sha256 of a file, or of a directory's files (each relative path and its sha256,
+    in sorted order): a checkpoint directory, sharded or not, is one digest."""
+    from harness.fsutil import sha256_file
+
+    if path.is_file():
+        return sha256_file(path)
+    if not path.is_dir():
+        raise UsageError(f"{path}: the candidate artifact does not exist")
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(f"{f.relative_to(path).as_posix()}\0{sha256_file(f)}\n".encode())
+    return h.hexdigest()
+
+
+def stamped_purpose(path: Path) -> set[str]:
+    """The ``purpose`` stamps of the safetensors files under ``path`` (their header's
+    ``__metadata__``): a checkpoint trained as an ablation says so."""
+    files = [path] if path.is_file() else sorted(path.rglob("*.safetensors"))
+    found = set()
+    for f in files:
+        if f.suffix != ".safetensors":
+            continue
+        with f.open("rb") as fh:
+            n = int.from_bytes(fh.read(8), "little")
+            if not 0 < n <= 100_000_000:
+                continue
+            try:
+                header = json.loads(fh.read(n))
+            except ValueError:
+                continue
+        meta = header.get("__metadata__") if isinstance(header, dict) else None
+        if isinstance(meta, dict) and isinstance(meta.get("purpose"), str):
+            found.add(meta["purpose"])
+    return found
+
+
+def candidate_digests(policy: ReleasePolicy, target: Target) -> dict[str, str]:
+    return {rel: artifact_digest(policy.root / rel) for rel in target.candidate}
+
+
+# --------------------------------------------------------------------------- sign-offs
+
+
+def signoff_path(run_dir: Path, role: str) -> Path:
+    """Where a role's sign-off of a run is kept: beside the sealed bundle."""
+    return run_dir.parent / "signoffs" / run_dir.name / f"{role}.dsse.json"
+
+
+def signoff_statement(
+    run_dir: Path, role: str, target: str, candidate: dict[str, str]
+) -> dict[str, Any]:
+    from harness.fsutil import sha256_file
+
+    verdict = json.loads((run_dir / "verdict.json").read_text())
+    return {
+        "type": "signoff",
+        "role": role,
+        "target": target,
+        "run_id": verdict.get("run_id"),
+        "verdict_sha256": sha256_file(run_dir / "verdict.json"),
+        "candidate": dict(sorted(candidate.items())),
+    }
+
+
+def write_signoff(
+    run_dir: Path, role: str, target: str, candidate: dict[str, str], signer: Any
+) -> Path:
+    from harness.fsutil import atomic_write_json
+    from harness.signing import canonical_json, make_envelope
+
+    body = canonical_json(signoff_statement(run_dir, role, target, candidate))
+    path = signoff_path(run_dir, role)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, make_envelope(body, SIGNOFF_TYPE, signer))
+    return path
+
+
+def valid_signoffs(
+    run_dir: Path, policy: ReleasePolicy, target: Target, candidate: dict[str, str]
+) -> tuple[list[str], list[str]]:
+    """(roles whose sign-off holds, why each other role's does not)."""
+    from harness.shapes import open_envelope_strict
+    from harness.signing import canonical_json, load_public_key
+
+    good, why = [], []
+    for role in target.roles:
+        path = signoff_path(run_dir, role)
+        if not path.is_file():
+            why.append(f"{role}: no sign-off ({path})")
+            continue
+        try:
+            envelope = json.loads(path.read_bytes())
+        except (OSError, ValueError):
+            why.append(f"{role}: {path} is not JSON")
+            continue
+        key = load_public_key(policy.roles[role])
+        opened = open_envelope_strict(envelope, [key], SIGNOFF_TYPE)
+        if opened.problems or opened.payload is None:
+            why.append(f"{role}: not signed by the role's key {policy.roles[role]}")
+            continue
+        expected = signoff_statement(run_dir, role, target.name, candidate)
+        if opened.payload != canonical_json(expected):
+            try:
+                got = json.loads(opened.payload)
+            except ValueError:
+                got = {}
+            diff = sorted(
+                k for k in expected if not isinstance(got, dict) or got.get(k) != expected[k]
+            )
+            why.append(f"{role}: the signed statement differs in {', '.join(diff) or 'its shape'}")
+            continue
+        good.append(role)
+    return good, why

@@ -1,0 +1,188 @@
+"""The release policy and sign-offs (issue 14): each refusal tried as the attack it
+prevents, and the promotion that satisfies the policy."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from harness.cli import cli
+from harness.errors import UsageError
+from harness.loader import load_contract_set
+from harness.policy import load_policy, signoff_path, write_signoff
+from harness.replay import PromotionRefused, promote
+from harness.runner import run_contracts
+from harness.signing import generate_keypair, load_signer
+
+from .conftest import simple_contract
+
+POLICY = """version: 1
+roles:
+  security-engineer: keys/security-engineer.pub
+  ml-lead: keys/ml-lead.pub
+targets:
+  production:
+    signoffs: {roles: [security-engineer, ml-lead], k: 2}
+    candidate: [model]
+  staging:
+    signoffs: {roles: [ml-lead]}
+"""
+
+
+def safetensors_with(purpose: str) -> bytes:
+    header = json.dumps({"__metadata__": {"purpose": purpose}}).encode()
+    return len(header).to_bytes(8, "little") + header
+
+
+@pytest.fixture
+def release(project, tmp_path_factory):
+    """A committed project with a policy, the roles' public keys, a candidate model and
+    a signed full run of it; the private keys live outside the project."""
+    secrets = tmp_path_factory.mktemp("secrets")
+    keys = {}
+    for role in ("security-engineer", "ml-lead", "run", "intruder"):
+        priv, pub = generate_keypair(secrets / f"{role}.key")
+        keys[role] = priv
+        if role in ("security-engineer", "ml-lead"):
+            (project.root / "keys").mkdir(exist_ok=True)
+            (project.root / "keys" / f"{role}.pub").write_bytes(pub.read_bytes())
+    keys["run.pub"] = secrets / "run.key.pub"
+    (project.root / "release-policy.yaml").write_text(POLICY)
+    (project.root / "model").mkdir()
+    (project.root / "model" / "model.safetensors").write_bytes(safetensors_with("ship"))
+    project.contract("a", simple_contract())
+    project.commit()
+    contracts = load_contract_set([project.root / "contracts"])
+    result = run_contracts(
+        contracts,
+        contracts.criteria,
+        jobs=1,
+        seed=2,
+        root=project.root,
+        evidence_root=project.root / "evidence",
+        signer=load_signer(keys["run"]),
+    )
+    return project, keys, Path(result.evidence_dir)
+
+
+def _promote(project, keys, run_dir, target="production"):
+    policy = load_policy(project.root / "release-policy.yaml", project.root)
+    return promote(
+        run_dir, target, [keys["run.pub"]], load_signer(keys["run"]),
+        project.root / "evidence" / "promotions.jsonl", "rm", project.root, None, policy,
+    )  # fmt: skip
+
+
+def _signoff(project, run_dir, role, key, target="production"):
+    policy = load_policy(project.root / "release-policy.yaml", project.root)
+    from harness.policy import candidate_digests
+
+    digests = candidate_digests(policy, policy.target(target))
+    return write_signoff(run_dir, role, target, digests, load_signer(key))
+
+
+def test_promotion_needs_every_required_signoff_by_the_roles_committed_key(release):
+    project, keys, run_dir = release
+    with pytest.raises(PromotionRefused, match=r"sign-offs: 0 of 2 required"):
+        _promote(project, keys, run_dir)
+    _signoff(project, run_dir, "ml-lead", keys["ml-lead"])
+    with pytest.raises(PromotionRefused, match=r"1 of 2 .*security-engineer: no sign-off"):
+        _promote(project, keys, run_dir)
+    # the wrong key: ml-lead signs a statement that says security-engineer
+    _signoff(project, run_dir, "security-engineer", keys["ml-lead"])
+    with pytest.raises(PromotionRefused, match="security-engineer: not signed by the role's key"):
+        _promote(project, keys, run_dir)
+    # a key on no one's file
+    _signoff(project, run_dir, "security-engineer", keys["intruder"])
+    with pytest.raises(PromotionRefused, match="security-engineer: not signed by the role's key"):
+        _promote(project, keys, run_dir)
+    # the right key, but the statement moved from another role's file (wrong role)
+    path = signoff_path(run_dir, "security-engineer")
+    path.write_bytes(signoff_path(run_dir, "ml-lead").read_bytes())
+    with pytest.raises(PromotionRefused, match="security-engineer: not signed by the role's key"):
+        _promote(project, keys, run_dir)
+    _signoff(project, run_dir, "security-engineer", keys["security-engineer"])
+    record = _promote(project, keys, run_dir)
+    assert record["signoffs"] == ["security-engineer", "ml-lead"]
+    assert set(record["candidate"]) == {"model"} and len(record["candidate"]["model"]) == 64
+
+
+def test_a_signoff_of_another_candidate_does_not_count(release):
+    project, keys, run_dir = release
+    for role in ("security-engineer", "ml-lead"):
+        _signoff(project, run_dir, role, keys[role])
+    (project.root / "model" / "model.safetensors").write_bytes(safetensors_with("ship") + b" ")
+    with pytest.raises(PromotionRefused) as exc:
+        _promote(project, keys, run_dir)
+    assert "the signed statement differs in candidate" in " ".join(exc.value.reasons)
+
+
+def test_a_signoff_of_another_target_does_not_count(release):
+    project, keys, run_dir = release
+    _signoff(project, run_dir, "ml-lead", keys["ml-lead"], target="staging")
+    _signoff(project, run_dir, "security-engineer", keys["security-engineer"])
+    with pytest.raises(PromotionRefused, match="ml-lead: the signed statement differs in"):
+        _promote(project, keys, run_dir)
+
+
+def test_an_ablation_checkpoint_is_never_the_candidate(release):
+    project, keys, run_dir = release
+    (project.root / "model" / "model.safetensors").write_bytes(safetensors_with("ablation"))
+    with pytest.raises(PromotionRefused, match="candidate: .*stamped purpose: ablation: model"):
+        _promote(project, keys, run_dir)
+
+
+def test_signoff_command_refuses_a_key_that_is_not_the_roles(release):
+    project, keys, run_dir = release
+    runner = CliRunner()
+    base = ["signoff", str(run_dir), "--allowed-key", str(keys["run.pub"])]
+    r = runner.invoke(cli, [*base, "--role", "ml-lead", "--key", str(keys["intruder"])])
+    assert r.exit_code == 4 and "not the key" in r.output and "commits for ml-lead" in r.output
+    r = runner.invoke(cli, [*base, "--role", "cfo", "--key", str(keys["ml-lead"])])
+    assert r.exit_code == 4 and "no role 'cfo'" in r.output
+    r = runner.invoke(cli, [*base, "--role", "ml-lead", "--key", str(keys["ml-lead"])])
+    assert r.exit_code == 0, r.output
+    assert signoff_path(run_dir, "ml-lead").is_file()
+    r = runner.invoke(
+        cli,
+        ["promote", str(run_dir), "--to", "production", "--allowed-key", str(keys["run.pub"]),
+         "--sign-key", str(keys["run"])],
+    )  # fmt: skip
+    assert r.exit_code == 1
+    assert "PASS  candidate" in r.output and "FAIL  sign-offs: 1 of 2 required" in r.output
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (("k: 2}", "k: 3}"), "targets.production: k is 3 but only 2 roles may sign"),
+        (("roles: [ml-lead]}", "roles: [cfo]}"), "targets.staging: role 'cfo' is not under"),
+        (
+            ("    candidate: [model]\n", "    candidate: [model]\n    owner: me\n"),
+            "targets.production: Additional properties are not allowed ('owner'",
+        ),
+        (("ml-lead: keys/ml-lead.pub", "ml-lead: keys/gone.pub"), "roles.ml-lead: public key"),
+    ],
+)
+def test_a_malformed_policy_is_one_line_naming_the_file_and_line(release, edit, message):
+    project, _, _ = release
+    path = project.root / "release-policy.yaml"
+    path.write_text(POLICY.replace(*edit))
+    with pytest.raises(UsageError) as exc:
+        load_policy(path, project.root)
+    text = str(exc.value)
+    assert text.startswith(f"{path}:") and message in text and "\n" not in text, text
+    assert text.split(":")[1].isdigit()  # the line
+
+
+def test_lint_reports_a_broken_policy_with_the_contracts(release):
+    project, _, _ = release
+    r = CliRunner().invoke(cli, ["lint"])
+    assert r.exit_code == 0, r.output
+    (project.root / "release-policy.yaml").write_text(POLICY.replace("k: 2}", "k: 5}"))
+    r = CliRunner().invoke(cli, ["lint"])
+    assert r.exit_code == 4 and "k is 5 but only 2 roles may sign" in r.output
+    assert "1 errors" in r.output
