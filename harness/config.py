@@ -20,6 +20,7 @@ KNOWN_KEYS = {
     "jobs",
     "sign-key",
     "allowed-keys",
+    "promotions",
     "profile",
     "commands",
     "pass-env",
@@ -38,6 +39,7 @@ class Config:
     jobs: int = 0  # 0: the number of cores
     sign_key: Path | str | None = None  # a PEM file, or a pkcs11: URI (harness/hsm.py)
     allowed_keys: tuple[Path, ...] = ()
+    promotions: Path | None = None  # the promotion registry; None: <root>/release/promotions.jsonl
     pyproject: Path | None = None
     commands: dict[str, str] = field(default_factory=dict)  # name -> "module:click_command"
     pass_env: tuple[str, ...] = ()  # variables (or patterns) checks get beyond the allowlist
@@ -143,6 +145,7 @@ def load_config(start: Path | None = None) -> Config:
             else None
         ),
         allowed_keys=paths("allowed-keys", []),
+        promotions=paths("promotions", ["release/promotions.jsonl"])[0],
         pyproject=pyproject if pyproject.is_file() else None,
         extra={k: v for k, v in table.items() if k == "profile"},
     )

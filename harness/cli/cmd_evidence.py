@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -179,11 +180,12 @@ def promote(
     if policy is not None:
         policy.target(name)  # an unknown target is a usage error, before anything is read
     signer = _signer(sign_key, cfg)
-    ledger = Path(run_dir).resolve().parent / "promotions.jsonl"
+    ledger = cfg.promotions or cfg.root / "release" / "promotions.jsonl"
     rules = promotion_rules(Path(run_dir), keys, cfg.root, required, policy, name)
     for rule in rules:
         click.echo(rule.line())
     try:
+        ledger.parent.mkdir(parents=True, exist_ok=True)
         record = do_promote(
             Path(run_dir), name, keys, signer, ledger, signer_name, cfg.root, required, policy
         )
@@ -194,9 +196,48 @@ def promote(
         return int(ExitCode.NOT_GO)
     click.echo(
         f"promoted {record['run_id']} to {name}, signed by {record['promoted_by'][:16]}; "
-        f"recorded in {ledger}"
+        f"recorded in {ledger} (commit it: it is the release registry)"
     )
     return 0
+
+
+@cli.command()
+@click.option("--key", "keys", multiple=True, type=click.Path(dir_okay=False),
+              help="Promoters' public keys the records must be signed by "
+              "[[tool.harness] allowed-keys and the policy's role keys].")  # fmt: skip
+def promotions(keys: tuple[str, ...]) -> int:
+    """List the promotions in the release registry ([tool.harness] promotions, default
+    release/promotions.jsonl) and check its hash chain and every record's signature."""
+    from harness.policy import find_policy
+    from harness.replay import verify_ledger
+    from harness.signing import load_public_key
+
+    cfg = config()
+    ledger = cfg.promotions or cfg.root / "release" / "promotions.jsonl"
+    if not ledger.is_file():
+        click.echo(f"no promotions yet ({ledger} does not exist)")
+        return 0
+    policy = find_policy(cfg.root)
+    trusted = [Path(k) for k in keys] or [
+        *cfg.allowed_keys,
+        *(policy.roles.values() if policy else ()),
+    ]
+    for line in ledger.read_text().splitlines():
+        try:
+            r = json.loads(line).get("record", {})
+        except (ValueError, AttributeError):
+            continue
+        commit = str((r.get("git") or {}).get("commit"))[:12]
+        click.echo(
+            f"{r.get('promoted_at')}  {r.get('name'):<12} {r.get('run_id')}  "
+            f"{r.get('verdict')}  commit {commit}  by {str(r.get('promoted_by'))[:16]} "
+            f"({r.get('signer_name') or '-'})  sign-offs: {', '.join(r.get('signoffs', [])) or '-'}"
+            f"  candidate: {len(r.get('candidate', {}))} artifact(s)"
+        )
+    problems = verify_ledger(ledger, [load_public_key(k) for k in trusted])
+    for p in problems:
+        click.echo(f"problem: {p}", err=True)
+    return int(ExitCode.NOT_GO) if problems else 0
 
 
 def _signer(sign_key: str | None, cfg: Any) -> Any:

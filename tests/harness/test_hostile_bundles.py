@@ -763,7 +763,10 @@ def test_a_malformed_shape_is_a_problem_never_a_crash(bundle, keys, tmp_path, sh
         ],
     )
     assert r.exit_code == 1 and "promotion REFUSED" in r.output, r.output
-    assert not (tmp_path / "promotions.jsonl").exists()
+    from harness.config import load_config
+
+    registry = load_config().promotions
+    assert registry is not None and not registry.exists()
 
 
 def test_a_tampered_payload_lists_the_signature_problem_first(bundle, keys):

@@ -186,3 +186,33 @@ def test_lint_reports_a_broken_policy_with_the_contracts(release):
     r = CliRunner().invoke(cli, ["lint"])
     assert r.exit_code == 4 and "k is 5 but only 2 roles may sign" in r.output
     assert "1 errors" in r.output
+
+
+def test_promote_records_in_the_committed_registry_and_promotions_lists_it(release):
+    project, keys, run_dir = release
+    runner = CliRunner()
+    for role in ("security-engineer", "ml-lead"):
+        r = runner.invoke(
+            cli,
+            ["signoff", str(run_dir), "--role", role, "--key", str(keys[role]),
+             "--allowed-key", str(keys["run.pub"])],
+        )  # fmt: skip
+        assert r.exit_code == 0, r.output
+    r = runner.invoke(cli, ["promotions"])
+    assert r.exit_code == 0 and "no promotions yet" in r.output
+    r = runner.invoke(
+        cli,
+        ["promote", str(run_dir), "--to", "production", "--allowed-key", str(keys["run.pub"]),
+         "--sign-key", str(keys["run"]), "--as", "R. Manager"],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    registry = project.root / "release" / "promotions.jsonl"
+    assert registry.is_file() and "release/promotions.jsonl" in r.output
+    r = runner.invoke(cli, ["promotions", "--key", str(keys["run.pub"])])
+    assert r.exit_code == 0, r.output
+    assert "production" in r.output and "sign-offs: security-engineer, ml-lead" in r.output
+    assert "(R. Manager)" in r.output and "candidate: 1 artifact(s)" in r.output
+    # an edited registry line is a problem, and the command says so
+    registry.write_text(registry.read_text().replace("R. Manager", "Someone Else"))
+    r = runner.invoke(cli, ["promotions", "--key", str(keys["run.pub"])])
+    assert r.exit_code == 1 and "problem:" in r.output
