@@ -104,6 +104,34 @@ def probe_run(
     return Path(result.evidence_dir)
 
 
+def release_candidate(project: Path) -> Any:
+    """Train the release candidate (a tiny mlp, purpose ship) and an ablation into
+    ``project`` and write the release policy that binds each to a target; returns it."""
+    from acceptance.release_core import train_tiny
+    from harness.policy import load_policy
+    from harness.signing import generate_keypair
+
+    # 610 parameters: 400 steps of 32 examples clear the ship gate's 20 examples/param
+    mlp = {"family": "mlp", "model": {"hidden": [8]}, "batch_size": 32, "eval_every": 200}
+    ship = train_tiny(project / "release-run", purpose="ship", steps=400, ckpt_every=400, **mlp)
+    ablation = train_tiny(
+        project / "ablation-run", purpose="ablation", steps=20, ckpt_every=20, **mlp
+    )
+    _, pub = generate_keypair(project.parent / "keys" / "ml-lead.key")
+    (project / "keys").mkdir(exist_ok=True)
+    (project / "keys" / "ml-lead.pub").write_bytes(pub.read_bytes())
+    (project / "release-policy.yaml").write_text(
+        "version: 1\nroles: {ml-lead: keys/ml-lead.pub}\ntargets:\n"
+        f"  production: {{candidate: [{_rel(ship.checkpoint, project)}]}}\n"
+        f"  ablation: {{candidate: [{_rel(ablation.checkpoint, project)}]}}\n"
+    )
+    return load_policy(project / "release-policy.yaml", project)
+
+
+def _rel(path: Any, root: Path) -> str:
+    return Path(path).relative_to(root).as_posix()
+
+
 def blockers(run_dir: Path) -> list[str]:
     """The blocker criteria of the probe project a run was made in (its policy default)."""
     from harness.loader import load_contract_set
@@ -122,6 +150,7 @@ def promotion_gate(ctx: CheckContext) -> dict[str, Any]:
     """Promotion without a GO verdict (NO-GO, or UNPROVEN: a mutant MISSED), without a
     signature, or signed by a key not on the allowed list is refused; a valid one is
     recorded, signed, in a chained ledger."""
+    from harness.policy import candidate_digests
     from harness.replay import PromotionRefused, promote, verify_ledger
     from harness.signing import load_public_key, load_signer
 
@@ -149,16 +178,21 @@ def promotion_gate(ctx: CheckContext) -> dict[str, Any]:
     (candidate / "morechecks.py").unlink()
     older = probe_run(ctx.scratch, "candidate", signer=release, criteria=2)
     (candidate / "probe.txt").write_text("present, and changed since\n")
+    # the candidate is a checkpoint trained by the core (purpose ship), bound by the
+    # release policy; an ablation checkpoint is never promoted
+    policy = release_candidate(candidate)
     head = commit_project(candidate, "the release candidate")
     signed_go = probe_run(ctx.scratch, "candidate", signer=release, criteria=2)
     required = blockers(signed_go)
 
-    def refused(run_dir: Path, rule: str, signer: Any = release) -> bool:
+    def refused(
+        run_dir: Path, rule: str, signer: Any = release, target: str = "production"
+    ) -> bool:
         """Refused, and for the named rule (a refusal for another reason proves nothing)."""
         try:
             promote(
-                run_dir, "production", allowed, signer, ledger, "release-manager",
-                candidate, required,
+                run_dir, target, allowed, signer, ledger, "release-manager",
+                candidate, required, policy,
             )  # fmt: skip
         except PromotionRefused as exc:
             return any(r.startswith(f"{rule}:") or r.startswith(rule) for r in exc.reasons)
@@ -176,16 +210,20 @@ def promotion_gate(ctx: CheckContext) -> dict[str, Any]:
         "refused_selection": refused(selection, "required criteria"),
         "refused_untracked_file": refused(untracked, "clean tree"),
         "refused_older_commit": refused(older, "candidate commit"),
+        "refused_ablation_candidate": refused(signed_go, "candidate", target="ablation"),
         "ledger_empty_after_refusals": not ledger.exists() or ledger.read_text() == "",
     }
     record = promote(
-        signed_go, "production", allowed, release, ledger, "release-manager", candidate, required
-    )
+        signed_go, "production", allowed, release, ledger, "release-manager", candidate,
+        required, policy,
+    )  # fmt: skip
     problems = verify_ledger(ledger, [load_public_key(keys["release"][1])])
     lines = ledger.read_text().splitlines()
     obs.update(
         valid_recorded=record["run_id"] == signed_go.name and len(lines) == 1,
         record_binds_commit=record["git"] == {"commit": head, "dirty": False},
+        record_binds_checkpoint=record.get("candidate")
+        == candidate_digests(policy, policy.target("production")),
         ledger_verifies=problems == [],
         ledger_event=json.loads(lines[0]).get("event") if lines else "",
         ledger_problems=problems[:3],

@@ -6,6 +6,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+from harness.policy import stamped_purpose as _REAL_STAMPED_PURPOSE
 from harness.replay import promotion_record as _REAL_PROMOTION_RECORD  # before any patch
 from harness.replay import promotion_rules as _REAL_PROMOTION_RULES
 
@@ -180,3 +181,10 @@ def artifact_digest_of_names(path: Path) -> str:
         else sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file())
     )
     return hashlib.sha256("\n".join(names).encode()).hexdigest()
+
+
+def stamped_purpose_of_files_only(path: Path) -> set[str]:
+    """The purpose stamp read only when the candidate is one file: a checkpoint folder
+    (the trainer's layout, sharded or not) is never opened, so an ablation checkpoint
+    passes (harness.policy:stamped_purpose, written for single-file checkpoints)."""
+    return _REAL_STAMPED_PURPOSE(path) if path.is_file() else set()
