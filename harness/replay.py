@@ -179,6 +179,80 @@ def _git_diff(old_dir: Path, new_dir: Path) -> list[str]:
     return out
 
 
+# --------------------------------------------------------------------------- rerun
+
+
+def rerun_at_commit(
+    root: Path,
+    run_dir: Path,
+    meta: dict[str, Any],
+    evidence: Path,
+    argv: list[str],
+    secrets: dict[str, Any],
+    echo: Any = print,
+) -> int | None:
+    """Rerun ``run_dir`` with the code of the commit it was made at: check that commit
+    out in a temporary git worktree and run ``harness rerun --here`` there. Returns its
+    exit code, or None when this checkout already is that commit, clean (rerun here).
+    Refuses a run made from a dirty tree or at a commit this repository does not have."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    from harness.environment import git_state
+    from harness.signing import PASSPHRASE_ENV, PIN_ENV
+
+    recorded = meta.get("git")
+    git: dict[str, Any] = recorded if isinstance(recorded, dict) else {}
+    commit, dirty = git.get("commit"), git.get("dirty")
+    if dirty is not False or not commit:
+        why = "from a tree with uncommitted or untracked files" if dirty else "outside git"
+        raise UsageError(
+            f"{run_dir} was made {why}: its code cannot be checked out again; "
+            "rerun --here to run it with this checkout's code"
+        )
+    if subprocess.run(
+        ["git", "cat-file", "-e", f"{commit}^{{commit}}"], cwd=root, capture_output=True
+    ).returncode:
+        raise UsageError(
+            f"{run_dir} was made at commit {commit[:12]}, which {root} does not have; "
+            "fetch it, or rerun --here"
+        )
+    now = git_state(root)
+    if now.get("commit") == commit and now.get("dirty") is False:
+        return None
+    with tempfile.TemporaryDirectory(prefix="harness-rerun-") as tmp:
+        tree = Path(tmp) / "tree"
+        subprocess.run(
+            ["git", "worktree", "add", "--detach", str(tree), commit],
+            cwd=root, check=True, capture_output=True,
+        )  # fmt: skip
+        try:
+            echo(f"rerunning at the run's commit {commit[:12]} in a temporary worktree")
+            env = dict(os.environ)
+            if secrets.get("passphrase"):
+                env[PASSPHRASE_ENV] = secrets["passphrase"].decode()
+            if secrets.get("pin"):
+                env[PIN_ENV] = secrets["pin"]
+            code = "import sys; from harness.cli import main; sys.exit(main())"
+            rel = os.path.relpath(Path.cwd(), root) if Path.cwd().is_relative_to(root) else "."
+            cmd = [sys.executable, "-c", code, "rerun", "--here", str(run_dir),
+                   f"--evidence-dir={evidence}", *argv]  # fmt: skip
+            with subprocess.Popen(
+                cmd, cwd=tree / rel, env=env, stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT, text=True,
+            ) as proc:  # fmt: skip
+                assert proc.stdout is not None
+                for line in proc.stdout:  # progress as it comes
+                    echo(line.rstrip("\n"))
+            return proc.returncode
+        finally:
+            subprocess.run(
+                ["git", "worktree", "remove", "--force", str(tree)], cwd=root, capture_output=True
+            )
+
+
 # --------------------------------------------------------------------------- promote
 
 

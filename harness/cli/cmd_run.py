@@ -199,6 +199,17 @@ def run(
     help="Run the bundle's stored contracts without verifying it "
     "(only for an unsigned bundle you made yourself).",
 )
+@click.option(
+    "--here",
+    is_flag=True,
+    help="Rerun with this checkout's code instead of the run's commit (a run made from a "
+    "dirty tree can only rerun --here).",
+)
+@click.option(
+    "--evidence-dir",
+    type=click.Path(file_okay=False),
+    help="Where the rerun's bundle goes [config].",
+)
 def rerun(
     run_dir: str,
     criteria: tuple[str, ...],
@@ -206,9 +217,11 @@ def rerun(
     sign_key: str | None,
     keys: tuple[str, ...],
     unverified: bool,
+    here: bool,
+    evidence_dir: str | None,
 ) -> int:
     """Verify a run's bundle, run it again with the recorded seed, selection and
-    contract text, and compare."""
+    contract text at the run's commit (in a temporary git worktree), and compare."""
     from harness.replay import compare_runs, environment_diff, load_recorded, require_verified
     from harness.reporters.terminal import TerminalReporter
     from harness.runner import RunRequest
@@ -234,6 +247,22 @@ def rerun(
         require_verified(old_dir, key_paths)
         click.echo(f"{run_dir} verifies under {len(key_paths)} key(s)")
     meta, contracts, old = load_recorded(old_dir)
+    if not here:
+        from harness.replay import rerun_at_commit
+
+        argv = [*(f"--criterion={c}" for c in criteria)]
+        argv += [f"--jobs={jobs}"] if jobs else []
+        argv += [f"--key={Path(k).resolve()}" for k in keys]
+        argv += ["--unverified"] if unverified else []
+        if sign_key:
+            argv.append(f"--sign-key={sign_key if ':' in sign_key else Path(sign_key).resolve()}")
+        secrets = {"passphrase": passphrase, "pin": pin}
+        evidence = Path(evidence_dir).resolve() if evidence_dir else cfg.evidence_dir.resolve()
+        code = rerun_at_commit(
+            cfg.root, old_dir.resolve(), meta, evidence, argv, secrets, click.echo
+        )
+        if code is not None:
+            return code
     sel = meta.get("selection", {})
     chosen = select(
         contracts,
@@ -258,7 +287,7 @@ def rerun(
         profile=Profile(meta.get("profile", "full")),
         seed=int(meta["seed"]),
         jobs=cfg.effective_jobs(jobs),
-        evidence_root=cfg.evidence_dir,
+        evidence_root=Path(evidence_dir) if evidence_dir else cfg.evidence_dir,
         root=cfg.root,
         default_timeout=cfg.default_timeout,
         allowed=cfg.allowed_packages,

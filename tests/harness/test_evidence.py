@@ -284,9 +284,9 @@ def test_rerun_matches_and_notices_a_difference(project, tmp_path):
     r = CliRunner().invoke(cli, ["run", "-j", "1", "--seed", "4"])
     run_dir = next(p for p in (project.root / "evidence").iterdir() if p.name[0].isdigit())
     # an unsigned bundle: rerun refuses it unless told --unverified
-    r = CliRunner().invoke(cli, ["rerun", str(run_dir)])
+    r = CliRunner().invoke(cli, ["rerun", "--here", str(run_dir)])
     assert r.exit_code == 4 and "--unverified" in r.output, r.output
-    r = CliRunner().invoke(cli, ["rerun", "--unverified", str(run_dir)])
+    r = CliRunner().invoke(cli, ["rerun", "--here", "--unverified", str(run_dir)])
     assert r.exit_code == 0, r.output
     assert "was not verified" in r.output
     assert "rerun matches" in r.output
@@ -297,13 +297,13 @@ def test_rerun_matches_and_notices_a_difference(project, tmp_path):
             check="demochecks:square_is_nonneg", expect="square: {ge: 0}", params="{x: 5}"
         ),
     )
-    r = CliRunner().invoke(cli, ["rerun", "--unverified", str(run_dir)])
+    r = CliRunner().invoke(cli, ["rerun", "--here", "--unverified", str(run_dir)])
     assert r.exit_code == 0, r.output
     # a changed observation is reported
     data = json.loads((run_dir / "results.json").read_text())
     data["criteria"][0]["invariants"][0]["observations"]["square"] = 10
     (run_dir / "results.json").write_text(json.dumps(data))
-    r = CliRunner().invoke(cli, ["rerun", "--unverified", str(run_dir)])
+    r = CliRunner().invoke(cli, ["rerun", "--here", "--unverified", str(run_dir)])
     assert r.exit_code == 1 and "INV-DEMO-001.square: 10 -> 9" in r.output
 
 
@@ -472,12 +472,53 @@ def test_rerun_says_when_the_code_changed_since_the_run(project, tmp_path):
     first = project.commit()
     r = CliRunner().invoke(cli, ["run", "-j", "1", "--seed", "4"])
     run_dir = next(p for p in (project.root / "evidence").iterdir() if p.name[0].isdigit())
-    r = CliRunner().invoke(cli, ["rerun", "--unverified", str(run_dir)])
+    r = CliRunner().invoke(cli, ["rerun", "--here", "--unverified", str(run_dir)])
     assert r.exit_code == 0 and "git.commit" not in r.output, r.output
     (project.root / "notes.txt").write_text("later\n")
     second = project.commit("later")
-    r = CliRunner().invoke(cli, ["rerun", "--unverified", str(run_dir)])
+    r = CliRunner().invoke(cli, ["rerun", "--here", "--unverified", str(run_dir)])
     assert f"git.commit: {first[:12]} -> {second[:12]}: the code changed" in r.output, r.output
     (project.root / "untracked.py").write_text("\n")
-    r = CliRunner().invoke(cli, ["rerun", "--unverified", str(run_dir)])
+    r = CliRunner().invoke(cli, ["rerun", "--here", "--unverified", str(run_dir)])
     assert "git.dirty: False -> True" in r.output, r.output
+
+
+def test_rerun_runs_the_code_of_the_runs_commit_in_a_worktree(project, tmp_path):
+    """After the code changed and was committed, `rerun` reproduces the run at its own
+    commit (a temporary worktree) while `rerun --here` runs today's code and differs; a
+    run from a dirty tree or an unknown commit is refused with the reason."""
+    from click.testing import CliRunner
+
+    from harness.cli import cli
+
+    project.contract(
+        "a",
+        simple_contract(
+            check="demochecks:square_is_nonneg", expect="square: {ge: 0}", params="{x: 3}"
+        ),
+    )
+    project.commit()
+    runner = CliRunner()
+    r = runner.invoke(cli, ["run", "-j", "1", "--seed", "4"])
+    run_dir = next(p for p in (project.root / "evidence").iterdir() if p.name[0].isdigit())
+    checks = project.root / "demochecks.py"
+    checks.write_text(checks.read_text().replace("x * x", "x * x + 1"))
+    project.commit("the check's code changed")
+    r = runner.invoke(cli, ["rerun", "--here", "--unverified", str(run_dir)])
+    assert r.exit_code == 1 and "INV-DEMO-001.square: 9 -> 10" in r.output, r.output
+    r = runner.invoke(cli, ["rerun", "--unverified", str(run_dir)])
+    assert r.exit_code == 0, r.output
+    assert "in a temporary worktree" in r.output and "rerun matches" in r.output
+    assert len(subprocess_out(["git", "worktree", "list"], project.root).splitlines()) == 1
+    # a run made from a dirty tree cannot be checked out again
+    (project.root / "untracked.txt").write_text("\n")
+    r = runner.invoke(cli, ["run", "-j", "1", "--seed", "4"])
+    dirty = max(p for p in (project.root / "evidence").iterdir() if p.name[0].isdigit())
+    r = runner.invoke(cli, ["rerun", "--unverified", str(dirty)])
+    assert r.exit_code == 4 and "uncommitted or untracked" in r.output and "--here" in r.output
+
+
+def subprocess_out(cmd, cwd):
+    import subprocess
+
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True).stdout

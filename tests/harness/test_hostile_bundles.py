@@ -502,16 +502,16 @@ def test_rerun_refuses_an_edited_stored_contract_and_runs_nothing(project, keys,
     marker = tmp_path / "MARKER"
     stored = _plant_marker_command(run_dir, marker)
 
-    r = CliRunner().invoke(cli, ["rerun", str(run_dir), "--key", str(keys["pub"])])
+    r = CliRunner().invoke(cli, ["rerun", "--here", str(run_dir), "--key", str(keys["pub"])])
     assert r.exit_code == 1, r.output
     assert "rerun refused" in r.output and f"{stored}: sha256 differs" in r.output
     assert not marker.exists()
     # no key at all: a usage error, and still nothing runs
-    r = CliRunner().invoke(cli, ["rerun", str(run_dir)])
+    r = CliRunner().invoke(cli, ["rerun", "--here", str(run_dir)])
     assert r.exit_code == 4 and "--key" in r.output and "--unverified" in r.output, r.output
     assert not marker.exists()
     # the attack is real: --unverified runs what the bundle holds
-    r = CliRunner().invoke(cli, ["rerun", str(run_dir), "--unverified"])
+    r = CliRunner().invoke(cli, ["rerun", "--here", str(run_dir), "--unverified"])
     assert "was not verified" in r.output
     assert marker.exists()
 
@@ -538,7 +538,7 @@ def test_rerun_refuses_a_bundle_consistently_resigned_by_another_key(project, ke
 
     edit_verdict(run_dir, keys, cover_it, which="other_priv")
     assert problems(run_dir, keys, "other_pub") == []  # it verifies, under the wrong key
-    r = CliRunner().invoke(cli, ["rerun", str(run_dir), "--key", str(keys["pub"])])
+    r = CliRunner().invoke(cli, ["rerun", "--here", str(run_dir), "--key", str(keys["pub"])])
     assert r.exit_code == 1 and "no signature verifies" in r.output, r.output
     assert not marker.exists()
 
@@ -551,27 +551,29 @@ def test_rerun_refuses_an_added_contract(project, keys, tmp_path):
     _plant_marker_command(run_dir, marker)
     evil = stored.rename(stored.with_name("evil.yaml"))  # the edited contract, added...
     stored.write_bytes(original)  # ...beside the one that was signed
-    r = CliRunner().invoke(cli, ["rerun", str(run_dir), "--key", str(keys["pub"])])
+    r = CliRunner().invoke(cli, ["rerun", "--here", str(run_dir), "--key", str(keys["pub"])])
     assert r.exit_code == 1 and f"{evil}: unexpected file" in r.output, r.output
     assert not marker.exists()
 
 
 def test_rerun_verifies_a_signed_bundle_with_key_or_configured_keys(project, keys):
     run_dir = _signed_project_run(project, keys)
-    r = CliRunner().invoke(cli, ["rerun", str(run_dir), "--key", str(keys["pub"])])
+    r = CliRunner().invoke(cli, ["rerun", "--here", str(run_dir), "--key", str(keys["pub"])])
     assert r.exit_code == 0, r.output
     assert "verifies under 1 key(s)" in r.output and "rerun matches" in r.output
     pyproject = project.root / "pyproject.toml"
     pyproject.write_text(pyproject.read_text() + f'allowed-keys = ["{keys["pub"]}"]\n')
-    r = CliRunner().invoke(cli, ["rerun", str(run_dir)])
+    r = CliRunner().invoke(cli, ["rerun", "--here", str(run_dir)])
     assert r.exit_code == 0, r.output
-    r = CliRunner().invoke(cli, ["rerun", str(run_dir), "--key", str(keys["pub"]), "--unverified"])
+    r = CliRunner().invoke(
+        cli, ["rerun", "--here", str(run_dir), "--key", str(keys["pub"]), "--unverified"]
+    )
     assert r.exit_code == 4 and "exclude each other" in r.output, r.output
     # an unsigned bundle is refused under any key, and says how to rerun it anyway
     (run_dir / "verdict.dsse.json").write_text(
         dumps_json(make_envelope((run_dir / "verdict.json").read_bytes(), VERDICT_TYPE, None))
     )
-    r = CliRunner().invoke(cli, ["rerun", str(run_dir)])
+    r = CliRunner().invoke(cli, ["rerun", "--here", str(run_dir)])
     assert r.exit_code == 1 and "unsigned" in r.output and "--unverified" in r.output, r.output
 
 
