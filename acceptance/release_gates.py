@@ -122,8 +122,10 @@ def release_candidate(project: Path) -> Any:
     (project / "keys" / "ml-lead.pub").write_bytes(pub.read_bytes())
     (project / "release-policy.yaml").write_text(
         "version: 1\nroles: {ml-lead: keys/ml-lead.pub}\ntargets:\n"
-        f"  production: {{candidate: [{_rel(ship.checkpoint, project)}]}}\n"
-        f"  ablation: {{candidate: [{_rel(ablation.checkpoint, project)}]}}\n"
+        f"  production: {{signoffs: {{roles: [ml-lead]}}, "
+        f"candidate: [{_rel(ship.checkpoint, project)}]}}\n"
+        f"  ablation: {{signoffs: {{roles: [ml-lead]}}, "
+        f"candidate: [{_rel(ablation.checkpoint, project)}]}}\n"
     )
     return load_policy(project / "release-policy.yaml", project)
 
@@ -150,7 +152,7 @@ def promotion_gate(ctx: CheckContext) -> dict[str, Any]:
     """Promotion without a GO verdict (NO-GO, or UNPROVEN: a mutant MISSED), without a
     signature, or signed by a key not on the allowed list is refused; a valid one is
     recorded, signed, in a chained ledger."""
-    from harness.policy import candidate_digests
+    from harness.policy import candidate_digests, write_signoff
     from harness.replay import PromotionRefused, promote, verify_ledger
     from harness.signing import load_public_key, load_signer
 
@@ -195,7 +197,7 @@ def promotion_gate(ctx: CheckContext) -> dict[str, Any]:
                 candidate, required, policy,
             )  # fmt: skip
         except PromotionRefused as exc:
-            return any(r.startswith(f"{rule}:") or r.startswith(rule) for r in exc.reasons)
+            return any(r.startswith(f"{rule}:") for r in exc.reasons)
         return False
 
     obs: dict[str, Any] = {
@@ -213,6 +215,9 @@ def promotion_gate(ctx: CheckContext) -> dict[str, Any]:
         "refused_ablation_candidate": refused(signed_go, "candidate", target="ablation"),
         "ledger_empty_after_refusals": not ledger.exists() or ledger.read_text() == "",
     }
+    ml_lead = load_signer(candidate.parent / "keys" / "ml-lead.key")
+    digests = candidate_digests(policy, policy.target("production"))
+    write_signoff(signed_go, "ml-lead", "production", digests, ml_lead)
     record = promote(
         signed_go, "production", allowed, release, ledger, "release-manager", candidate,
         required, policy,
@@ -347,7 +352,8 @@ def signoff(ctx: CheckContext) -> dict[str, Any]:
     obs["refused_other_roles_key"] = refused()
     sign(first, intruder_key)  # a key on no one's file
     obs["refused_key_on_no_file"] = refused()
-    signoff_path(run_dir, first).write_bytes(signoff_path(run_dir, second).read_bytes())
+    moved = signoff_path(run_dir, second, "production").read_bytes()
+    signoff_path(run_dir, first, "production").write_bytes(moved)
     obs["refused_moved_to_another_role"] = refused()
     sign(first, role_key[first])
     weights = project / "model" / "weights.bin"

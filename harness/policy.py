@@ -79,17 +79,28 @@ def load_policy(path: Path, root: Path) -> ReleasePolicy:
         line, col = positions.of(tuple(err.absolute_path))
         where = ".".join(str(p) for p in err.absolute_path) or "the document"
         raise UsageError(f"{path}:{line}:{col}: {where}: {err.message}")
+    from harness.signing import keyid_of, load_public_key
+
     roles = {name: root / key for name, key in data["roles"].items()}
+    holders: dict[str, str] = {}
     for name, key in roles.items():
-        if not key.is_file():
-            line, col = positions.of(("roles", name))
+        line, col = positions.of(("roles", name))
+        where = f"{path}:{line}:{col}: roles.{name}"
+        if not _inside(root, key) or not key.is_file():
             raise UsageError(
-                f"{path}:{line}:{col}: roles.{name}: public key {key} does not exist; "
-                f"commit the role's public key there (harness keygen writes KEY.pub)"
+                f"{where}: public key {key} does not exist inside the project; commit the "
+                "role's public key there (harness keygen writes KEY.pub)"
             )
+        keyid = keyid_of(load_public_key(key))
+        if keyid in holders:
+            raise UsageError(
+                f"{where}: the same key as role {holders[keyid]}: each role needs its own "
+                "key, or one person fills two roles"
+            )
+        holders[keyid] = name
     targets = {}
     for name, spec in data["targets"].items():
-        signoffs = spec.get("signoffs", {"roles": []})
+        signoffs = spec["signoffs"]
         unknown = [r for r in signoffs["roles"] if r not in roles]
         k = int(signoffs.get("k", len(signoffs["roles"])))
         line, col = positions.of(("targets", name))
@@ -103,8 +114,30 @@ def load_policy(path: Path, root: Path) -> ReleasePolicy:
                 f"{path}:{line}:{col}: targets.{name}: k is {k} but only "
                 f"{len(signoffs['roles'])} roles may sign; lower k or add a role"
             )
-        targets[name] = Target(name, tuple(signoffs["roles"]), k, tuple(spec.get("candidate", ())))
+        for rel in spec["candidate"]:
+            if not _inside(root, root / rel):
+                raise UsageError(
+                    f"{path}:{line}:{col}: targets.{name}.candidate: {rel} is outside the "
+                    "project or a symbolic link; name a path inside it"
+                )
+        targets[name] = Target(name, tuple(signoffs["roles"]), k, tuple(spec["candidate"]))
     return ReleasePolicy(path, root, roles, targets)
+
+
+def _inside(root: Path, path: Path) -> bool:
+    """``path`` lies under ``root`` and no part of it below ``root`` is a symbolic link."""
+    try:
+        rel = path.absolute().relative_to(root.absolute())
+    except ValueError:
+        return False
+    if ".." in rel.parts:
+        return False
+    p = root
+    for part in rel.parts:
+        p = p / part
+        if p.is_symlink():
+            return False
+    return True
 
 
 def find_policy(root: Path) -> ReleasePolicy | None:
@@ -131,24 +164,25 @@ def artifact_digest(path: Path) -> str:
 
 
 def stamped_purpose(path: Path) -> set[str]:
-    """The ``purpose`` stamps of the safetensors files under ``path`` (their header's
-    ``__metadata__``): a checkpoint trained as an ablation says so."""
+    """The ``purpose`` of each weights file under ``path`` (its safetensors header's
+    ``__metadata__``), "unstamped" for one that says none. A release candidate must say
+    ``ship`` and nothing else."""
     files = [path] if path.is_file() else sorted(path.rglob("*.safetensors"))
     found = set()
     for f in files:
-        if f.suffix != ".safetensors":
+        if f.name == "optimizer.safetensors":
             continue
+        purpose = "unstamped"
         with f.open("rb") as fh:
             n = int.from_bytes(fh.read(8), "little")
-            if not 0 < n <= 100_000_000:
-                continue
             try:
-                header = json.loads(fh.read(n))
+                header = json.loads(fh.read(n)) if 0 < n <= 100_000_000 else None
             except ValueError:
-                continue
+                header = None
         meta = header.get("__metadata__") if isinstance(header, dict) else None
         if isinstance(meta, dict) and isinstance(meta.get("purpose"), str):
-            found.add(meta["purpose"])
+            purpose = meta["purpose"]
+        found.add(purpose)
     return found
 
 
@@ -159,9 +193,9 @@ def candidate_digests(policy: ReleasePolicy, target: Target) -> dict[str, str]:
 # --------------------------------------------------------------------------- sign-offs
 
 
-def signoff_path(run_dir: Path, role: str) -> Path:
-    """Where a role's sign-off of a run is kept: beside the sealed bundle."""
-    return run_dir.parent / "signoffs" / run_dir.name / f"{role}.dsse.json"
+def signoff_path(run_dir: Path, role: str, target: str) -> Path:
+    """Where a role's sign-off of a run for a target is kept: beside the sealed bundle."""
+    return run_dir.parent / "signoffs" / run_dir.name / target / f"{role}.dsse.json"
 
 
 def signoff_statement(
@@ -187,7 +221,7 @@ def write_signoff(
     from harness.signing import canonical_json, make_envelope
 
     body = canonical_json(signoff_statement(run_dir, role, target, candidate))
-    path = signoff_path(run_dir, role)
+    path = signoff_path(run_dir, role, target)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, make_envelope(body, SIGNOFF_TYPE, signer))
     return path
@@ -202,7 +236,7 @@ def valid_signoffs(
 
     good, why = [], []
     for role in target.roles:
-        path = signoff_path(run_dir, role)
+        path = signoff_path(run_dir, role, target.name)
         if not path.is_file():
             why.append(f"{role}: no sign-off ({path})")
             continue

@@ -206,7 +206,13 @@ def rerun_at_commit(
     recorded = meta.get("git")
     git: dict[str, Any] = recorded if isinstance(recorded, dict) else {}
     commit, dirty = git.get("commit"), git.get("dirty")
-    if dirty is not False or not commit:
+    import re
+
+    if (
+        dirty is not False
+        or not isinstance(commit, str)
+        or not re.fullmatch(r"[0-9a-f]{40}", commit)
+    ):
         why = "from a tree with uncommitted or untracked files" if dirty else "outside git"
         raise UsageError(
             f"{run_dir} was made {why}: its code cannot be checked out again; "
@@ -222,12 +228,16 @@ def rerun_at_commit(
     now = git_state(root)
     if now.get("commit") == commit and now.get("dirty") is False:
         return None
+    subprocess.run(["git", "worktree", "prune"], cwd=root, capture_output=True)
     with tempfile.TemporaryDirectory(prefix="harness-rerun-") as tmp:
         tree = Path(tmp) / "tree"
-        subprocess.run(
+        added = subprocess.run(
             ["git", "worktree", "add", "--detach", str(tree), commit],
-            cwd=root, check=True, capture_output=True,
+            cwd=root, capture_output=True, text=True,
         )  # fmt: skip
+        if added.returncode:
+            last = (added.stderr.strip().splitlines() or ["git worktree add failed"])[-1]
+            raise UsageError(f"cannot check out {commit[:12]} in a worktree: {last}")
         try:
             echo(f"rerunning at the run's commit {commit[:12]} in a temporary worktree")
             env = dict(os.environ)
@@ -235,12 +245,15 @@ def rerun_at_commit(
                 env[PASSPHRASE_ENV] = secrets["passphrase"].decode()
             if secrets.get("pin"):
                 env[PIN_ENV] = secrets["pin"]
-            code = "import sys; from harness.cli import main; sys.exit(main())"
-            rel = os.path.relpath(Path.cwd(), root) if Path.cwd().is_relative_to(root) else "."
-            cmd = [sys.executable, "-c", code, "rerun", "--here", str(run_dir),
+            # the worktree's own packages first, ahead of an editable install's finder
+            code = (
+                "import sys; sys.path.insert(0, sys.argv.pop(1)); "
+                "from harness.cli import main; sys.exit(main())"
+            )
+            cmd = [sys.executable, "-c", code, str(tree), "rerun", "--here", str(run_dir),
                    f"--evidence-dir={evidence}", *argv]  # fmt: skip
             with subprocess.Popen(
-                cmd, cwd=tree / rel, env=env, stdout=subprocess.PIPE,
+                cmd, cwd=tree, env=env, stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT, text=True,
             ) as proc:  # fmt: skip
                 assert proc.stdout is not None
@@ -251,6 +264,7 @@ def rerun_at_commit(
             subprocess.run(
                 ["git", "worktree", "remove", "--force", str(tree)], cwd=root, capture_output=True
             )
+            subprocess.run(["git", "worktree", "prune"], cwd=root, capture_output=True)
 
 
 # --------------------------------------------------------------------------- promote
@@ -275,11 +289,20 @@ def promotion_rules(
     required: Collection[str] | None = None,
     policy: Any = None,
     target: str = "",
+    *,
+    contracts: Collection[str] | None = None,
+    require_policy: bool = False,
+    evaluation: dict[str, Any] | None = None,
 ) -> list[Rule]:
     """Every rule a promotion of ``run_dir`` must pass. Only a signed, GO, full readiness
-    run from a clean tree is promotable; with ``root`` (the candidate's checkout) it must
-    have been made at that checkout's commit, and with ``required`` (criterion IDs,
-    default in the CLI: every blocker of the contract set) each must be in it and GO.
+    run, of no selection, from a clean tree is promotable; with ``root`` (the candidate's
+    checkout) it must have been made at that checkout's commit, clean now too; with
+    ``required`` (criterion IDs, default in the CLI: every blocker of the contract set)
+    each must be in it and GO; with ``contracts`` (the sha256 of each of the candidate's
+    contract files) it must have run exactly those; with ``policy``, the target's
+    candidate and sign-off rules (``require_policy``: a missing policy is a failed rule).
+    ``evaluation`` receives what the policy rules found (the candidate's digests, the
+    roles whose sign-off holds), so a promotion records exactly what was judged.
     Nothing after the signature is read from a bundle that does not verify."""
     from harness.environment import git_state
     from harness.signing import load_public_key
@@ -318,13 +341,40 @@ def promotion_rules(
             else "made outside a git checkout (no commit to bind)",
         )
     )
+    meta = json.loads((run_dir / "run.json").read_text())  # a run file the verdict sealed
+    selection = meta.get("selection") if isinstance(meta.get("selection"), dict) else {}
+    chosen = sorted(k for k, v in selection.items() if v)
+    rules.append(
+        Rule(
+            "no selection",
+            not chosen,
+            f"a selection ({', '.join(chosen)}) is never a readiness run"
+            if chosen
+            else "the run ran every criterion it was given",
+        )
+    )
+    if contracts is not None:
+        ran = meta.get("contracts") if isinstance(meta.get("contracts"), dict) else {}
+        same = sorted(map(str, ran.values())) == sorted(contracts)
+        rules.append(
+            Rule(
+                "contracts",
+                same,
+                f"the run's {len(ran)} contract file(s) are the candidate's"
+                if same
+                else f"the run's {len(ran)} contract file(s) differ from the candidate's "
+                f"{len(contracts)} (contracts from elsewhere, or older text)",
+            )
+        )
     if root is not None:
-        head = git_state(root).get("commit")
+        now = git_state(root)
+        head = now.get("commit")
         rules.append(
             Rule(
                 "candidate commit",
-                commit is not None and commit == head,
-                f"run at {str(commit)[:12]}, candidate {root} at {str(head)[:12]}",
+                commit is not None and commit == head and now.get("dirty") is False,
+                f"run at {str(commit)[:12]}, candidate {root} at {str(head)[:12]}"
+                + ("" if now.get("dirty") is False else " with uncommitted or untracked files"),
             )
         )
     if required is not None:
@@ -338,14 +388,26 @@ def promotion_rules(
             detail += f"; not GO: {', '.join(not_go[:5])}" + (" ..." if len(not_go) > 5 else "")
         rules.append(Rule("required criteria", not missing and not not_go, detail))
     if policy is not None:
-        rules += policy_rules(run_dir, policy, target)
+        rules += policy_rules(run_dir, policy, target, evaluation)
+    elif require_policy:
+        rules.append(
+            Rule(
+                "policy",
+                False,
+                "no release-policy.yaml: promotion needs the roles that sign off and the "
+                "candidate it releases (docs/releasing.md)",
+            )
+        )
     return rules
 
 
-def policy_rules(run_dir: Path, policy: Any, target: str) -> list[Rule]:
+def policy_rules(
+    run_dir: Path, policy: Any, target: str, evaluation: dict[str, Any] | None = None
+) -> list[Rule]:
     """The release policy's rules for ``target``: the candidate (its artifacts exist and
-    none is stamped ``purpose: ablation``) and the sign-offs (k of the target's roles,
-    each signed by the role's committed key over this run and this candidate)."""
+    every weights file is stamped ``purpose: ship``: never an ablation, never unstamped)
+    and the sign-offs (k of the target's roles, each signed by the role's committed key
+    over this run and this candidate). ``evaluation`` receives the digests and roles."""
     from harness.errors import HarnessError
     from harness.policy import candidate_digests, stamped_purpose, valid_signoffs
 
@@ -354,18 +416,23 @@ def policy_rules(run_dir: Path, policy: Any, target: str) -> list[Rule]:
         digests = candidate_digests(policy, spec)
     except HarnessError as exc:
         return [Rule("candidate", False, str(exc))]
-    ablations = [rel for rel in spec.candidate if "ablation" in stamped_purpose(policy.root / rel)]
+    purposes = {rel: stamped_purpose(policy.root / rel) for rel in spec.candidate}
+    wrong = [
+        f"{rel} ({', '.join(sorted(p - {'ship'}))})" for rel, p in purposes.items() if p - {"ship"}
+    ]
     rules = [
         Rule(
             "candidate",
-            not ablations,
+            not wrong,
             f"{len(digests)} artifact(s) bound by digest"
-            + (f"; stamped purpose: ablation: {', '.join(ablations)}" if ablations else ""),
+            + (f"; not stamped purpose: ship: {', '.join(wrong)}" if wrong else ""),
         )
     ]
     good, why = valid_signoffs(run_dir, policy, spec, digests)
     detail = f"{len(good)} of {spec.k} required ({', '.join(spec.roles)})"
     rules.append(Rule("sign-offs", len(good) >= spec.k, "; ".join([detail, *why])))
+    if evaluation is not None:
+        evaluation.update(candidate=digests, signoffs=good)
     return rules
 
 
@@ -376,13 +443,11 @@ def promotion_problems(
     required: Collection[str] | None = None,
     policy: Any = None,
     target: str = "",
+    **options: Any,
 ) -> list[str]:
     """Why ``run_dir`` may not be promoted (empty: it may)."""
-    return [
-        f"{r.name}: {r.detail}"
-        for r in promotion_rules(run_dir, allowed_keys, root, required, policy, target)
-        if not r.ok
-    ]
+    rules = promotion_rules(run_dir, allowed_keys, root, required, policy, target, **options)
+    return [f"{r.name}: {r.detail}" for r in rules if not r.ok]
 
 
 def promotion_record(run_dir: Path, name: str, keyid: str, signer_name: str) -> dict[str, Any]:
@@ -417,10 +482,12 @@ def promote(
     root: Path | None = None,
     required: Collection[str] | None = None,
     policy: Any = None,
+    **options: Any,
 ) -> dict[str, Any]:
     """Refuse unless every rule of ``promotion_rules`` holds (with ``policy``: its rules
-    for the target ``name`` too); then append a signed promotion record to the
-    hash-chained ``ledger``, binding the candidate's digests and the sign-offs."""
+    for the target ``name`` too; ``options``: its keyword options); then append a signed
+    promotion record to the hash-chained ``ledger``, binding the candidate's digests and
+    the sign-offs exactly as they were judged."""
     from harness.audit import AuditLog
     from harness.signing import PROMOTION_TYPE, canonical_json, make_envelope
 
@@ -428,16 +495,15 @@ def promote(
         raise PromotionRefused(
             ["a promotion must be signed: pass --sign-key (the promoter's private key)"]
         )
-    problems = promotion_problems(run_dir, allowed_keys, root, required, policy, name)
+    judged: dict[str, Any] = {}
+    problems = promotion_problems(
+        run_dir, allowed_keys, root, required, policy, name, evaluation=judged, **options
+    )
     if problems:
         raise PromotionRefused(problems)
     record = promotion_record(run_dir, name, signer.keyid, signer_name)
     if policy is not None:
-        from harness.policy import candidate_digests, valid_signoffs
-
-        spec = policy.target(name)
-        record["candidate"] = candidate_digests(policy, spec)
-        record["signoffs"] = valid_signoffs(run_dir, policy, spec, record["candidate"])[0]
+        record.update(candidate=judged["candidate"], signoffs=judged["signoffs"])
     envelope = make_envelope(canonical_json(record), PROMOTION_TYPE, signer)
     log = AuditLog(ledger)
     try:

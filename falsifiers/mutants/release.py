@@ -18,6 +18,7 @@ def promotion_rules_refusing_only_no_go(
     required: Any = None,
     policy: Any = None,
     target: str = "",
+    **options: Any,
 ) -> list[Any]:
     """A promotion gate whose verdict rule refuses NO-GO instead of accepting only GO:
     an UNPROVEN run (a mutant survived, a check skipped) is promoted
@@ -26,7 +27,7 @@ def promotion_rules_refusing_only_no_go(
 
     from harness.replay import Rule
 
-    rules = _REAL_PROMOTION_RULES(run_dir, allowed_keys, root, required, policy, target)
+    rules = _REAL_PROMOTION_RULES(run_dir, allowed_keys, root, required, policy, target, **options)
     out = []
     for rule in rules:
         if rule.name == "verdict":
@@ -43,6 +44,7 @@ def promotion_rules_refusing_only_fast(
     required: Any = None,
     policy: Any = None,
     target: str = "",
+    **options: Any,
 ) -> list[Any]:
     """The profile rule written as "not the fast profile": a mutants-only ``--teeth`` run,
     GO whenever every mutant is killed, is promoted (harness.replay:promotion_rules)."""
@@ -51,7 +53,8 @@ def promotion_rules_refusing_only_fast(
     from harness.replay import Rule
 
     out = []
-    for rule in _REAL_PROMOTION_RULES(run_dir, allowed_keys, root, required, policy, target):
+    real = _REAL_PROMOTION_RULES(run_dir, allowed_keys, root, required, policy, target, **options)
+    for rule in real:
         if rule.name == "profile":
             p = json.loads((run_dir / "verdict.json").read_text()).get("profile")
             rule = Rule("profile", p != "fast", f"profile {p}")
@@ -154,7 +157,7 @@ def valid_signoffs_under_any_role_key(
     every = [load_public_key(k) for k in policy.roles.values()]
     good, why = [], []
     for role in target.roles:
-        path = signoff_path(run_dir, role)
+        path = signoff_path(run_dir, role, target.name)
         if not path.is_file():
             why.append(f"{role}: no sign-off ({path})")
             continue

@@ -181,14 +181,17 @@ def promote(
         policy.target(name)  # an unknown target is a usage error, before anything is read
     signer = _signer(sign_key, cfg)
     ledger = cfg.promotions or cfg.root / "release" / "promotions.jsonl"
-    rules = promotion_rules(Path(run_dir), keys, cfg.root, required, policy, name)
+    gate: dict[str, Any] = {"contracts": [k.sha256 for k in contracts.contracts]}
+    gate["require_policy"] = True
+    rules = promotion_rules(Path(run_dir), keys, cfg.root, required, policy, name, **gate)
     for rule in rules:
         click.echo(rule.line())
     try:
         ledger.parent.mkdir(parents=True, exist_ok=True)
         record = do_promote(
-            Path(run_dir), name, keys, signer, ledger, signer_name, cfg.root, required, policy
-        )
+            Path(run_dir), name, keys, signer, ledger, signer_name, cfg.root, required, policy,
+            **gate,
+        )  # fmt: skip
     except PromotionRefused as exc:
         click.echo("promotion REFUSED:", err=True)
         for reason in exc.reasons:

@@ -252,9 +252,17 @@ def rerun(
 
         argv = [*(f"--criterion={c}" for c in criteria)]
         argv += [f"--jobs={jobs}"] if jobs else []
-        argv += [f"--key={Path(k).resolve()}" for k in keys]
+        # the keys this checkout verified with, not the old commit's configuration
+        argv += [f"--key={Path(k).resolve()}" for k in ([] if unverified else key_paths)]
         argv += ["--unverified"] if unverified else []
         if sign_key:
+            from harness.signing import PIN_VALUE, is_pkcs11_uri
+
+            if is_pkcs11_uri(sign_key) and PIN_VALUE.search(sign_key):
+                raise UsageError(
+                    "--sign-key: keep the PIN out of the URI for a rerun at a commit (it would "
+                    "reach a command line); set $HARNESS_PKCS11_PIN"
+                )
             argv.append(f"--sign-key={sign_key if ':' in sign_key else Path(sign_key).resolve()}")
         secrets = {"passphrase": passphrase, "pin": pin}
         evidence = Path(evidence_dir).resolve() if evidence_dir else cfg.evidence_dir.resolve()

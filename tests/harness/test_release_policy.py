@@ -29,6 +29,7 @@ targets:
     candidate: [model]
   staging:
     signoffs: {roles: [ml-lead]}
+    candidate: [model]
 """
 
 
@@ -100,9 +101,17 @@ def test_promotion_needs_every_required_signoff_by_the_roles_committed_key(relea
     with pytest.raises(PromotionRefused, match="security-engineer: not signed by the role's key"):
         _promote(project, keys, run_dir)
     # the right key, but the statement moved from another role's file (wrong role)
-    path = signoff_path(run_dir, "security-engineer")
-    path.write_bytes(signoff_path(run_dir, "ml-lead").read_bytes())
+    path = signoff_path(run_dir, "security-engineer", "production")
+    path.write_bytes(signoff_path(run_dir, "ml-lead", "production").read_bytes())
     with pytest.raises(PromotionRefused, match="security-engineer: not signed by the role's key"):
+        _promote(project, keys, run_dir)
+    # the role's own key over a statement that names the other role
+    wrong_role = _signoff(project, run_dir, "ml-lead", keys["security-engineer"])
+    path.write_bytes(wrong_role.read_bytes())
+    _signoff(project, run_dir, "ml-lead", keys["ml-lead"])
+    with pytest.raises(
+        PromotionRefused, match="security-engineer: the signed statement differs in role"
+    ):
         _promote(project, keys, run_dir)
     _signoff(project, run_dir, "security-engineer", keys["security-engineer"])
     record = _promote(project, keys, run_dir)
@@ -122,16 +131,21 @@ def test_a_signoff_of_another_candidate_does_not_count(release):
 
 def test_a_signoff_of_another_target_does_not_count(release):
     project, keys, run_dir = release
-    _signoff(project, run_dir, "ml-lead", keys["ml-lead"], target="staging")
+    staging = _signoff(project, run_dir, "ml-lead", keys["ml-lead"], target="staging")
     _signoff(project, run_dir, "security-engineer", keys["security-engineer"])
-    with pytest.raises(PromotionRefused, match="ml-lead: the signed statement differs in"):
+    with pytest.raises(PromotionRefused, match="ml-lead: no sign-off"):
+        _promote(project, keys, run_dir)
+    # the staging statement copied to where production's would be
+    production = signoff_path(run_dir, "ml-lead", "production")
+    production.write_bytes(staging.read_bytes())
+    with pytest.raises(PromotionRefused, match="ml-lead: the signed statement differs in target"):
         _promote(project, keys, run_dir)
 
 
 def test_an_ablation_checkpoint_is_never_the_candidate(release):
     project, keys, run_dir = release
     (project.root / "model" / "model.safetensors").write_bytes(safetensors_with("ablation"))
-    with pytest.raises(PromotionRefused, match="candidate: .*stamped purpose: ablation: model"):
+    with pytest.raises(PromotionRefused, match=r"not stamped purpose: ship: model \(ablation\)"):
         _promote(project, keys, run_dir)
 
 
@@ -145,7 +159,7 @@ def test_signoff_command_refuses_a_key_that_is_not_the_roles(release):
     assert r.exit_code == 4 and "no role 'cfo'" in r.output
     r = runner.invoke(cli, [*base, "--role", "ml-lead", "--key", str(keys["ml-lead"])])
     assert r.exit_code == 0, r.output
-    assert signoff_path(run_dir, "ml-lead").is_file()
+    assert signoff_path(run_dir, "ml-lead", "production").is_file()
     r = runner.invoke(
         cli,
         ["promote", str(run_dir), "--to", "production", "--allowed-key", str(keys["run.pub"]),
@@ -216,3 +230,83 @@ def test_promote_records_in_the_committed_registry_and_promotions_lists_it(relea
     registry.write_text(registry.read_text().replace("R. Manager", "Someone Else"))
     r = runner.invoke(cli, ["promotions", "--key", str(keys["run.pub"])])
     assert r.exit_code == 1 and "problem:" in r.output
+
+
+def test_without_a_policy_the_command_line_never_promotes(two_key_project_run):
+    project, keys, run_dir = two_key_project_run
+    r = CliRunner().invoke(
+        cli,
+        ["promote", str(run_dir), "--to", "production", "--allowed-key", str(keys["run.pub"]),
+         "--sign-key", str(keys["run"])],
+    )  # fmt: skip
+    assert r.exit_code == 1 and "FAIL  policy: no release-policy.yaml" in r.output, r.output
+
+
+@pytest.fixture
+def two_key_project_run(release):
+    project, keys, run_dir = release
+    (project.root / "release-policy.yaml").unlink()
+    project.commit("no policy")
+    contracts = load_contract_set([project.root / "contracts"])
+    result = run_contracts(
+        contracts, contracts.criteria, jobs=1, seed=2, root=project.root,
+        evidence_root=project.root / "evidence", signer=load_signer(keys["run"]),
+    )  # fmt: skip
+    return project, keys, Path(result.evidence_dir)
+
+
+def test_one_key_for_two_roles_and_a_candidate_outside_the_project_are_refused(release):
+    project, _, _ = release
+    path = project.root / "release-policy.yaml"
+    path.write_text(POLICY.replace("keys/ml-lead.pub", "keys/security-engineer.pub"))
+    with pytest.raises(UsageError, match="the same key as role security-engineer"):
+        load_policy(path, project.root)
+    path.write_text(POLICY.replace("candidate: [model]", "candidate: [../elsewhere]", 1))
+    with pytest.raises(UsageError, match=r"candidate: \.\./elsewhere is outside the project"):
+        load_policy(path, project.root)
+    (project.root / "link").symlink_to(project.root / "model")
+    path.write_text(POLICY.replace("candidate: [model]", "candidate: [link]", 1))
+    with pytest.raises(UsageError, match="or a symbolic link"):
+        load_policy(path, project.root)
+
+
+def test_a_run_of_contracts_from_elsewhere_or_of_a_selection_is_refused(release, tmp_path):
+    """Same criterion IDs, other checks: the run is GO, full, clean and at the commit,
+    and still not the candidate's readiness run."""
+    from harness.replay import promotion_problems
+
+    project, keys, run_dir = release
+    ours = [k.sha256 for k in load_contract_set([project.root / "contracts"]).contracts]
+    weak = tmp_path / "weak"
+    weak.mkdir()
+    text = (project.root / "contracts" / "a.yaml").read_text()
+    (weak / "a.yaml").write_text(text + "# the same IDs, other text\n")
+    contracts = load_contract_set([weak])
+    elsewhere = Path(
+        run_contracts(
+            contracts, contracts.criteria, jobs=1, seed=2, root=project.root,
+            evidence_root=project.root / "evidence", signer=load_signer(keys["run"]),
+        ).evidence_dir
+    )  # fmt: skip
+    found = promotion_problems(elsewhere, [keys["run.pub"]], contracts=ours)
+    assert any(p.startswith("contracts: the run's 1 contract file(s) differ") for p in found)
+    assert not any(
+        p.startswith("contracts:")
+        for p in promotion_problems(run_dir, [keys["run.pub"]], contracts=ours)
+    )
+    selected = Path(
+        run_contracts(
+            contracts, contracts.criteria, jobs=1, seed=2, root=project.root,
+            evidence_root=project.root / "evidence", signer=load_signer(keys["run"]),
+            selection={"keyword": "AC"},
+        ).evidence_dir
+    )  # fmt: skip
+    found = promotion_problems(selected, [keys["run.pub"]])
+    assert any(p.startswith("no selection: a selection (keyword)") for p in found), found
+
+
+def test_an_unstamped_candidate_is_refused(release):
+    project, keys, run_dir = release
+    (project.root / "model" / "model.safetensors").write_bytes((2).to_bytes(8, "little") + b"{}")
+    with pytest.raises(PromotionRefused, match=r"not stamped purpose: ship: model \(unstamped\)"):
+        _promote(project, keys, run_dir)
