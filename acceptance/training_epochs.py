@@ -106,6 +106,7 @@ def epochs_replayed(ctx: CheckContext) -> dict[str, Any]:
         "cursor": DataCursor(),
     }  # fmt: skip
     worst, cursors_wrong, steps_wrong, replayed, epochs = 0.0, 0, 0, 0, []
+    missing_moments = 0
     second_epoch_ckpt: Path | None = None
     for d in checkpoint_dirs(run):
         loaded = load_checkpoint(d, with_state=True)
@@ -125,14 +126,19 @@ def epochs_replayed(ctx: CheckContext) -> dict[str, Any]:
         steps_wrong += int(np.asarray(loaded.optimizer["step"]).reshape(-1)[0]) != loaded.step
         if saved.epoch == 1 and second_epoch_ckpt is None and loaded.step < cfg.steps:
             second_epoch_ckpt = d
-        # the next segment starts from what the trainer saved (errors never accumulate)
+        # the next segment starts from what the trainer saved (errors never accumulate);
+        # a checkpoint without a parameter's moments is counted, and they start at zero
+        saved_moments = {k: v for k, v in loaded.optimizer.items() if k != "step"}
+        wanted = [f"{w}.{k}" for k in loaded.params for w in "mv"]
+        missing_moments += any(k not in saved_moments for k in wanted)
         state = {
             "step": loaded.step,
             "params": {k: np.array(v) for k, v in loaded.params.items()},
             "moments": {
-                k: np.asarray(v, dtype=np.float64)
-                for k, v in loaded.optimizer.items()
-                if k != "step"
+                k: np.asarray(saved_moments[k], dtype=np.float64)
+                if k in saved_moments
+                else np.zeros(loaded.params[k.split(".", 1)[1]].shape)
+                for k in wanted
             },
             "rng": restore_rng(loaded.trainer["rng_state"]),
             "cursor": saved,
@@ -152,6 +158,7 @@ def epochs_replayed(ctx: CheckContext) -> dict[str, Any]:
         "replay_max_rel_diff": worst,
         "cursor_mismatches": cursors_wrong,
         "optimizer_step_mismatches": steps_wrong,
+        "checkpoints_missing_moments": missing_moments,
         "resumed_in_second_epoch": second_epoch_ckpt is not None,
         "resumed_weights_identical": resumed_same,
     }
