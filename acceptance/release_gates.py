@@ -107,15 +107,19 @@ def probe_run(
 def release_candidate(project: Path) -> Any:
     """Train the release candidate (a tiny mlp, purpose ship) and an ablation into
     ``project`` and write the release policy that binds each to a target; returns it."""
-    from acceptance.release_core import train_tiny
     from harness.policy import load_policy
     from harness.signing import generate_keypair
+    from kernels.train import TrainConfig, train
 
     # 610 parameters: 400 steps of 32 examples clear the ship gate's 20 examples/param
     mlp = {"family": "mlp", "model": {"hidden": [8]}, "batch_size": 32, "eval_every": 200}
-    ship = train_tiny(project / "release-run", purpose="ship", steps=400, ckpt_every=400, **mlp)
-    ablation = train_tiny(
-        project / "ablation-run", purpose="ablation", steps=20, ckpt_every=20, **mlp
+    ship = train(
+        TrainConfig(purpose="ship", steps=400, ckpt_every=400, threads=1, **mlp),
+        project / "release-run",
+    )
+    ablation = train(
+        TrainConfig(purpose="ablation", steps=20, ckpt_every=20, threads=1, **mlp),
+        project / "ablation-run",
     )
     _, pub = generate_keypair(project.parent / "keys" / "ml-lead.key")
     (project / "keys").mkdir(exist_ok=True)
