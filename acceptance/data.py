@@ -133,8 +133,8 @@ def pii_dataset_blocked(ctx: Any) -> dict[str, Any]:
     with pii: false, or a manifest pii: true) is refused by authorize_training until
     an approval for exactly its content is in the audit log; stale and forged
     approvals do not count; every decision is an audit event and the chain verifies."""
-    from harness.audit import verify_chain as harness_verify_chain
-    from kernels.data import audit as kaudit
+    import auditchain as kaudit
+    from auditchain import verify_chain as harness_verify_chain
     from kernels.data.governance import (
         APPROVAL_EVENT,
         DECISION_EVENT,
@@ -233,8 +233,8 @@ def policy_enforced(ctx: Any) -> dict[str, Any]:
     """The shipped policy allows the shipped datasets and refuses datasets whose
     license or source it denies or does not allow, or whose name it withdraws, naming
     the rule; every decision, allowed or refused, is a hash-chained audit event."""
-    from harness.audit import verify_chain as harness_verify_chain
-    from kernels.data import audit as kaudit
+    import auditchain as kaudit
+    from auditchain import verify_chain as harness_verify_chain
     from kernels.data.governance import (
         DECISION_EVENT,
         GovernanceError,
@@ -371,8 +371,8 @@ def trainer_refuses_denied_dataset(ctx: Any) -> dict[str, Any]:
     is an audit event; the same run under the shipped policy trains. Every dataset a run
     reads is judged, not only the one its config names: a language model whose
     tokenizer ('tokenizer-1024', its second dataset) is withdrawn is refused too."""
-    from harness.audit import verify_chain as harness_verify_chain
-    from kernels.data import audit as kaudit
+    import auditchain as kaudit
+    from auditchain import verify_chain as harness_verify_chain
     from kernels.data.governance import DECISION_EVENT, default_policy_path
     from kernels.train import TrainConfig
 
@@ -418,7 +418,7 @@ def trainer_refuses_pii_dataset(ctx: Any) -> dict[str, Any]:
     approval for the digits' exact content, the same run trains. The corpus,
     approved and then changed (one more PII item, digest re-recorded), is refused
     again: an approval covers content, not a name."""
-    from kernels.data import audit as kaudit
+    import auditchain as kaudit
     from kernels.data.governance import DECISION_EVENT, approve_pii, default_policy_path
     from kernels.train import TrainConfig
 

@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import auditchain
 from harness.context import CheckContext
 
 CONTRACT = """version: 1
@@ -105,14 +106,22 @@ def probe_run(
 
 
 def release_candidate(project: Path) -> Any:
-    """Train the release candidate (a tiny mlp, purpose ship) and an ablation into
-    ``project`` and write the release policy that binds each to a target; returns it."""
+    """Train the release candidate (a tiny mlp, purpose ship), an ablation, and a ship
+    checkpoint trained outside the audited pipeline (its lifecycle events went to another
+    log) into ``project``, and write the release policy that binds each to a target and
+    names the project's lifecycle log; returns it."""
+    import os
+
     from harness.policy import load_policy
     from harness.signing import generate_keypair
+    from kernels import lifecycle
     from kernels.train import TrainConfig, train
 
     # 610 parameters: 400 steps of 32 examples clear the ship gate's 20 examples/param
     mlp = {"family": "mlp", "model": {"hidden": [8]}, "batch_size": 32, "eval_every": 200}
+    with (project / ".gitignore").open("a") as fh:
+        fh.write("audit/\n")  # the lifecycle log grows after the commit it certifies
+    os.environ[lifecycle.AUDIT_ENV] = str(project / "audit" / "lifecycle.jsonl")
     ship = train(
         TrainConfig(purpose="ship", steps=400, ckpt_every=400, threads=1, **mlp),
         project / "release-run",
@@ -121,15 +130,24 @@ def release_candidate(project: Path) -> Any:
         TrainConfig(purpose="ablation", steps=20, ckpt_every=20, threads=1, **mlp),
         project / "ablation-run",
     )
+    os.environ[lifecycle.AUDIT_ENV] = str(project.parent / "elsewhere" / "lifecycle.jsonl")
+    unaudited = train(
+        TrainConfig(purpose="ship", steps=400, ckpt_every=400, seed=5, threads=1, **mlp),
+        project / "unaudited-run",
+    )
+    os.environ[lifecycle.AUDIT_ENV] = str(project / "audit" / "lifecycle.jsonl")
     _, pub = generate_keypair(project.parent / "keys" / "ml-lead.key")
     (project / "keys").mkdir(exist_ok=True)
     (project / "keys" / "ml-lead.pub").write_bytes(pub.read_bytes())
+    targets = {"production": ship, "ablation": ablation, "unaudited": unaudited}
     (project / "release-policy.yaml").write_text(
-        "version: 1\nroles: {ml-lead: keys/ml-lead.pub}\ntargets:\n"
-        f"  production: {{signoffs: {{roles: [ml-lead]}}, "
-        f"candidate: [{_rel(ship.checkpoint, project)}]}}\n"
-        f"  ablation: {{signoffs: {{roles: [ml-lead]}}, "
-        f"candidate: [{_rel(ablation.checkpoint, project)}]}}\n"
+        "version: 1\naudit-log: audit/lifecycle.jsonl\nroles: {ml-lead: keys/ml-lead.pub}\n"
+        "targets:\n"
+        + "".join(
+            f"  {name}: {{signoffs: {{roles: [ml-lead]}}, "
+            f"candidate: [{_rel(run.checkpoint, project)}]}}\n"
+            for name, run in targets.items()
+        )
     )
     return load_policy(project / "release-policy.yaml", project)
 
@@ -217,6 +235,7 @@ def promotion_gate(ctx: CheckContext) -> dict[str, Any]:
         "refused_untracked_file": refused(untracked, "clean tree"),
         "refused_older_commit": refused(older, "candidate commit"),
         "refused_ablation_candidate": refused(signed_go, "candidate", target="ablation"),
+        "refused_unaudited_candidate": refused(signed_go, "lifecycle", target="unaudited"),
         "ledger_empty_after_refusals": not ledger.exists() or ledger.read_text() == "",
     }
     ml_lead = load_signer(candidate.parent / "keys" / "ml-lead.key")
@@ -227,6 +246,10 @@ def promotion_gate(ctx: CheckContext) -> dict[str, Any]:
         required, policy,
     )  # fmt: skip
     problems = verify_ledger(ledger, [load_public_key(keys["release"][1])])
+    assert policy.audit_log is not None
+    _, _, chain = auditchain.verify_chain(policy.audit_log)
+    events = auditchain.read_events(policy.audit_log)
+    written = [e for e in events if e.get("event") == "checkpoint.write"]
     lines = ledger.read_text().splitlines()
     obs.update(
         valid_recorded=record["run_id"] == signed_go.name and len(lines) == 1,
@@ -236,6 +259,15 @@ def promotion_gate(ctx: CheckContext) -> dict[str, Any]:
         ledger_verifies=problems == [],
         ledger_event=json.loads(lines[0]).get("event") if lines else "",
         ledger_problems=problems[:3],
+        lifecycle_chain_problems=len(chain),
+        # the model's own chain: its training, its checkpoint, then its promotion
+        lifecycle_promotion=bool(events)
+        and events[-1].get("event") == "promotion"
+        and events[-1].get("record") == record,
+        lifecycle_checkpoint_before_promotion=any(
+            e.get("checkpoint") == str(policy.root / policy.target("production").candidate[0])
+            for e in written
+        ),
     )
     ctx.attach(ledger, "promotions.jsonl")
     return obs
@@ -244,7 +276,7 @@ def promotion_gate(ctx: CheckContext) -> dict[str, Any]:
 def audit_trail(ctx: CheckContext) -> dict[str, Any]:
     """Every step of a run is an audit event, the chain verifies, its head is in the
     signed verdict, and a removed or edited line is detected."""
-    from harness.audit import verify_chain
+
     from harness.signing import load_public_key, load_signer
     from harness.verify import verify_run
 
@@ -252,7 +284,7 @@ def audit_trail(ctx: CheckContext) -> dict[str, Any]:
     run_dir = probe_run(ctx.scratch, "audited", signer=load_signer(keys["release"][0]))
     pub = [load_public_key(keys["release"][1])]
     events = [json.loads(x)["event"] for x in (run_dir / "audit.jsonl").read_text().splitlines()]
-    head, count, problems = verify_chain(run_dir / "audit.jsonl")
+    head, count, problems = auditchain.verify_chain(run_dir / "audit.jsonl")
     verdict = json.loads((run_dir / "verdict.json").read_text())
     results = json.loads((run_dir / "results.json").read_text())
     n_inv = sum(len(c["invariants"]) for c in results["criteria"])
@@ -270,7 +302,6 @@ def audit_trail(ctx: CheckContext) -> dict[str, Any]:
     # tamper: a copy with one line removed, one with an edited line, and one with an
     # edited line whose successor is re-linked to it (as an attacker who knows the
     # hash would do): only a hash that covers each line's own link catches the last
-    import harness.audit as audit
 
     detected = []
     for how in ("delete", "edit", "relink"):
@@ -283,7 +314,7 @@ def audit_trail(ctx: CheckContext) -> dict[str, Any]:
             lines[1] = lines[1].replace('"check_start"', '"check_skipped"')
         if how == "relink":
             nxt = json.loads(lines[2])
-            nxt["prev"] = audit.line_hash(lines[1].encode())
+            nxt["prev"] = auditchain.line_hash(lines[1].encode())
             lines[2] = json.dumps(nxt, sort_keys=True, default=str) + "\n"
         (copy / "audit.jsonl").write_text("".join(lines))
         detected.append(any("audit.jsonl" in p for p in verify_run(copy, pub)))

@@ -24,9 +24,12 @@ KNOWN_KEYS = {
     "profile",
     "commands",
     "pass-env",
+    "check-env",
     "preload",
     "limits",
 }
+#: set by the harness for every check: check-env may not name them
+RESERVED_ENV = ("HARNESS_SCRATCH", "HARNESS_SEED", "HARNESS_PARAMS")
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,9 @@ class Config:
     pyproject: Path | None = None
     commands: dict[str, str] = field(default_factory=dict)  # name -> "module:click_command"
     pass_env: tuple[str, ...] = ()  # variables (or patterns) checks get beyond the allowlist
+    # variables set for every check, "{scratch}" replaced by its scratch folder; set
+    # before an invariant's pass-env values, which win
+    check_env: dict[str, str] = field(default_factory=dict)
     preload: tuple[str, ...] = ()  # modules the fork server imports once, before any check
     limits: Limits = field(default_factory=Limits)  # per-check defaults
     extra: dict[str, object] = field(default_factory=dict)
@@ -118,6 +124,7 @@ def load_config(start: Path | None = None) -> Config:
         if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
             raise UsageError(f"{pyproject}: [tool.harness] {key} must be a list of strings")
         lists[key] = tuple(raw)
+    check_env = _check_env(table.get("check-env", {}), pyproject)
     raw_limits = table.get("limits", {})
     if not isinstance(raw_limits, dict) or set(raw_limits) - {"memory", "output"}:
         raise UsageError(
@@ -131,6 +138,7 @@ def load_config(start: Path | None = None) -> Config:
     return Config(
         root=root,
         pass_env=lists["pass-env"],
+        check_env=check_env,
         preload=lists["preload"],
         limits=limits,
         commands={str(k): str(v) for k, v in commands.items()},
@@ -149,3 +157,25 @@ def load_config(start: Path | None = None) -> Config:
         pyproject=pyproject if pyproject.is_file() else None,
         extra={k: v for k, v in table.items() if k == "profile"},
     )
+
+
+def _check_env(raw: object, pyproject: Path) -> dict[str, str]:
+    """``[tool.harness] check-env``: a table of variable names to strings."""
+    example = '(e.g. check-env = { MY_LOG = "{scratch}/log.jsonl" })'
+    if not isinstance(raw, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in raw.items()
+    ):
+        raise UsageError(
+            f"{pyproject}: [tool.harness] check-env must map variable names to strings {example}"
+        )
+    for name, value in raw.items():
+        if not name or "=" in name or "\x00" in name or "\x00" in value:
+            raise UsageError(
+                f"{pyproject}: [tool.harness] check-env: {name!r} is not a variable name "
+                f"with a value (no '=', no NUL) {example}"
+            )
+        if name in RESERVED_ENV:
+            raise UsageError(
+                f"{pyproject}: [tool.harness] check-env: {name} is set by the harness itself"
+            )
+    return dict(raw)

@@ -16,14 +16,14 @@ from typing import Any
 from harness.bindings import call_check
 from harness.context import CheckContext
 from harness.errors import SkipCheck
-from harness.plan import Observed, Task, to_plain
+from harness.plan import SCRATCH, Observed, Task, to_plain
 
 
 def make_context(
     task: Task,
     params: dict[str, Any] | None = None,
     fault: Any = None,
-    scratch_name: str = "scratch",
+    scratch_name: str = SCRATCH,
 ) -> CheckContext:
     """The check's context: the invariant's params (overridden by ``params``), the
     task's seed, a scratch folder and an artifact folder under the task's own dir."""

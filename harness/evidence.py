@@ -7,6 +7,8 @@ Layout::
       run.json                   tool version, git, contract digest, seed, selection, status
       environment.json           versions, CPU, BLAS, threads, dependency digest
       results.json               the full RunResult (results schema v1)
+      sources.json               sha256 of each project source file the checks loaded,
+                                 and which check loaded which (``harness.sources``)
       criteria/<AC-ID>/
         criterion.yaml           the criterion, its invariants and falsifiers as run
         observations.jsonl       one line per invariant and falsifier
@@ -32,8 +34,8 @@ from typing import Any
 
 import yaml
 
+from auditchain import AuditLog
 from harness import __version__
-from harness.audit import AuditLog
 from harness.environment import collect_environment, git_state
 from harness.errors import HarnessError
 from harness.fsutil import atomic_write_bytes, atomic_write_json, dumps_json, sha256_file
@@ -54,6 +56,7 @@ from harness.signing import (
     canonical_json,
     make_envelope,
 )
+from harness.sources import SOURCES_FILE, RecordedSources
 
 MARKER = "INCOMPLETE"
 _Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
@@ -204,6 +207,7 @@ class EvidenceWriter(Listener):
         self.sealed: dict[str, dict[str, dict[str, Any]]] = {}  # criterion -> manifest
         self.statements: dict[str, bytes] = {}  # criterion -> unsigned statement body
         self.order: list[str] = []
+        self.sources = RecordedSources({}, {})  # the project sources the checks loaded
 
     # -- writing -----------------------------------------------------------
     def _write_run_file(self, rel: str, data: bytes, durable: bool = True) -> None:
@@ -274,6 +278,10 @@ class EvidenceWriter(Listener):
         if self.audit:
             self.audit.append("check_start", id=key, kind=kind)
 
+    def check_sources(self, key: str, digests: Mapping[str, str]) -> None:
+        self.sources.files.update(digests)
+        self.sources.checks[key] = sorted(digests)
+
     def invariant_finished(self, result: InvariantResult) -> None:
         if self.audit:
             self.audit.append(
@@ -334,6 +342,7 @@ class EvidenceWriter(Listener):
         assert self.run_dir is not None and self.audit is not None
         self._restore_marker()
         self._write_run_file("results.json", dumps_json(result.to_dict()).encode())
+        self._write_run_file(SOURCES_FILE, dumps_json(self.sources.to_json()).encode())
         self.run_meta.update(
             finished=result.finished,
             complete=not result.interrupted,

@@ -7,6 +7,7 @@ Every listener subclasses ``Listener`` and overrides what it needs.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -41,6 +42,11 @@ class Listener:
     def check_started(self, key: str, kind: str) -> None:
         """Fires when a worker picks up a check (an invariant or a falsifier)."""
 
+    def check_sources(self, key: str, digests: Mapping[str, str]) -> None:
+        """Fires when a check (an invariant's, or a falsifier's) has ended, before its
+        result: ``{path: sha256}`` of the project source files its process had loaded,
+        paths relative to the project root, digested by the coordinator."""
+
     def invariant_finished(self, result: InvariantResult) -> None:
         """Fires when an invariant's check has been run and judged."""
 
@@ -68,6 +74,10 @@ class Dispatcher(Listener):
     def check_started(self, key: str, kind: str) -> None:
         for lst in self.listeners:
             lst.check_started(key, kind)
+
+    def check_sources(self, key: str, digests: Mapping[str, str]) -> None:
+        for lst in self.listeners:
+            lst.check_sources(key, digests)
 
     def invariant_finished(self, result: InvariantResult) -> None:
         for lst in self.listeners:

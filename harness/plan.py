@@ -29,6 +29,10 @@ from harness.model import (
     Invariant,
 )
 from harness.procs import looks_secret
+from harness.sources import MAX_SOURCES, source_name
+
+SCRATCH = "scratch"  # a check's scratch folder, inside its check dir
+SCRATCH_ENV = "HARNESS_SCRATCH"  # names that folder for the check (and its commands)
 
 
 class Profile(enum.StrEnum):
@@ -155,12 +159,18 @@ def make_plan(
     limits: Limits | None = None,
     environ: Mapping[str, str] | None = None,
     approved_env: Sequence[str] = (),
+    check_env: Mapping[str, str] | None = None,
 ) -> Plan:
     """The tasks of a run. ``environ`` is where an invariant's ``pass-env`` names
     are looked up (the coordinator's environment); a name that looks secret must
     also match ``approved_env`` (``[tool.harness] pass-env``), so a contract in a
     pull request cannot ask for the CI's secrets. ``limits`` are the defaults
-    that an invariant's ``limits:`` block overrides."""
+    that an invariant's ``limits:`` block overrides.
+
+    A task's ``env``, set in its worker on top of the scrubbed base environment:
+    first ``check_env`` (``[tool.harness] check-env``, ``{scratch}`` replaced by
+    the task's scratch folder), then the invariant's ``pass-env`` values (which
+    win), then ``HARNESS_SCRATCH``, the scratch folder itself."""
     if not criteria:
         raise NothingSelected("the selection matched no criterion (see `harness list`)")
     profile = Profile(profile)
@@ -198,7 +208,10 @@ def make_plan(
                     )
                 ]
             )
-        env = {n: (environ or {})[n] for n in names if n in (environ or {})}
+        scratch = str(checks_dir / key / SCRATCH)
+        env = {n: v.replace("{scratch}", scratch) for n, v in (check_env or {}).items()}
+        env.update({n: (environ or {})[n] for n in names if n in (environ or {})})
+        env[SCRATCH_ENV] = scratch
         try:
             task_limits = (limits or Limits()).merged(inv.declared.get("limits"), "limits")
         except ValueError as exc:
@@ -296,6 +309,9 @@ class Observed:
     plain data), ``failed`` (it never returned: a crash, a timeout, a limit, or
     the falsifier machinery broke). ``extra`` holds what a falsifier kind reports
     (a mutant's ``applied``, a fault's ``injected``, a search's ``examples``).
+    ``sources`` names the project's Python source files loaded in the worker's
+    process (``harness.sources.loaded_sources``): names only, which the
+    coordinator digests itself.
     """
 
     status: str
@@ -305,6 +321,7 @@ class Observed:
     metrics: tuple[dict[str, Any], ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
     duration: float = 0.0
+    sources: tuple[str, ...] = ()
 
     @classmethod
     def failed(cls, message: str, duration: float = 0.0) -> Observed:
@@ -319,6 +336,7 @@ class Observed:
             "metrics": list(self.metrics),
             "extra": self.extra,
             "duration": self.duration,
+            "sources": list(self.sources),
         }
         return json.dumps(data, default=_refuse).encode()
 
@@ -339,6 +357,7 @@ class Observed:
             "metrics",
             "extra",
             "duration",
+            "sources",
         }
         if unknown:
             raise ValueError(f"unknown fields {sorted(unknown)}")
@@ -351,6 +370,7 @@ class Observed:
         metrics = raw.get("metrics", [])
         extra = raw.get("extra", {})
         duration = raw.get("duration", 0.0)
+        sources = raw.get("sources", [])
         if not isinstance(message, str):
             raise ValueError("message is not a string")
         if not isinstance(observations, dict):
@@ -370,6 +390,14 @@ class Observed:
             or duration < 0
         ):
             raise ValueError("duration is not a non-negative number")
+        if (
+            not isinstance(sources, list)
+            or len(sources) > MAX_SOURCES
+            or not all(source_name(s) for s in sources)
+        ):
+            raise ValueError(
+                f"sources is not a list of at most {MAX_SOURCES} relative .py file names"
+            )
         if _depth(raw) > MAX_DEPTH + 4:
             raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
         return cls(
@@ -380,6 +408,7 @@ class Observed:
             tuple(metrics),
             extra,
             float(duration),
+            tuple(sorted(set(sources))),
         )
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UsageError
+from harness.fsutil import sha256_file
 
 POLICY_FILE = "release-policy.yaml"
 SIGNOFF_TYPE = "application/vnd.harness.signoff+json"
@@ -32,6 +33,7 @@ class Target:
     roles: tuple[str, ...]
     k: int
     candidate: tuple[str, ...]
+    criteria: tuple[str, ...] | None = None  # None: every blocker of the contract set
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class ReleasePolicy:
     root: Path
     roles: dict[str, Path]
     targets: dict[str, Target]
+    audit_log: Path | None = None  # the model's lifecycle audit log
 
     def target(self, name: str) -> Target:
         if name not in self.targets:
@@ -120,8 +123,20 @@ def load_policy(path: Path, root: Path) -> ReleasePolicy:
                     f"{path}:{line}:{col}: targets.{name}.candidate: {rel} is outside the "
                     "project or a symbolic link; name a path inside it"
                 )
-        targets[name] = Target(name, tuple(signoffs["roles"]), k, tuple(spec["candidate"]))
-    return ReleasePolicy(path, root, roles, targets)
+        criteria = tuple(spec["criteria"]) if "criteria" in spec else None
+        targets[name] = Target(
+            name, tuple(signoffs["roles"]), k, tuple(spec["candidate"]), criteria
+        )
+    audit_log = None
+    if "audit-log" in data:
+        audit_log = root / data["audit-log"]
+        if not _inside(root, audit_log):
+            line, col = positions.of(("audit-log",))
+            raise UsageError(
+                f"{path}:{line}:{col}: audit-log: {data['audit-log']} is outside the project "
+                "or a symbolic link; name a path inside it"
+            )
+    return ReleasePolicy(path, root, roles, targets, audit_log)
 
 
 def _inside(root: Path, path: Path) -> bool:
@@ -151,8 +166,6 @@ def find_policy(root: Path) -> ReleasePolicy | None:
 def artifact_digest(path: Path) -> str:
     """sha256 of a file, or of a directory's files (each relative path and its sha256,
     in sorted order): a checkpoint directory, sharded or not, is one digest."""
-    from harness.fsutil import sha256_file
-
     if path.is_file():
         return sha256_file(path)
     if not path.is_dir():
@@ -263,3 +276,60 @@ def valid_signoffs(
             continue
         good.append(role)
     return good, why
+
+
+# --------------------------------------------------------------------------- lifecycle
+
+
+def audited_candidate(policy: ReleasePolicy, spec: Target) -> list[str]:
+    """Why the candidate's weights are not shown by the lifecycle audit log to come from
+    an audited training run that data governance allowed (empty: they are).
+
+    The log must verify; every ``*.safetensors`` file of the candidate must be named, by
+    its sha256, in a ``checkpoint.write`` event, whose run's ``training.start`` names (by
+    line hash) a ``data.training_decision`` event that allowed it. A checkpoint trained
+    on data governance refused, trained around governance, or edited after it was
+    written has no such chain of events."""
+    import auditchain
+
+    log = policy.audit_log
+    if log is None:
+        return []
+    _, count, problems = auditchain.verify_chain(log)
+    if problems:
+        return [f"{log}: {problems[0]}"]
+    raw = log.read_bytes().split(b"\n")
+    events = [json.loads(line) for line in raw if line]
+    allowed = {
+        auditchain.line_hash(line)
+        for line, e in zip(raw, events, strict=False)
+        if e.get("event") == "data.training_decision" and e.get("decision") == "allowed"
+    }
+    governed = {
+        str(e.get("run")) for e in events
+        if e.get("event") == "training.start" and e.get("governance") in allowed
+    }  # fmt: skip
+    written: dict[str, str] = {}  # weights sha256 -> the run that wrote it
+    for e in events:
+        files = e.get("files") if e.get("event") == "checkpoint.write" else None
+        if isinstance(files, dict):
+            for digest in files.values():
+                written.setdefault(str(digest), str(e.get("run")))
+    out: list[str] = []
+    for rel in spec.candidate:
+        base = policy.root / rel
+        weights = [base] if base.is_file() else sorted(base.rglob("*.safetensors"))
+        for f in weights:
+            name = f.relative_to(policy.root).as_posix()
+            run = written.get(sha256_file(f))
+            if run is None:
+                out.append(
+                    f"{name}: no checkpoint.write event in {log.name} names its bytes "
+                    "(not written by an audited training run, or changed since)"
+                )
+            elif run not in governed:
+                out.append(
+                    f"{name}: its training run ({run}) started without a data "
+                    "governance decision that allowed its datasets"
+                )
+    return out

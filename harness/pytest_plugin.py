@@ -127,6 +127,7 @@ class CriterionItem(pytest.Item):
                 root=cfg.root,
                 default_timeout=cfg.default_timeout,
                 allowed=cfg.allowed_packages,
+                check_env=cfg.check_env,
             )
         )
         crit = result.criteria[0]

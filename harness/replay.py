@@ -11,6 +11,7 @@ from typing import Any
 
 from harness.errors import Refused, UsageError
 from harness.model import ContractSet, RunResult
+from harness.sources import source_diff
 
 ENV_KEYS = ("python", "packages", "blas", "threads", "dependency_digest")
 
@@ -154,8 +155,9 @@ def environment_diff(old_dir: Path, new_dir: Path) -> list[str]:
 
 
 def _git_diff(old_dir: Path, new_dir: Path) -> list[str]:
-    """The code each run was made from (run.json's git), when it differs: a rerun runs
-    today's checkout, so a DIFFERS may come from the code, not from the run."""
+    """The code each run was made from (run.json's git, and the digests of the project
+    source files its checks imported: sources.json), when it differs: a rerun with
+    --here runs today's checkout, so a DIFFERS may come from the code, not from the run."""
 
     def git(run_dir: Path) -> dict[str, Any]:
         try:
@@ -176,7 +178,7 @@ def _git_diff(old_dir: Path, new_dir: Path) -> list[str]:
             f"git.dirty: {a.get('dirty')!r} -> {b.get('dirty')!r}: uncommitted or untracked "
             "files were part of at least one run"
         )
-    return out
+    return out + source_diff(old_dir, new_dir)
 
 
 # --------------------------------------------------------------------------- rerun
@@ -409,7 +411,12 @@ def policy_rules(
     and the sign-offs (k of the target's roles, each signed by the role's committed key
     over this run and this candidate). ``evaluation`` receives the digests and roles."""
     from harness.errors import HarnessError
-    from harness.policy import candidate_digests, stamped_purpose, valid_signoffs
+    from harness.policy import (
+        audited_candidate,
+        candidate_digests,
+        stamped_purpose,
+        valid_signoffs,
+    )
 
     spec = policy.target(target)
     try:
@@ -428,6 +435,18 @@ def policy_rules(
             + (f"; not stamped purpose: ship: {', '.join(wrong)}" if wrong else ""),
         )
     ]
+    if policy.audit_log is not None:
+        unaudited = audited_candidate(policy, spec)
+        rules.append(
+            Rule(
+                "lifecycle",
+                not unaudited,
+                "; ".join(unaudited)
+                if unaudited
+                else f"every weights file was written by an audited training run that data "
+                f"governance allowed ({policy.audit_log.name})",
+            )
+        )
     good, why = valid_signoffs(run_dir, policy, spec, digests)
     detail = f"{len(good)} of {spec.k} required ({', '.join(spec.roles)})"
     rules.append(Rule("sign-offs", len(good) >= spec.k, "; ".join([detail, *why])))
@@ -488,7 +507,7 @@ def promote(
     for the target ``name`` too; ``options``: its keyword options); then append a signed
     promotion record to the hash-chained ``ledger``, binding the candidate's digests and
     the sign-offs exactly as they were judged."""
-    from harness.audit import AuditLog
+    from auditchain import AuditLog
     from harness.signing import PROMOTION_TYPE, canonical_json, make_envelope
 
     if signer is None:
@@ -510,12 +529,15 @@ def promote(
         log.append("promotion", record=record, envelope=envelope)
     finally:
         log.close()
+    if policy is not None and policy.audit_log is not None:  # the model's own chain
+        with AuditLog(policy.audit_log, durable=True) as lifecycle:
+            lifecycle.append("promotion", record=record, envelope=envelope)
     return record
 
 
 def verify_ledger(ledger: Path, public_keys: list[Any]) -> list[str]:
     """The promotion ledger's chain holds and every record's envelope verifies."""
-    from harness.audit import verify_chain
+    from auditchain import verify_chain
     from harness.shapes import open_envelope_strict
     from harness.signing import PROMOTION_TYPE, canonical_json
 

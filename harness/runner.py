@@ -51,6 +51,7 @@ from harness.procs import (
     scrubbed_environment,
     secret_values,
 )
+from harness.sources import SourceDigests
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,8 @@ class RunRequest:
     executor: Executor | None = None  # None: a LocalProcessExecutor of ``jobs`` workers
     run_id: str | None = None
     pass_env: tuple[str, ...] = ()  # variables checks get beyond the allowlist
+    # variables set for every check ({scratch}: its scratch folder); pass-env values win
+    check_env: Mapping[str, str] = field(default_factory=dict)
     preload: tuple[str, ...] = ()  # modules the fork server imports before any check
     limits: Limits = field(default_factory=Limits)  # per-check defaults
     # values to redact from the logs a check writes, of at least REDACT_MIN_LENGTH
@@ -136,11 +139,14 @@ def run(request: RunRequest) -> RunResult:
             limits=request.limits,
             environ={k: v for k, v in os.environ.items() if k not in NEVER_PASS},
             approved_env=request.pass_env,
+            check_env=request.check_env,
         )
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
         raise
     tasks_by_key = {t.key: t for t in plan.tasks}
+    # the source files workers name, digested here (never by a worker), once per run
+    sources = SourceDigests(root, exclude=[evidence_root] if evidence_root is not None else [])
     redactions = secret_values(os.environ)
     redactions.update({v: "secret" for v in request.secrets if len(v) >= REDACT_MIN_LENGTH})
     executor = request.executor or LocalProcessExecutor(
@@ -215,6 +221,7 @@ def run(request: RunRequest) -> RunResult:
                 events.check_started(event.task.key, event.task.kind)
                 continue
             task = tasks_by_key.get(event.task.key, event.task)
+            events.check_sources(task.key, sources.digests(event.observed.sources))
             result = _judged(task, event.observed, _log_names(task, event.logs))
             _save_counterexample(task, result)
             done[task.key] = result

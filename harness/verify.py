@@ -29,7 +29,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from harness.audit import verify_chain
+from auditchain import verify_chain
 from harness.evidence import MARKER, RUN_FILES, build_manifest, statement_result
 from harness.fsutil import dumps_json, sha256_file
 from harness.shapes import (

@@ -24,7 +24,8 @@ from typing import Any
 from harness import procs
 from harness.evaluate import make_context, observe
 from harness.falsify import run_falsifier
-from harness.plan import Observed, Task
+from harness.plan import SCRATCH, Observed, Task
+from harness.sources import loaded_sources
 
 
 @contextmanager
@@ -65,10 +66,13 @@ def log_files(check_dir: Path) -> dict[str, str]:
 
 
 def execute_task(task: Task) -> Observed:
-    """Run one task to completion in the current process."""
+    """Run one task to completion in the current process; the record names the
+    project source files loaded in it by then (``loaded_sources``)."""
     if task.root not in sys.path:
         sys.path.insert(0, task.root)
     check_dir = Path(task.check_dir)
+    # made up front: a check-env variable may point the system under test into it
+    (check_dir / SCRATCH).mkdir(parents=True, exist_ok=True)
     with captured_output(check_dir):
         t0 = time.perf_counter()
         try:
@@ -81,6 +85,10 @@ def execute_task(task: Task) -> Observed:
         duration = time.perf_counter() - t0
     if observed.status == "raised" and observed.message.startswith("MemoryError"):
         observed = Observed("raised", _memory_message(task), extra=observed.extra)
+    try:
+        sources = tuple(loaded_sources(task.root))
+    except Exception:  # noqa: BLE001 - names are a record of provenance, never a verdict
+        sources = ()
     return Observed(
         observed.status,
         observed.message,
@@ -89,6 +97,7 @@ def execute_task(task: Task) -> Observed:
         observed.metrics,
         observed.extra,
         duration,
+        sources,
     )
 
 
@@ -117,7 +126,7 @@ def child_main(task: Task, result_fd: int, server_pid: int) -> None:
             signal.signal(sig, signal.SIG_DFL)
         if task.limits.memory:
             resource.setrlimit(resource.RLIMIT_AS, (task.limits.memory, task.limits.memory))
-        os.environ.update(task.env)
+        os.environ.update(task.env)  # check-env, pass-env, HARNESS_SCRATCH (plan.make_plan)
         try:
             os.chdir(task.root)
         except OSError:

@@ -14,6 +14,8 @@ import json
 import tarfile
 from pathlib import Path
 
+from kernels import lifecycle
+from kernels.checkpoint import sha256_file
 from kernels.errors import KernelsError
 
 MANIFEST = "SNAPSHOT-MANIFEST.json"
@@ -48,11 +50,29 @@ def snapshot(sources: dict[str, Path], archive: Path) -> dict[str, dict[str, obj
             info.mtime = 0
             tar.addfile(info, io.BytesIO(data))
     tmp.replace(archive)
+    lifecycle.record(
+        "backup.snapshot", archive=str(archive), sha256=sha256_file(archive),
+        sources={name: str(folder) for name, folder in sorted(sources.items())}, files=manifest,
+    )  # fmt: skip
     return manifest
 
 
 def restore(archive: Path, dest: Path) -> dict[str, Path]:
-    """Unpack ``archive`` into ``dest`` (which must not exist), verifying every file."""
+    """Unpack ``archive`` into ``dest`` (which must not exist), verifying every file.
+    A restore and a refused restore are both lifecycle events."""
+    try:
+        restored = _restore(archive, dest)
+    except RestoreError as exc:
+        lifecycle.record("backup.restore_refused", archive=str(archive), reason=str(exc))
+        raise
+    lifecycle.record(
+        "backup.restore", archive=str(archive), sha256=sha256_file(archive), dest=str(dest),
+        files=lifecycle.folder_digests(dest),
+    )  # fmt: skip
+    return restored
+
+
+def _restore(archive: Path, dest: Path) -> dict[str, Path]:
     if dest.exists():
         raise RestoreError(f"{dest} exists; restore into a new directory")
     try:

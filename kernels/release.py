@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kernels import lifecycle
+
 
 @dataclass(frozen=True)
 class GateDecision:
@@ -82,10 +84,14 @@ def served_checkpoint(deploy: Path | str) -> Path:
 
 def serve(deploy: Path | str, checkpoint: Path | str) -> None:
     """Point ``deploy`` at ``checkpoint`` (atomically: a reader sees the old or the new)."""
-    from kernels.checkpoint import atomic_write_text
+    from kernels.checkpoint import atomic_write_text, weights_digest
 
     Path(deploy).mkdir(parents=True, exist_ok=True)
     atomic_write_text(Path(deploy) / "current", f"{Path(checkpoint).resolve()}\n")
+    lifecycle.record(
+        "model.serve", deploy=str(deploy), checkpoint=str(Path(checkpoint).resolve()),
+        weights_sha256=weights_digest(checkpoint),
+    )  # fmt: skip
 
 
 def canary_rollout(
@@ -94,8 +100,23 @@ def canary_rollout(
     """Judge ``candidate`` against the checkpoint ``deploy`` serves, and serve it only if
     accepted. The decision is made before the pointer moves, so a rejected candidate is
     never served and the current model stays served: that is the rollback."""
+    from kernels.checkpoint import weights_digest
+
     current = served_checkpoint(deploy)
     decision = accept_candidate(current, candidate, margin, split)
+    digests = {
+        "current_sha256": weights_digest(current),
+        "candidate_sha256": weights_digest(candidate),
+    }
+    lifecycle.record(
+        "canary.decision", deploy=str(deploy), current=str(current), candidate=str(candidate),
+        **digests, **decision.to_dict(),
+    )  # fmt: skip
     if decision.accepted:
         serve(deploy, candidate)
+    else:  # the candidate is refused: the current model stays served
+        lifecycle.record(
+            "canary.rollback", deploy=str(deploy), kept=str(current), refused=str(candidate),
+            **digests, reason=decision.reason,
+        )  # fmt: skip
     return decision

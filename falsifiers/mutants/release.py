@@ -118,7 +118,7 @@ def verify_trusting_verdict_json(run_dir: Path, public_keys: list[Any]) -> list[
 def line_hash_without_prev(line: bytes) -> str:
     """Each link hashes the event but not its own ``prev`` field, so a line's hash does
     not depend on what came before it: an edited line whose successor is re-linked to it
-    leaves the head unchanged (harness.audit:line_hash)."""
+    leaves the head unchanged (auditchain:line_hash)."""
     import json
 
     try:
@@ -191,3 +191,22 @@ def stamped_purpose_of_files_only(path: Path) -> set[str]:
     (the trainer's layout, sharded or not) is never opened, so an ablation checkpoint
     passes (harness.policy:stamped_purpose, written for single-file checkpoints)."""
     return _REAL_STAMPED_PURPOSE(path) if path.is_file() else set()
+
+
+def audited_candidate_governance_only(policy: Any, spec: Any) -> list[str]:
+    """The lifecycle rule that checks the log verifies and that data governance allowed
+    a training run, but never links the candidate's bytes to a checkpoint that an
+    allowed run wrote: any checkpoint, trained anywhere, passes once one run was allowed
+    (harness.policy:audited_candidate)."""
+    import auditchain
+
+    if policy.audit_log is None:
+        return []
+    _, _, problems = auditchain.verify_chain(policy.audit_log)
+    if problems:
+        return [f"{policy.audit_log}: {problems[0]}"]
+    allowed = [
+        e for e in auditchain.read_events(policy.audit_log)
+        if e.get("event") == "data.training_decision" and e.get("decision") == "allowed"
+    ]  # fmt: skip
+    return [] if allowed else ["no data governance decision allowed a training run"]

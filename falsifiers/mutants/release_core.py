@@ -58,7 +58,7 @@ def restore_verifying_listed_members(archive: Path, dest: Path) -> dict[str, Pat
     """A restore that walks the archive's members and checks each one its manifest lists,
     path and sha256 and size, but unpacks a member the manifest does not list unchecked
     (``manifest.get(name)`` is None: nothing to compare), so a file added to the archive
-    behind its manifest is restored (kernels.backup:restore)."""
+    behind its manifest is restored (kernels.backup:_restore)."""
     import json
     import tarfile
 

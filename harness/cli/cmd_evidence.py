@@ -164,8 +164,10 @@ def promote(
 ) -> int:
     """Promote a readiness run: refused unless it verifies under an allowed key, is GO,
     is a full run (never --teeth, --fast or a selection) of every blocker criterion of
-    this project's contracts, and was made from a clean checkout at this checkout's
-    commit. Prints each rule PASS/FAIL."""
+    this project's contracts (or the criteria release-policy.yaml names for the target),
+    and was made from a clean checkout at this checkout's commit, with the policy's
+    sign-offs (and, when it names an audit-log, a candidate the lifecycle log shows
+    trained under data governance). Prints each rule PASS/FAIL."""
     from harness.cli.group import contract_paths
     from harness.loader import load_contract_set
     from harness.policy import find_policy
@@ -178,7 +180,15 @@ def promote(
     keys = [Path(a) for a in allowed] or list(cfg.allowed_keys)
     policy = find_policy(cfg.root)
     if policy is not None:
-        policy.target(name)  # an unknown target is a usage error, before anything is read
+        spec = policy.target(name)  # an unknown target is a usage error, before anything is read
+        if spec.criteria is not None:  # the policy names the criteria this target needs
+            unknown = sorted(set(spec.criteria) - {c.id for c in contracts.criteria})
+            if unknown:
+                raise UsageError(
+                    f"{policy.path}: targets.{name}.criteria names {', '.join(unknown)}, "
+                    "which no contract defines; fix the ID or drop it"
+                )
+            required = sorted(spec.criteria)
     signer = _signer(sign_key, cfg)
     ledger = cfg.promotions or cfg.root / "release" / "promotions.jsonl"
     gate: dict[str, Any] = {"contracts": [k.sha256 for k in contracts.contracts]}

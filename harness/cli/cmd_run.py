@@ -162,6 +162,7 @@ def run(
         signer=signer,
         outputs=tuple(listeners),
         pass_env=cfg.pass_env,
+        check_env=cfg.check_env,
         preload=cfg.preload,
         limits=cfg.limits,
     )
@@ -303,6 +304,7 @@ def rerun(
         signer=signer,
         outputs=(TerminalReporter(),),
         pass_env=cfg.pass_env,
+        check_env=cfg.check_env,
         preload=cfg.preload,
         limits=cfg.limits,
     )

@@ -14,12 +14,12 @@ dataset, in order:
    whose hash chain verifies (``approve_pii`` writes one).
 
 The decision (allowed or refused, with the rule and the reason) is appended to the
-hash-chained audit log (``kernels.data.audit``) before ``authorize_training``
+hash-chained lifecycle audit log (``kernels.lifecycle``) before ``authorize_training``
 returns a :class:`Decision` or raises :class:`GovernanceError` (one line: which
 dataset, which rule, what to do).
 
 Defaults: ``policy`` is ``$KERNELS_DATA_POLICY`` or ``datasets/policy.yaml``;
-``audit`` is ``$KERNELS_AUDIT_LOG`` or ``evidence/governance/audit.jsonl``;
+``audit`` is ``$KERNELS_AUDIT_LOG`` or ``evidence/lifecycle/audit.jsonl``;
 ``approvals`` (log files to read approvals from) defaults to the audit log.
 """
 
@@ -35,7 +35,8 @@ from typing import Any
 
 import yaml
 
-from kernels.data import audit as _audit
+import auditchain as _audit
+from kernels import lifecycle as _lifecycle
 from kernels.data.manifest import (
     DatasetEntry,
     DatasetError,
@@ -107,8 +108,8 @@ def default_policy_path() -> Path:
 
 
 def default_audit_path() -> Path:
-    env = os.environ.get("KERNELS_AUDIT_LOG")
-    return Path(env) if env else datasets_root().parent / "evidence" / "governance" / "audit.jsonl"
+    """The model's lifecycle audit log (``kernels.lifecycle.audit_path``)."""
+    return _lifecycle.audit_path()
 
 
 def load_policy(path: str | Path | None = None) -> Policy:
@@ -207,7 +208,7 @@ def approvals_for(logs: Sequence[Path]) -> tuple[dict[tuple[str, str], dict[str,
     found: dict[tuple[str, str], dict[str, Any]] = {}
     problems: list[str] = []
     for log in logs:
-        _, _, probs = _audit.verify_chain(log)
+        _, _, probs = _audit.verify_chain(log, missing_ok=True)
         if probs:
             problems.append(f"{log}: {probs[0]}")
             continue

@@ -16,6 +16,7 @@ import numpy as np
 
 import kernels.train as _t  # calls to trainer functions go through the package
 from kernels import checkpoint as ckpt_io
+from kernels import lifecycle
 from kernels.train.config import (
     CONFIG_FILE,
     METRICS_FILE,
@@ -140,8 +141,16 @@ def train(
     model, task, mcfg, records, data = _t.build_task(cfg, init_ckpt)
     n_params = _t.count_params(model.param_shapes())
     label, ratio = _t.preflight(cfg, n_params, getattr(mcfg, "n_ctx", 1))
-    _t.authorize_data(records)
+    decision = _t.authorize_data(records)
     out_dir.mkdir(parents=True, exist_ok=True)
+    lifecycle.record(
+        "training.start", run=str(out_dir), family=cfg.family, purpose=cfg.purpose,
+        steps=cfg.steps, seed=cfg.seed, resume=resumed is not None,
+        config_sha256=ckpt_io.sha256_bytes(json.dumps(cfg.to_dict(), sort_keys=True).encode()),
+        datasets=[{"name": r["name"], "sha256": r.get("sha256")} for r in records],
+        governance=decision.event_hash,
+        init_sha256=ckpt_io.weights_digest(init) if init is not None else None,
+    )  # fmt: skip
 
     opt = _t.build_optimizer(cfg)
     metrics_path = out_dir / METRICS_FILE
@@ -203,6 +212,11 @@ def train(
         weights_sha256=ckpt_io.weights_digest(final) if final else "",
         purpose=cfg.purpose, tokens_per_param=ratio, n_params=n_params, resources=usage,
         extra={"label": label, "tokens_seen": st.tokens_seen}, stopped=stopped,
+    )  # fmt: skip
+    lifecycle.record(
+        "training.finish", run=str(out_dir), step=st.step, stopped=stopped,
+        checkpoint=str(final) if final else None, weights_sha256=result.weights_sha256,
+        val_loss=st.last_val,
     )  # fmt: skip
     if stopped:  # not finished: no result.json; the usage line of the stop checkpoint stands
         return result

@@ -17,6 +17,7 @@ import numpy as np
 
 import kernels.train as _t  # calls to trainer functions go through the package
 from kernels import checkpoint as ckpt_io
+from kernels import lifecycle
 from kernels.train.config import (
     CONFIG_FILE,
     DIGITS_NAME,
@@ -184,9 +185,15 @@ def write_checkpoint(
     state: Mapping[str, Any],
 ) -> Path:
     arrays, meta = _t.optimizer_arrays(opt)
-    return ckpt_io.save_checkpoint(
+    final = ckpt_io.save_checkpoint(
         out_dir, step, params, stamps, optimizer=arrays, optimizer_meta=meta, trainer=state
     )
+    lifecycle.record(
+        "checkpoint.write", run=str(out_dir), checkpoint=str(final), step=step,
+        purpose=cfg.purpose, weights_sha256=ckpt_io.weights_digest(final),
+        files=lifecycle.folder_digests(final),
+    )  # fmt: skip
+    return final
 
 
 def load_resume_state(out_dir: Path, cfg: TrainConfig) -> ckpt_io.Checkpoint | None:

@@ -244,7 +244,7 @@ def test_promote_refuses_then_records(signed_run, keys, project, tmp_path):
         promote(signed_run, "prod", [keys["pub"]], None, ledger)
     record = promote(signed_run, "prod", [keys["pub"]], signer, ledger)
     assert record["verdict"] == "GO" and record["promoted_by"] == signer.keyid
-    from harness.audit import verify_chain
+    from auditchain import verify_chain
 
     _, count, chain_problems = verify_chain(ledger)
     assert count == 1 and chain_problems == []

@@ -30,7 +30,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from harness.audit import verify_lines
+from auditchain import verify_lines
 from harness.cli import cli
 from harness.evidence import build_manifest
 from harness.fsutil import dumps_json, sha256_file

@@ -42,6 +42,10 @@ def safetensors_with(purpose: str) -> bytes:
 def release(project, tmp_path_factory):
     """A committed project with a policy, the roles' public keys, a candidate model and
     a signed full run of it; the private keys live outside the project."""
+    return make_release(project, tmp_path_factory, POLICY)
+
+
+def make_release(project, tmp_path_factory, policy: str):
     secrets = tmp_path_factory.mktemp("secrets")
     keys = {}
     for role in ("security-engineer", "ml-lead", "run", "intruder"):
@@ -51,7 +55,10 @@ def release(project, tmp_path_factory):
             (project.root / "keys").mkdir(exist_ok=True)
             (project.root / "keys" / f"{role}.pub").write_bytes(pub.read_bytes())
     keys["run.pub"] = secrets / "run.key.pub"
-    (project.root / "release-policy.yaml").write_text(POLICY)
+    (project.root / "release-policy.yaml").write_text(policy)
+    project.commit("ignores")  # a git repo whose .gitignore the lifecycle log joins
+    with (project.root / ".gitignore").open("a") as fh:
+        fh.write("audit/\n")
     (project.root / "model").mkdir()
     (project.root / "model" / "model.safetensors").write_bytes(safetensors_with("ship"))
     project.contract("a", simple_contract())
@@ -310,3 +317,100 @@ def test_an_unstamped_candidate_is_refused(release):
     (project.root / "model" / "model.safetensors").write_bytes((2).to_bytes(8, "little") + b"{}")
     with pytest.raises(PromotionRefused, match=r"not stamped purpose: ship: model \(unstamped\)"):
         _promote(project, keys, run_dir)
+
+
+# ----------------------------------------------------------------- the lifecycle log
+
+AUDITED = POLICY.replace("version: 1\n", "version: 1\naudit-log: audit/lifecycle.jsonl\n")
+
+
+@pytest.fixture
+def audited_release(project, tmp_path_factory):
+    return make_release(project, tmp_path_factory, AUDITED)
+
+
+def _lifecycle(project, decision="allowed", governed=True, weights=None):
+    """What an audited trainer writes: a governance decision, a training start naming it,
+    a checkpoint event naming the weights' sha256 (auditchain: the one implementation)."""
+    import hashlib
+
+    import auditchain
+
+    log = project.root / "audit" / "lifecycle.jsonl"
+    head = auditchain.append_event(log, "data.training_decision", decision=decision)
+    run = str(project.root / "run")
+    auditchain.append_event(log, "training.start", run=run, governance=head if governed else "")
+    data = weights if weights is not None else (project.root / "model" / "model.safetensors")
+    sha = hashlib.sha256(data.read_bytes()).hexdigest()
+    auditchain.append_event(log, "checkpoint.write", run=run, files={"model.safetensors": sha})
+    return log
+
+
+def _sign_all(project, keys, run_dir):
+    for role in ("security-engineer", "ml-lead"):
+        _signoff(project, run_dir, role, keys[role])
+
+
+def test_without_its_lifecycle_log_the_candidate_is_refused(audited_release):
+    project, keys, run_dir = audited_release
+    _sign_all(project, keys, run_dir)
+    with pytest.raises(PromotionRefused, match="lifecycle: .*lifecycle.jsonl: cannot read"):
+        _promote(project, keys, run_dir)
+
+
+@pytest.mark.parametrize("decision, governed", [("refused", True), ("allowed", False)])
+def test_a_candidate_trained_without_governance_allowing_it_is_refused(
+    audited_release, decision, governed
+):
+    project, keys, run_dir = audited_release
+    _sign_all(project, keys, run_dir)
+    _lifecycle(project, decision=decision, governed=governed)
+    with pytest.raises(PromotionRefused, match="started without a data governance decision"):
+        _promote(project, keys, run_dir)
+
+
+def test_a_candidate_no_audited_checkpoint_wrote_is_refused(audited_release, tmp_path):
+    project, keys, run_dir = audited_release
+    _sign_all(project, keys, run_dir)
+    other = tmp_path / "other.safetensors"
+    other.write_bytes(safetensors_with("ship") + b"  ")
+    _lifecycle(project, weights=other)
+    with pytest.raises(PromotionRefused, match="no checkpoint.write event in lifecycle.jsonl"):
+        _promote(project, keys, run_dir)
+
+
+def test_an_edited_lifecycle_log_is_refused(audited_release):
+    project, keys, run_dir = audited_release
+    _sign_all(project, keys, run_dir)
+    log = _lifecycle(project)
+    log.write_text(log.read_text().replace('"allowed"', '"allowed" ', 1))
+    with pytest.raises(PromotionRefused, match="lifecycle: .*line 2: prev hash does not match"):
+        _promote(project, keys, run_dir)
+
+
+def test_an_audited_candidate_is_promoted_and_the_promotion_joins_its_chain(audited_release):
+    import auditchain
+
+    project, keys, run_dir = audited_release
+    _sign_all(project, keys, run_dir)
+    log = _lifecycle(project)
+    record = _promote(project, keys, run_dir)
+    _, count, problems = auditchain.verify_chain(log)
+    assert (count, problems) == (4, [])
+    last = auditchain.read_events(log)[-1]
+    assert last["event"] == "promotion" and last["record"] == record
+    assert last["record"]["candidate"] == record["candidate"]
+
+
+def test_a_target_names_the_criteria_it_needs(release):
+    project, keys, run_dir = release
+    _sign_all(project, keys, run_dir)
+    path = project.root / "release-policy.yaml"
+    base = ["promote", str(run_dir), "--to", "production", "--allowed-key", str(keys["run.pub"]),
+            "--sign-key", str(keys["run"])]  # fmt: skip
+    path.write_text(POLICY.replace("k: 2}\n", "k: 2}\n    criteria: [AC-NOPE-001]\n"))
+    r = CliRunner().invoke(cli, base)
+    assert r.exit_code == 4 and "targets.production.criteria names AC-NOPE-001" in r.output
+    path.write_text(POLICY.replace("k: 2}\n", "k: 2}\n    criteria: [AC-DEMO-001]\n"))
+    r = CliRunner().invoke(cli, base)
+    assert "PASS  required criteria: 1/1 required GO" in r.output
