@@ -21,6 +21,7 @@ KNOWN_KEYS = {
     "sign-key",
     "allowed-keys",
     "promotions",
+    "regressions",
     "profile",
     "commands",
     "pass-env",
@@ -43,6 +44,7 @@ class Config:
     sign_key: Path | str | None = None  # a PEM file, or a pkcs11: URI (harness/hsm.py)
     allowed_keys: tuple[Path, ...] = ()
     promotions: Path | None = None  # the promotion registry; None: <root>/release/promotions.jsonl
+    regressions: Path | None = None  # the counterexample store; None: <root>/contracts/.regressions
     pyproject: Path | None = None
     commands: dict[str, str] = field(default_factory=dict)  # name -> "module:click_command"
     pass_env: tuple[str, ...] = ()  # variables (or patterns) checks get beyond the allowlist
@@ -154,6 +156,9 @@ def load_config(start: Path | None = None) -> Config:
         ),
         allowed_keys=paths("allowed-keys", []),
         promotions=paths("promotions", ["release/promotions.jsonl"])[0],
+        regressions=paths("regressions", [])[0]
+        if "regressions" in table
+        else paths("contracts", ["contracts"])[0] / ".regressions",
         pyproject=pyproject if pyproject.is_file() else None,
         extra={k: v for k, v in table.items() if k == "profile"},
     )

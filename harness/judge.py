@@ -318,6 +318,8 @@ def _judge_property(task: Task, observed: Observed) -> _Judged:
         return FalsifierOutcome.ERROR, "the worker sent no examples to judge", {}, ()
     counter = extra.get("counterexample")
     replayed = extra.get("replayed") is True
+    digest = extra.get("strategy") if isinstance(extra.get("strategy"), str) else ""
+    notes = _store_notes(extra)
     if counter is not None:
         outcome, message = _example_outcome(task, counter)
         params = counter.get("params") if isinstance(counter, dict) else None
@@ -332,8 +334,8 @@ def _judge_property(task: Task, observed: Observed) -> _Judged:
         compact = json.dumps(params, sort_keys=True, default=repr)
         return (
             FalsifierOutcome.REFUTED,
-            f"{how} {compact}: {message}",
-            {"counterexample": params, "replayed": replayed},
+            f"{how} {compact}: {message}{notes}",
+            {"counterexample": params, "replayed": replayed, "strategy": digest},
             ("counterexample.json",),
         )
     # no counterexample claimed: every example is judged again here
@@ -344,8 +346,8 @@ def _judge_property(task: Task, observed: Observed) -> _Judged:
             compact = json.dumps(params, sort_keys=True, default=repr)
             return (
                 FalsifierOutcome.REFUTED,
-                f"counterexample {compact} (found by re-judging the search): {message}",
-                {"counterexample": params, "replayed": False},
+                f"counterexample {compact} (found by re-judging the search): {message}{notes}",
+                {"counterexample": params, "replayed": False, "strategy": digest},
                 ("counterexample.json",),
             )
     if extra.get("search_error"):
@@ -371,10 +373,25 @@ def _judge_property(task: Task, observed: Observed) -> _Judged:
     n = tried if isinstance(tried, int) and not isinstance(tried, bool) else len(examples)
     return (
         FalsifierOutcome.SURVIVED,
-        f"no counterexample in {n} examples ({held} judged to hold by the coordinator)",
+        f"no counterexample in {n} examples ({held} judged to hold by the coordinator){notes}",
         {"examples": n},
         (),
     )
+
+
+def _store_notes(extra: Mapping[str, Any]) -> str:
+    """What the regression store said: stale examples not replayed, an unreadable file."""
+    notes = []
+    stale = extra.get("stale")
+    if isinstance(stale, int) and not isinstance(stale, bool) and stale > 0:
+        notes.append(
+            f"{stale} stored counterexample(s) stale, not replayed: the strategy changed since "
+            "they were found (harness regressions list)"
+        )
+    problem = extra.get("store_problem")
+    if isinstance(problem, str) and problem:
+        notes.append(f"regression store unreadable, nothing replayed: {problem[:300]}")
+    return "".join(f"; {n}" for n in notes)
 
 
 # --------------------------------------------------------------------------- criteria

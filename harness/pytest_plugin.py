@@ -128,6 +128,7 @@ class CriterionItem(pytest.Item):
                 default_timeout=cfg.default_timeout,
                 allowed=cfg.allowed_packages,
                 check_env=cfg.check_env,
+                regressions=cfg.regressions,
             )
         )
         crit = result.criteria[0]

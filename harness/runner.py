@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import __version__
+from harness import __version__, regressions
 from harness.errors import Interrupted, UsageError
 from harness.evidence import EvidenceWriter
 from harness.executor import Executor, InlineExecutor, LocalProcessExecutor
@@ -76,6 +76,8 @@ class RunRequest:
     # variables set for every check ({scratch}: its scratch folder); pass-env values win
     check_env: Mapping[str, str] = field(default_factory=dict)
     preload: tuple[str, ...] = ()  # modules the fork server imports before any check
+    # where found counterexamples are kept and replayed from (None: contracts/.regressions)
+    regressions: Path | None = None
     limits: Limits = field(default_factory=Limits)  # per-check defaults
     # values to redact from the logs a check writes, of at least REDACT_MIN_LENGTH
     # characters: a shorter one a check was not given, it could guess by printing every
@@ -119,11 +121,7 @@ def run(request: RunRequest) -> RunResult:
     run_dir = evidence_root / run_id if evidence_root is not None else scratch
     options = {
         "hypothesis_db": str(root / ".harness" / "hypothesis"),
-        "regressions_dir": str(
-            evidence_root / "regressions"
-            if evidence_root is not None
-            else root / ".harness" / "regressions"
-        ),
+        "regressions_dir": str(request.regressions or root / regressions.DEFAULT_STORE),
     }
     try:
         plan = make_plan(
@@ -223,7 +221,7 @@ def run(request: RunRequest) -> RunResult:
             task = tasks_by_key.get(event.task.key, event.task)
             events.check_sources(task.key, sources.digests(event.observed.sources))
             result = _judged(task, event.observed, _log_names(task, event.logs))
-            _save_counterexample(task, result)
+            _save_counterexample(task, result, run_id)
             done[task.key] = result
             if isinstance(result, InvariantResult):
                 events.invariant_finished(result)
@@ -310,37 +308,30 @@ def _noted(task: Task, result: InvariantResult | FalsifierResult) -> Any:
     return dataclasses.replace(result, detail={**result.detail, "harness.output": notes})
 
 
-def _save_counterexample(task: Task, result: InvariantResult | FalsifierResult) -> None:
+def _save_counterexample(
+    task: Task, result: InvariantResult | FalsifierResult, run_id: str
+) -> None:
     """A refuted property's counterexample: into the evidence (as the check's
     artifact) and the regression store, replayed first by later runs."""
-    try:
-        _write_counterexample(task, result)
-    except (OSError, ValueError, RecursionError):
-        pass  # the result says REFUTED either way; the store is a convenience
-
-
-def _write_counterexample(task: Task, result: InvariantResult | FalsifierResult) -> None:
     if not isinstance(result, FalsifierResult) or result.outcome is not FalsifierOutcome.REFUTED:
         return
     if "counterexample" not in result.detail or task.falsifier is None:
         return
     params = result.detail["counterexample"]
-    art_dir = Path(task.check_dir) / "artifacts"
-    art_dir.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(params, indent=2, sort_keys=True, default=repr)
-    (art_dir / "counterexample.json").write_text(text)
-    store = Path(task.options.get("regressions_dir", art_dir))
-    replay_file = store / f"{task.falsifier.id}.json"
     try:
-        saved = json.loads(replay_file.read_text()) if replay_file.is_file() else []
-    except ValueError:
-        saved = []
-    if not isinstance(saved, list):
-        saved = []
-    if params not in saved:
-        saved.append(json.loads(text))
-        replay_file.parent.mkdir(parents=True, exist_ok=True)
-        replay_file.write_text(json.dumps(saved, indent=2, sort_keys=True))
+        art_dir = Path(task.check_dir) / "artifacts"
+        art_dir.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(params, indent=2, sort_keys=True, default=repr)
+        (art_dir / "counterexample.json").write_text(text)
+        store = task.options.get("regressions_dir")
+        if store:
+            strategy = result.detail.get("strategy")
+            regressions.add(
+                Path(store), task.falsifier.id, json.loads(text),
+                strategy if isinstance(strategy, str) else "", run_id, result.message,
+            )  # fmt: skip
+    except (OSError, ValueError, RecursionError):
+        pass  # the result says REFUTED either way; the store is a convenience
 
 
 def _teeth_verdict(result: CriterionResult) -> CriterionResult:

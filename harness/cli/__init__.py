@@ -2,8 +2,8 @@
 
 ``group`` holds the command group and the one place exit codes are chosen;
 ``cmd_run`` (run, rerun), ``cmd_author`` (lint, list, schema, explain, init,
-new) and ``cmd_evidence`` (keygen, verify, promote, report, diff, history)
-hold the commands.
+new), ``cmd_evidence`` (keygen, verify, promote, report, diff, history) and
+``cmd_regressions`` (the counterexample store) hold the commands.
 """
 
 from __future__ import annotations
@@ -11,7 +11,12 @@ from __future__ import annotations
 import signal
 from typing import Any
 
-from harness.cli import cmd_author, cmd_evidence, cmd_run  # noqa: F401  (they register commands)
+from harness.cli import (  # noqa: F401  (they register commands)
+    cmd_author,
+    cmd_evidence,
+    cmd_regressions,
+    cmd_run,
+)
 from harness.cli.group import cli
 
 __all__ = ["cli", "main"]

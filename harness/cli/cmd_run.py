@@ -163,6 +163,7 @@ def run(
         outputs=tuple(listeners),
         pass_env=cfg.pass_env,
         check_env=cfg.check_env,
+        regressions=cfg.regressions,
         preload=cfg.preload,
         limits=cfg.limits,
     )
@@ -305,6 +306,7 @@ def rerun(
         outputs=(TerminalReporter(),),
         pass_env=cfg.pass_env,
         check_env=cfg.check_env,
+        regressions=cfg.regressions,
         preload=cfg.preload,
         limits=cfg.limits,
     )

@@ -31,6 +31,8 @@ from harness.falsify.patching import apply_patch
 from harness.judge import judge_observations
 from harness.model import InvariantOutcome
 from harness.plan import Observed, Task, to_plain
+from harness.regressions import Entry, StoreProblem, strategy_digest
+from harness.regressions import load as load_regressions
 
 MAX_EXAMPLES_SENT = 2000  # examples of one search sent back for re-judging
 
@@ -93,7 +95,7 @@ def run_property(task: Task) -> Observed:
             f"strategy {spec['strategy']} returned {type(strategy).__name__}, "
             "not a Hypothesis strategy",
         )
-    replay_file = Path(task.options.get("regressions_dir", "")) / f"{f.id}.json"
+    digest = strategy_digest(spec, factory, strategy)
     examples: list[dict[str, Any]] = []
     counter = {"n": 0}
     found: dict[str, Any] = {}
@@ -122,19 +124,27 @@ def run_property(task: Task) -> Observed:
         return Observed(
             "returned",
             extra.pop("message", ""),
-            extra={"examples": examples, "tried": counter["n"], **extra},
-        )
+            extra={"examples": examples, "tried": counter["n"], "strategy": digest,
+                   **store_notes, **extra},
+        )  # fmt: skip
 
-    # 1. replay saved counterexamples first
-    if task.options.get("regressions_dir") and replay_file.is_file():
+    # 1. replay saved counterexamples first (not the stale ones: another strategy made them)
+    store_notes: dict[str, Any] = {}
+    saved: list[Entry] = []
+    if task.options.get("regressions_dir"):
         try:
-            saved = json.loads(replay_file.read_text())
-        except ValueError:
-            saved = []
-        for params in saved if isinstance(saved, list) else []:
-            outcome, example = attempt(params)
-            if outcome is InvariantOutcome.FAIL:
-                return finish(counterexample=example, replayed=True)
+            saved = load_regressions(Path(task.options["regressions_dir"]), f.id)
+        except StoreProblem as exc:
+            store_notes["store_problem"] = str(exc)
+    stale = [e for e in saved if e.stale(digest)]
+    if stale:
+        store_notes["stale"] = len(stale)
+    for entry in saved:
+        if entry in stale:
+            continue
+        outcome, example = attempt(entry.params)
+        if outcome is InvariantOutcome.FAIL:
+            return finish(counterexample=example, replayed=True)
 
     # 2. search
     db = DirectoryBasedExampleDatabase(

@@ -191,7 +191,7 @@ def test_saved_counterexample_is_replayed_first(project, tmp_path):
     first = only(run(project, body, evidence_root=evidence))
     prop = next(f for f in first.falsifiers if f.kind == "property")
     assert prop.outcome is FalsifierOutcome.REFUTED
-    assert (evidence / "regressions" / "FALSIFY-DEMO-002.json").exists()
+    assert (project.root / "contracts" / ".regressions" / "FALSIFY-DEMO-002.json").exists()
     second = only(run(project, body, evidence_root=evidence))
     prop2 = next(f for f in second.falsifiers if f.kind == "property")
     assert prop2.outcome is FalsifierOutcome.REFUTED
