@@ -8,6 +8,7 @@ from typing import IO
 import click
 
 from harness.hooks import Listener, RunInfo
+from harness.judge import gate_passes
 from harness.model import ContractSet, CriterionResult, FalsifierOutcome, RunResult, Verdict
 from harness.plan import Plan
 
@@ -91,6 +92,13 @@ class TerminalReporter(Listener):
         )
         note = f"; {warn} warn criteria not GO, reported only" if warn else ""
         self.echo(f"release verdict: {release}{where}{note}")
+        if result.verdict is not Verdict.GO and not result.interrupted:
+            passed = gate_passes(result)
+            self.echo(
+                f"gate (--fail-on {result.fail_on}): "
+                + (click.style("passed", fg="green") if passed else click.style("failed", fg="red"))
+                + f", exit {0 if passed else 1}"
+            )
 
     def _teeth_table(self, result: RunResult) -> None:
         rows = [
