@@ -399,7 +399,8 @@ def judge_criterion(
 
     GO only when every invariant passed, every attack survived, and every
     invariant has at least one killed mutant. ``falsifier_targets`` maps each
-    invariant id to the ids of the falsifiers declared against it.
+    invariant id to the ids of the falsifiers declared against it. Every reason
+    starts with the id of the invariant it is about (``failing_invariant`` reads it).
     """
     no_go: list[str] = []
     unproven: list[str] = []
@@ -488,6 +489,17 @@ def blocks_gate(result: CriterionResult, fail_on: FailOn | str = FailOn.UNPROVEN
     profile's skipped mutants and slow falsifiers were missing) does only under
     ``--fail-on unproven-fast``. Every reporter asks this, so none decides on its own."""
     return result.severity == "blocker" and _BADNESS[result.verdict] >= _FAILS_FROM[FailOn(fail_on)]
+
+
+def failing_invariant(result: CriterionResult) -> str | None:
+    """The invariant a criterion that is not GO is about: the one its first reason
+    names (``judge_criterion`` starts every reason with the id of the invariant it
+    concerns), or None when no reason names one of the criterion's invariants."""
+    if not result.reasons:
+        return None
+    head = re.split(r"[\s:]", result.reasons[0], maxsplit=1)[0]
+    ids = {r.invariant_id for r in result.invariants} | {f.target for f in result.falsifiers}
+    return head if head in ids else None
 
 
 def gate_passes(result: RunResult) -> bool:

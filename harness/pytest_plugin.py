@@ -4,8 +4,13 @@ A contract file (a YAML file under a ``[tool.harness] contracts`` path, or one
 starting with the harness's yaml-language-server schema line) becomes a
 ``ContractFile``; each acceptance criterion in it becomes a ``CriterionItem``
 that runs the criterion's invariants and falsifiers through the harness's own
-worker pool and fails unless the criterion is GO. This module imports nothing
-heavy at start-up: the harness is imported only when a contract is collected.
+worker pool. An item agrees with ``harness run``'s exit code (docs/ci.md): it
+fails when its criterion fails the run (a blocker NO-GO or UNPROVEN under the
+default ``--harness-fail-on unproven``); a criterion that is NO-GO or UNPROVEN but
+only reported (a warn criterion, or a blocker the chosen level lets pass) is
+xfailed with its verdict and first reason; GO, and the fast profile's
+UNPROVEN-FAST when it passes the gate, pass. This module imports nothing heavy at
+start-up: the harness is imported only when a contract is collected.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Any
 import pytest
 
 from harness.errors import HarnessError
+from harness.model import FailOn
 
 _SCHEMA_MARK = "yaml-language-server: $schema="
 
@@ -27,6 +33,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         choices=("full", "fast", "teeth"),
         default="full",
         help="profile for contract items (default: full)",
+    )
+    group.addoption(
+        "--harness-fail-on",
+        choices=[f.value for f in FailOn],
+        default="unproven",
+        help="which blocker verdicts fail a contract item, as harness run --fail-on "
+        "(default: unproven); warn criteria never fail, they xfail",
     )
     group.addoption("--harness-seed", type=int, default=None, help="seed for contract items")
     group.addoption("--harness-jobs", type=int, default=None, help="workers per criterion")
@@ -112,6 +125,8 @@ class CriterionItem(pytest.Item):
         )
 
     def runtest(self) -> None:
+        from harness.judge import blocks_gate
+        from harness.model import Verdict
         from harness.runner import RunRequest, run
 
         cfg = self.harness_config
@@ -123,6 +138,7 @@ class CriterionItem(pytest.Item):
                 jobs=cfg.effective_jobs(opt("--harness-jobs")),
                 seed=opt("--harness-seed"),
                 profile=opt("--harness-profile"),
+                fail_on=opt("--harness-fail-on"),
                 evidence_root=None,
                 root=cfg.root,
                 default_timeout=cfg.default_timeout,
@@ -131,8 +147,13 @@ class CriterionItem(pytest.Item):
         )
         crit = result.criteria[0]
         self.user_properties.append(("verdict", crit.verdict.value))
-        if crit.verdict.value != "GO":
+        fail_on = opt("--harness-fail-on")
+        if blocks_gate(crit, fail_on):
             raise CriterionNotGo(crit)
+        if crit.verdict in (Verdict.NO_GO, Verdict.UNPROVEN):
+            why = "a warn criterion" if crit.severity == "warn" else f"--harness-fail-on {fail_on}"
+            first = f": {crit.reasons[0]}" if crit.reasons else ""
+            pytest.xfail(f"{crit.verdict.value}, reported only ({why}){first}")
 
     def repr_failure(self, excinfo: Any, style: Any = None) -> str:
         if isinstance(excinfo.value, CriterionNotGo):

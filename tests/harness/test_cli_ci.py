@@ -5,15 +5,40 @@ terminal, and plain pytest after a run."""
 from __future__ import annotations
 
 import itertools
+import json
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from email.message import Message
+from importlib import metadata
 
 import pytest
 from click.testing import CliRunner
+from junitparser import Error as JError
+from junitparser import Failure, JUnitXml, Skipped
 
 from harness.cli import cli
-from harness.judge import blocks_gate, gate_passes, release_verdict, run_exit_code
-from harness.model import CriterionResult, FailOn, Location, RunResult, Verdict
+from harness.judge import (
+    blocks_gate,
+    failing_invariant,
+    gate_passes,
+    release_verdict,
+    run_exit_code,
+)
+from harness.model import (
+    CriterionResult,
+    FailOn,
+    InvariantOutcome,
+    InvariantResult,
+    Location,
+    RunResult,
+    Verdict,
+)
+from harness.reporters import sarif
+from harness.reporters.sarif import information_uri
 
-from .conftest import simple_contract
+from .conftest import CHECKS, GIT, PYPROJECT, Project, simple_contract
 
 
 def invoke(*args: str, **kw):
@@ -113,8 +138,6 @@ def test_a_warn_criterion_never_fails_the_gate(project):
 
 
 def test_fail_on_is_recorded_in_the_results(project, tmp_path):
-    import json
-
     project.contract("c", simple_contract())
     out = tmp_path / "r.json"
     invoke("run", "--fast", "-j", "1", "--fail-on", "no-go", "--output", f"json={out}")
@@ -125,3 +148,176 @@ def test_fail_on_is_recorded_in_the_results(project, tmp_path):
 def test_fail_on_is_in_the_help():
     r = invoke("run", "--help")
     assert "--fail-on [no-go|unproven|unproven-fast]" in r.output
+
+
+# ------------------------------------------------------------------ reports follow the gate
+
+
+def _two_criteria(project):
+    """AC-DEMO-001: a blocker, UNPROVEN (its check skips); AC-DEMO-002: a warn
+    criterion, NO-GO. The invariant of each is on line 11 of its file."""
+    project.contract("a", simple_contract(check="demochecks:skipper"))
+    project.contract(
+        "b", warn(simple_contract(cid="AC-DEMO-002", inv="INV-DEMO-002", expect="value: {ge: 10}"))
+    )
+
+
+def test_failing_invariant_is_the_one_the_first_reason_names():
+    inv = InvariantResult("INV-A-001", InvariantOutcome.FAIL, {}, (), 0.0, 1, "x")
+    c = CriterionResult(
+        "AC-A-001",
+        "t",
+        "blocker",
+        Verdict.NO_GO,
+        ("INV-A-001 FAIL: x",),
+        (inv,),
+        (),
+        Location("c.yaml", 1),
+    )
+    assert failing_invariant(c) == "INV-A-001"
+    assert failing_invariant(_criterion(Verdict.UNPROVEN)) is None
+
+
+def test_github_annotations_follow_the_gate_and_point_at_the_invariant(project):
+    _two_criteria(project)
+    r = invoke("run", "-j", "1", "--output", "github")
+    assert r.exit_code == 1, r.output
+    assert (
+        "::error file=contracts/a.yaml,line=11,col=5,title=AC-DEMO-001 UNPROVEN::"
+        "INV-DEMO-001 SKIP: needs a GPU" in r.output
+    )
+    assert (
+        "::warning file=contracts/b.yaml,line=11,col=5,title=AC-DEMO-002 NO-GO "
+        "(reported only; a warn criterion never fails the run)::INV-DEMO-002 FAIL" in r.output
+    )
+    # the blocker UNPROVEN is only reported when --fail-on lets it pass
+    r = invoke("run", "-j", "1", "--output", "github", "--fail-on", "no-go")
+    assert r.exit_code == 0, r.output
+    assert "::warning file=contracts/a.yaml,line=11,col=5,title=AC-DEMO-001 UNPROVEN " in r.output
+    assert "::error" not in r.output
+
+
+def test_github_fast_run_gives_one_notice_not_a_warning_per_criterion(project):
+    project.contract("c", simple_contract())
+    r = invoke("run", "--fast", "-j", "1", "--output", "github")
+    assert r.exit_code == 0, r.output
+    assert "::warning" not in r.output and "::error" not in r.output
+    assert "::notice title=harness --fast::1 criteria UNPROVEN-FAST" in r.output
+
+
+def _repo_with_project_below(tmp_path, monkeypatch):
+    """A git repository whose harness project is the folder ml/ in it."""
+
+    repo = tmp_path / "repo"
+    root = repo / "ml"
+    root.mkdir(parents=True)
+    (root / "pyproject.toml").write_text(PYPROJECT)
+    (root / "demochecks.py").write_text(CHECKS)
+    subprocess.run([*GIT, "init", "-q"], cwd=repo, check=True)
+    monkeypatch.syspath_prepend(str(root))
+    return repo, Project(root)
+
+
+def test_annotation_and_sarif_paths_are_relative_to_the_repository_root(tmp_path, monkeypatch):
+    repo, project = _repo_with_project_below(tmp_path, monkeypatch)
+    project.contract("c", simple_contract(expect="value: {ge: 10}"))
+    for cwd in (repo / "ml", repo / "ml" / "contracts"):
+        monkeypatch.chdir(cwd)
+        out = tmp_path / "r.sarif"
+        r = invoke("run", "-j", "1", "--no-evidence", "--output", "github", f"--output=sarif={out}")
+        assert r.exit_code == 1 and "INV-DEMO-001 FAIL" in r.output, r.output
+        assert "::error file=ml/contracts/c.yaml,line=11,col=5," in r.output, (cwd, r.output)
+        results = json.loads(out.read_text())["runs"][0]["results"]
+        uris = {x["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] for x in results}
+        assert uris == {"ml/contracts/c.yaml"}, cwd
+
+
+def test_annotation_paths_without_git_are_relative_to_the_project_root(project, monkeypatch):
+    project.contract("c", simple_contract(expect="value: {ge: 10}"))
+    monkeypatch.chdir(project.root / "contracts")
+    r = invoke("run", "-j", "1", "--no-evidence", "--output", "github")
+    assert "::error file=contracts/c.yaml,line=11,col=5," in r.output, r.output
+
+
+def test_junit_agrees_with_the_exit_code_on_warn_criteria(project, tmp_path):
+    project.contract("a", simple_contract())
+    project.contract(
+        "b", warn(simple_contract(cid="AC-DEMO-002", inv="INV-DEMO-002", expect="value: {ge: 10}"))
+    )
+    out = tmp_path / "r.xml"
+    r = invoke("run", "-j", "1", "--output", f"junit={out}")
+    assert r.exit_code == 0 and "release verdict: GO" in r.output, r.output
+    cases = [case for suite in JUnitXml.fromfile(str(out)) for case in suite]
+    assert not [c for c in cases if any(isinstance(x, (Failure, JError)) for x in c.result)]
+    skipped = {c.name: c.result[0].message for c in cases if c.result}
+    assert skipped == {
+        "INV-DEMO-002": "AC-DEMO-002 is NO-GO, reported only (a warn criterion: does not fail "
+        "the run): FAIL: value: observed 1, expected >= 10 (out of bounds)"
+    }
+    assert all(isinstance(c.result[0], Skipped) for c in cases if c.result)
+    suite = ET.parse(out).getroot().find("testsuite[@name='AC-DEMO-002 demo criterion']")
+    assert suite.get("failures") == "0" and suite.get("skipped") == "1"
+    assert suite.find("properties/property[@name='fails_run']").get("value") == "false"
+    # a blocker that fails the run still fails its case
+    project.contract("a", simple_contract(expect="value: {ge: 10}"))
+    assert invoke("run", "-j", "1", "--output", f"junit={out}").exit_code == 1
+    failed = [c for s in JUnitXml.fromfile(str(out)) for c in s if c.result]
+    assert any(isinstance(c.result[0], Failure) for c in failed if c.name == "INV-DEMO-001")
+
+
+def test_pytest_items_agree_with_the_exit_code(project):
+    _two_criteria(project)
+    env = {**os.environ, "PYTHONPATH": str(project.root)}
+    base = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "contracts/", "-q", "-rx"]
+    out = subprocess.run(base, cwd=project.root, env=env, capture_output=True, text=True)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "1 failed, 1 xfailed" in out.stdout
+    assert (
+        "XFAIL contracts/b.yaml::AC-DEMO-002 - NO-GO, reported only (a warn criterion): "
+        "INV-DEMO-002 FAIL" in out.stdout
+    )
+    out = subprocess.run(
+        [*base, "--harness-fail-on", "no-go"],
+        cwd=project.root,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "2 xfailed" in out.stdout
+    assert "UNPROVEN, reported only (--harness-fail-on no-go): INV-DEMO-001 SKIP" in out.stdout
+
+
+def test_sarif_levels_uri_and_fingerprints(project, tmp_path, monkeypatch):
+    _two_criteria(project)
+    logs = []
+    for seed in ("1", "2"):
+        out = tmp_path / f"r{seed}.sarif"
+        invoke("run", "-j", "1", "--seed", seed, "--output", f"sarif={out}")
+        logs.append(json.loads(out.read_text()))
+    text = json.dumps(logs[0])
+    assert "example.invalid" not in text
+    driver = logs[0]["runs"][0]["tool"]["driver"]
+    assert driver.get("informationUri") == sarif.information_uri()
+    results = logs[0]["runs"][0]["results"]
+    level = {(r["ruleId"], r["message"]["text"].split(":")[0]): r["level"] for r in results}
+    assert level[("INV-DEMO-001", "INV-DEMO-001 SKIP (AC-DEMO-001)")] == "note"
+    assert level[("AC-DEMO-001", "AC-DEMO-001 UNPROVEN")] == "error"  # fails the run
+    assert level[("INV-DEMO-002", "INV-DEMO-002 FAIL (AC-DEMO-002)")] == "warning"  # warn
+    assert level[("AC-DEMO-002", "AC-DEMO-002 NO-GO")] == "warning"
+    prints = [r["partialFingerprints"]["harnessResult/v1"] for r in results]
+    assert len(set(prints)) == len(prints)
+    assert prints == [
+        r["partialFingerprints"]["harnessResult/v1"] for r in logs[1]["runs"][0]["results"]
+    ], "a fingerprint does not depend on the run"
+
+
+def test_sarif_information_uri_comes_from_the_project_urls(monkeypatch):
+    meta = Message()
+    meta["Name"] = "ml-contract-harness"
+    meta["Project-URL"] = "Changelog, https://example.org/changes"
+    meta["Project-URL"] = "Source, https://example.org/src"
+    monkeypatch.setattr(metadata, "metadata", lambda name: meta)
+    assert information_uri() == "https://example.org/src"
+    monkeypatch.setattr(metadata, "metadata", lambda name: Message())
+    assert information_uri() is None
