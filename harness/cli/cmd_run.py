@@ -80,7 +80,9 @@ def _coordinator_setup() -> None:
     "outputs",
     multiple=True,
     metavar="FORMAT[=FILE]",
-    help="json=FILE, junit=FILE, markdown=FILE, html=FILE, sarif=FILE or github (repeatable).",
+    help="json=FILE, junit=FILE, markdown=FILE, html=FILE, sarif=FILE or github (repeatable). "
+    "In GitHub Actions, github or markdown output also appends the Markdown summary to "
+    "$GITHUB_STEP_SUMMARY, once.",
 )
 @click.option("--evidence-dir", type=click.Path(), help="Where run bundles go [config].")
 @click.option("--no-evidence", is_flag=True, help="Write no evidence bundle.")
@@ -120,7 +122,7 @@ def run(
     or UNPROVEN), 1 when it does not."""
     from harness.judge import run_exit_code
     from harness.loader import load_contract_set
-    from harness.reporters import make_writer
+    from harness.reporters import make_writers
     from harness.reporters.terminal import TerminalReporter
     from harness.runner import RunRequest
     from harness.runner import run as run_request
@@ -144,7 +146,7 @@ def run(
             f"--criterion {list(criteria)}) among {len(contracts.criteria)} criteria"
         )
     listeners: list[Any] = [TerminalReporter(verbose=verbose)]
-    listeners += [make_writer(spec) for spec in outputs]
+    listeners += make_writers(outputs)
     evidence_root = None
     signer = None
     key_path = resolve_sign_key(sign_key, cfg.sign_key)

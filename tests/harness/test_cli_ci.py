@@ -321,3 +321,60 @@ def test_sarif_information_uri_comes_from_the_project_urls(monkeypatch):
     assert information_uri() == "https://example.org/src"
     monkeypatch.setattr(metadata, "metadata", lambda name: Message())
     assert information_uri() is None
+
+
+# ------------------------------------------------------------------ the step summary
+
+
+@pytest.fixture
+def step_summary(tmp_path, monkeypatch):
+    """A GitHub Actions step summary file an earlier step already wrote to."""
+    path = tmp_path / "step_summary.md"
+    path.write_text("## an earlier step\n")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(path))
+    return path
+
+
+def _tables(text: str) -> int:
+    return text.count("| verdict | criterion | title | severity | reason |")
+
+
+def test_github_output_appends_the_summary_to_the_step_summary(project, step_summary):
+    project.contract("c", simple_contract())
+    r = invoke("run", "--fast", "-j", "1", "--output", "github")
+    assert r.exit_code == 0, r.output
+    text = step_summary.read_text()
+    assert text.startswith("## an earlier step\n\n## Release verdict: ⏩ UNPROVEN-FAST")
+    assert _tables(text) == 1 and "| ⏩ UNPROVEN-FAST | AC-DEMO-001 |" in text
+    assert "Gate (`--fail-on unproven`): passed, exit 0." in text
+    invoke("run", "--fast", "-j", "1", "--output", "github")
+    assert _tables(step_summary.read_text()) == 2, "a second step appends again"
+
+
+@pytest.mark.parametrize("with_github", [False, True])
+def test_markdown_output_naming_the_step_summary_appends_once(project, step_summary, with_github):
+    project.contract("c", simple_contract())
+    assert step_summary.parent == project.root  # named relatively, it is still the same file
+    args = ["run", "-j", "1", "--output", f"markdown={step_summary.name}"]
+    r = invoke(*args, *(["--output", "github"] if with_github else []))
+    assert r.exit_code == 0, r.output
+    text = step_summary.read_text()
+    assert text.startswith("## an earlier step\n") and _tables(text) == 1
+
+
+def test_markdown_output_elsewhere_writes_its_file_and_the_step_summary_once(
+    project, step_summary, tmp_path
+):
+    project.contract("c", simple_contract())
+    md = tmp_path / "r.md"
+    md.write_text("old content\n")
+    invoke("run", "-j", "1", "--output", f"markdown={md}", "--output", "github")
+    assert md.read_text().startswith("## Release verdict: ✅ GO")  # replaced, as asked
+    text = step_summary.read_text()
+    assert text.startswith("## an earlier step\n") and _tables(text) == 1
+
+
+def test_no_step_summary_without_github_or_markdown_output(project, step_summary, tmp_path):
+    project.contract("c", simple_contract())
+    invoke("run", "-j", "1", "--output", f"json={tmp_path / 'r.json'}")
+    assert step_summary.read_text() == "## an earlier step\n"
