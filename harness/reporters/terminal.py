@@ -1,4 +1,10 @@
-"""The terminal reporter: a line per criterion, denominators at the end."""
+"""The terminal reporter: a line per criterion as it finishes, denominators at the end.
+
+Each criterion's line is printed as soon as it is judged (``[3/32] GO  AC-...``),
+in a terminal and in a CI log alike, so a long run shows progress. Without a
+terminal (a CI log, a pipe) the lines come in the order criteria finish, so they
+are printed once more at the end in the contracts' order, as pytest closes a log
+with its summary; in a terminal the progress lines are the report."""
 
 from __future__ import annotations
 
@@ -52,11 +58,12 @@ class TerminalReporter(Listener):
 
     def criterion_finished(self, result: CriterionResult) -> None:
         self.done += 1
-        if self.live:
-            self.echo(f"[{self.done}/{self.total}] " + criterion_line(result))
+        self.echo(f"[{self.done}/{self.total}] " + criterion_line(result))
 
     def run_finished(self, result: RunResult) -> None:
-        if not self.live:
+        if not self.live and result.criteria:
+            self.echo()
+            self.echo("summary, in the contracts' order:")
             for r in result.criteria:
                 self.echo(criterion_line(r))
         if self.verbose:

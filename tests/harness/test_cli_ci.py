@@ -4,6 +4,7 @@ terminal, and plain pytest after a run."""
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import os
@@ -19,6 +20,7 @@ from junitparser import Error as JError
 from junitparser import Failure, JUnitXml, Skipped
 
 from harness.cli import cli
+from harness.hooks import Listener
 from harness.judge import (
     blocks_gate,
     failing_invariant,
@@ -26,6 +28,7 @@ from harness.judge import (
     release_verdict,
     run_exit_code,
 )
+from harness.loader import load_contract_set
 from harness.model import (
     CriterionResult,
     FailOn,
@@ -37,6 +40,8 @@ from harness.model import (
 )
 from harness.reporters import sarif
 from harness.reporters.sarif import information_uri
+from harness.reporters.terminal import TerminalReporter
+from harness.runner import run_contracts
 
 from .conftest import CHECKS, GIT, PYPROJECT, Project, simple_contract
 
@@ -378,3 +383,52 @@ def test_no_step_summary_without_github_or_markdown_output(project, step_summary
     project.contract("c", simple_contract())
     invoke("run", "-j", "1", "--output", f"json={tmp_path / 'r.json'}")
     assert step_summary.read_text() == "## an earlier step\n"
+
+
+# ------------------------------------------------------------------ progress without a terminal
+
+
+class _Probe(Listener):
+    """What the terminal reporter had written when each event fired."""
+
+    def __init__(self, stream: io.StringIO) -> None:
+        self.stream = stream
+        self.seen: list[tuple[str, str]] = []
+
+    def criterion_finished(self, result: CriterionResult) -> None:
+        self.seen.append((result.criterion_id, self.stream.getvalue()))
+
+
+def test_without_a_terminal_each_line_is_printed_as_its_criterion_finishes(project):
+    project.contract("a", simple_contract(cid="AC-DEMO-002", inv="INV-DEMO-002"))
+    project.contract("b", simple_contract(check="demochecks:skipper"))
+    contracts = load_contract_set([project.root / "contracts"])
+    stream = io.StringIO()  # not a TTY, as in a CI log
+    probe = _Probe(stream)
+    result = run_contracts(
+        contracts,
+        contracts.criteria,
+        jobs=2,
+        seed=7,
+        root=project.root,
+        default_timeout=30,
+        outputs=(TerminalReporter(stream=stream), probe),
+    )
+    for n, (cid, written) in enumerate(probe.seen, start=1):
+        # the line of the criterion that just finished is already out, before the run ends
+        assert f"[{n}/2] " in written and cid in written.splitlines()[-1]
+        assert "release verdict" not in written
+    out = stream.getvalue()
+    progress, _, summary = out.partition("summary, in the contracts' order:\n")
+    assert progress.count("[") == 2
+    lines = summary.splitlines()
+    assert lines[0].startswith("GO ") and "AC-DEMO-002" in lines[0]  # a.yaml first
+    assert lines[1].startswith("UNPROVEN ") and "AC-DEMO-001" in lines[1]
+    assert "release verdict: UNPROVEN" in out and result.verdict is Verdict.UNPROVEN
+
+
+def test_the_cli_prints_progress_then_the_summary_in_a_log(project):
+    project.contract("c", simple_contract())
+    r = invoke("run", "-j", "1")
+    assert r.output.index("[1/1] GO ") < r.output.index("summary, in the contracts' order:")
+    assert r.output.index("summary, in the contracts' order:") < r.output.index("release verdict")
