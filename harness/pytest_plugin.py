@@ -9,8 +9,11 @@ fails when its criterion fails the run (a blocker NO-GO or UNPROVEN under the
 default ``--harness-fail-on unproven``); a criterion that is NO-GO or UNPROVEN but
 only reported (a warn criterion, or a blocker the chosen level lets pass) is
 xfailed with its verdict and first reason; GO, and the fast profile's
-UNPROVEN-FAST when it passes the gate, pass. This module imports nothing heavy at
-start-up: the harness is imported only when a contract is collected.
+UNPROVEN-FAST when it passes the gate, pass. Nothing is collected from a folder
+the harness writes (the evidence directory, with each run's contract copies,
+``.harness/``, a run bundle wherever ``--evidence-dir`` put it). This module imports
+nothing heavy at start-up: the harness is imported only when a contract is
+collected.
 """
 
 from __future__ import annotations
@@ -45,21 +48,61 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--harness-jobs", type=int, default=None, help="workers per criterion")
 
 
-def _contract_dirs(config: pytest.Config) -> list[Path]:
+def _harness_dirs(config: pytest.Config) -> tuple[list[Path], list[Path]]:
+    """(the contract folders, the folders the tool writes) of the project at pytest's
+    rootdir, resolved; read once per session."""
     cached = getattr(config, "_harness_dirs", None)
     if cached is None:
         from harness.config import load_config
 
         try:
-            cached = [p.resolve() for p in load_config(Path(config.rootpath)).contracts]
+            cfg = load_config(Path(config.rootpath))
+            contracts = [p.resolve() for p in cfg.contracts]
+            written = [cfg.evidence_dir.resolve(), (cfg.root / ".harness").resolve()]
         except Exception:
-            cached = []
+            contracts, written = [], []
+        cached = (contracts, written)
         config._harness_dirs = cached  # type: ignore[attr-defined]
-    return list(cached)
+    return cached
+
+
+def _contract_dirs(config: pytest.Config) -> list[Path]:
+    return list(_harness_dirs(config)[0])
+
+
+# A run's bundle (harness/evidence.py): run.json beside the audit trail, or beside the
+# INCOMPLETE marker while the run goes on. Recognised wherever --evidence-dir put it.
+_BUNDLE_FILES = ("audit.jsonl", "INCOMPLETE")
+
+
+def _is_bundle(folder: Path) -> bool:
+    return (folder / "run.json").is_file() and any(
+        (folder / name).is_file() for name in _BUNDLE_FILES
+    )
+
+
+def _written_by_harness(path: Path, config: pytest.Config, *, upward: bool = False) -> bool:
+    """``path`` is a folder the tool writes, or in one: the evidence directory (with
+    the contract copies of every run in ``<run>/contracts/``), ``.harness/``, or a run
+    bundle anywhere else (``upward``: also when a folder above ``path`` is one)."""
+    resolved = path.resolve()
+    if any(resolved.is_relative_to(d) for d in _harness_dirs(config)[1]):
+        return True
+    if not upward:
+        return resolved.is_dir() and _is_bundle(resolved)
+    return any(_is_bundle(folder) for folder in resolved.parents if folder != Path("/"))
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Never collect from a folder the harness writes: after ``harness run``, plain
+    ``pytest`` must not find the contract copies (or a check's artifacts) in the
+    evidence. Called for each folder before pytest enters it, so a bundle is skipped
+    whole. None (not False) otherwise, so pytest's own ``--ignore`` still works."""
+    return True if _written_by_harness(collection_path, config) else None
 
 
 def _is_contract(path: Path, config: pytest.Config) -> bool:
-    if path.suffix not in (".yaml", ".yml"):
+    if path.suffix not in (".yaml", ".yml") or _written_by_harness(path, config, upward=True):
         return False
     try:
         with open(path, encoding="utf-8", errors="replace") as fh:

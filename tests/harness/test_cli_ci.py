@@ -432,3 +432,38 @@ def test_the_cli_prints_progress_then_the_summary_in_a_log(project):
     r = invoke("run", "-j", "1")
     assert r.output.index("[1/1] GO ") < r.output.index("summary, in the contracts' order:")
     assert r.output.index("summary, in the contracts' order:") < r.output.index("release verdict")
+
+
+# ------------------------------------------------------------------ plain pytest after a run
+
+SCHEMA_LINE = "# yaml-language-server: $schema=./contract.schema.json\n"
+
+
+def test_plain_pytest_after_a_run_never_collects_what_the_harness_wrote(project):
+    # the schema line (as harness init and new write it) makes any copy look like a contract
+    path = project.contract("c", simple_contract())
+    path.write_text(SCHEMA_LINE + path.read_text())
+    assert invoke("run", "-j", "1").exit_code == 0
+    # a bundle written where the configuration does not say (--evidence-dir)
+    assert invoke("run", "-j", "1", "--evidence-dir", "elsewhere/ev").exit_code == 0
+    bundles = [p for p in (project.root / "evidence").iterdir() if p.name[0].isdigit()]
+    bundles += list((project.root / "elsewhere" / "ev").iterdir())
+    assert len(bundles) == 2
+    for bundle in bundles:
+        assert list(bundle.glob("contracts/**/c.yaml")), "the run stored its contract copy"
+        # what a check attaches lands in the bundle too: never a test of the project's
+        (bundle / "criteria" / "test_attached.py").write_text("def test_x():\n    assert 0\n")
+    (project.root / ".harness").mkdir(exist_ok=True)
+    (project.root / ".harness" / "test_cache.py").write_text("def test_y():\n    assert 0\n")
+    env = {**os.environ, "PYTHONPATH": str(project.root)}
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rA"],
+        cwd=project.root,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "1 passed" in out.stdout and "error" not in out.stdout.lower()
+    assert "PASSED contracts/c.yaml::AC-DEMO-001" in out.stdout
+    assert "evidence" not in out.stdout and "elsewhere" not in out.stdout
