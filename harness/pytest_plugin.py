@@ -48,26 +48,44 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--harness-jobs", type=int, default=None, help="workers per criterion")
 
 
-def _harness_dirs(config: pytest.Config) -> tuple[list[Path], list[Path]]:
-    """(the contract folders, the folders the tool writes) of the project at pytest's
-    rootdir, resolved; read once per session."""
+def _contract_dirs(config: pytest.Config) -> list[Path]:
     cached = getattr(config, "_harness_dirs", None)
     if cached is None:
         from harness.config import load_config
 
         try:
-            cfg = load_config(Path(config.rootpath))
-            contracts = [p.resolve() for p in cfg.contracts]
-            written = [cfg.evidence_dir.resolve(), (cfg.root / ".harness").resolve()]
+            cached = [p.resolve() for p in load_config(Path(config.rootpath)).contracts]
         except Exception:
-            contracts, written = [], []
-        cached = (contracts, written)
+            cached = []
         config._harness_dirs = cached  # type: ignore[attr-defined]
-    return cached
+    return list(cached)
 
 
-def _contract_dirs(config: pytest.Config) -> list[Path]:
-    return list(_harness_dirs(config)[0])
+def _written_dirs(config: pytest.Config) -> list[Path]:
+    """The folders the tool writes in the project at pytest's rootdir (its evidence
+    directory and ``.harness/``), resolved; none in a project whose pyproject.toml
+    does not configure the harness (read once per session, and without importing the
+    harness there: the plugin is loaded in every pytest session)."""
+    cached = getattr(config, "_harness_written", None)
+    if cached is None:
+        cached = []
+        here = Path(config.rootpath).resolve()
+        found = [d / "pyproject.toml" for d in (here, *here.parents)]
+        pyproject = next((f for f in found if f.is_file()), None)
+        try:
+            configured = pyproject is not None and "tool.harness" in pyproject.read_text("utf-8")
+        except (OSError, UnicodeDecodeError):
+            configured = False
+        if configured:
+            from harness.config import load_config
+
+            try:
+                cfg = load_config(here)
+                cached = [cfg.evidence_dir.resolve(), (cfg.root / ".harness").resolve()]
+            except Exception:
+                cached = []
+        config._harness_written = cached  # type: ignore[attr-defined]
+    return list(cached)
 
 
 # A run's bundle (harness/evidence.py): run.json beside the audit trail, or beside the
@@ -86,11 +104,11 @@ def _written_by_harness(path: Path, config: pytest.Config, *, upward: bool = Fal
     the contract copies of every run in ``<run>/contracts/``), ``.harness/``, or a run
     bundle anywhere else (``upward``: also when a folder above ``path`` is one)."""
     resolved = path.resolve()
-    if any(resolved.is_relative_to(d) for d in _harness_dirs(config)[1]):
+    if any(resolved.is_relative_to(d) for d in _written_dirs(config)):
         return True
     if not upward:
         return resolved.is_dir() and _is_bundle(resolved)
-    return any(_is_bundle(folder) for folder in resolved.parents if folder != Path("/"))
+    return any(_is_bundle(folder) for folder in resolved.parents)
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:

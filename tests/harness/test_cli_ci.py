@@ -467,3 +467,16 @@ def test_plain_pytest_after_a_run_never_collects_what_the_harness_wrote(project)
     assert "1 passed" in out.stdout and "error" not in out.stdout.lower()
     assert "PASSED contracts/c.yaml::AC-DEMO-001" in out.stdout
     assert "evidence" not in out.stdout and "elsewhere" not in out.stdout
+
+
+def test_the_plugin_ignores_nothing_in_a_project_that_does_not_use_the_harness(tmp_path):
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "other"\nversion = "0"\n')
+    (tmp_path / "evidence").mkdir()
+    (tmp_path / "evidence" / "test_mine.py").write_text("def test_a():\n    pass\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0 and "1 passed" in out.stdout, out.stdout + out.stderr
