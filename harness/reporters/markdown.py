@@ -20,6 +20,12 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def _gate(result: RunResult) -> str:
+    if result.interrupted:
+        return "**not passed**, the run was interrupted (exit 2)"
+    return "passed, exit 0" if gate_passes(result) else "**failed**, exit 1"
+
+
 def markdown_summary(result: RunResult) -> str:
     lines = [
         f"## Release verdict: {ICON[result.verdict]} {result.verdict.value}",
@@ -27,9 +33,8 @@ def markdown_summary(result: RunResult) -> str:
         f"**{result.summary_line()}** — run `{result.run_id}`, profile `{result.profile}`, "
         f"seed `{result.seed}`",
         "",
-        f"Gate (`--fail-on {result.fail_on}`): "
-        + ("passed, exit 0" if gate_passes(result) else "**failed**, exit 1")
-        + ". Warn criteria are reported only; they never fail the run.",
+        f"Gate (`--fail-on {result.fail_on}`): {_gate(result)}. "
+        "Warn criteria are reported only; they never fail the run.",
         "",
         "| verdict | criterion | title | severity | reason |",
         "|---|---|---|---|---|",
