@@ -64,6 +64,7 @@ def _coordinator_setup() -> None:
     "--fail-on); teeth: only the mutants.",
 )
 @click.option("--fast", is_flag=True, help="Same as --profile fast.")
+@click.option("--teeth", is_flag=True, help="Same as --profile teeth.")
 @click.option(
     "--fail-on",
     type=click.Choice([f.value for f in FailOn]),
@@ -74,7 +75,6 @@ def _coordinator_setup() -> None:
     "slow falsifiers missing) passes, so --fast gates a merge; unproven-fast: anything "
     "short of GO. Warn criteria never fail the run.",
 )
-@click.option("--teeth", is_flag=True, help="Same as --profile teeth.")
 @click.option(
     "--output",
     "outputs",
