@@ -12,14 +12,17 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from harness.exitcodes import ExitCode
 from harness.model import (
     CriterionResult,
     Expectation,
+    FailOn,
     FalsifierOutcome,
     FalsifierResult,
     InvariantOutcome,
     InvariantResult,
     Judgement,
+    RunResult,
     Verdict,
 )
 from harness.plan import Observed, Task
@@ -413,7 +416,8 @@ def judge_criterion(
 
     GO only when every invariant passed, every attack survived, and every
     invariant has at least one killed mutant. ``falsifier_targets`` maps each
-    invariant id to the ids of the falsifiers declared against it.
+    invariant id to the ids of the falsifiers declared against it. Every reason
+    starts with the id of the invariant it is about (``failing_invariant`` reads it).
     """
     no_go: list[str] = []
     unproven: list[str] = []
@@ -487,3 +491,43 @@ def release_verdict(results: Iterable[CriterionResult]) -> Verdict:
     if any(r.verdict is Verdict.UNPROVEN_FAST for r in blockers):
         return Verdict.UNPROVEN_FAST
     return Verdict.GO
+
+
+# --------------------------------------------------------------------------- the gate
+
+# how bad a verdict is, and the least bad one each --fail-on level fails on
+_BADNESS = {Verdict.GO: 0, Verdict.UNPROVEN_FAST: 1, Verdict.UNPROVEN: 2, Verdict.NO_GO: 3}
+_FAILS_FROM = {FailOn.UNPROVEN_FAST: 1, FailOn.UNPROVEN: 2, FailOn.NO_GO: 3}
+
+
+def blocks_gate(result: CriterionResult, fail_on: FailOn | str = FailOn.UNPROVEN) -> bool:
+    """Whether this criterion fails the run (exit 1): a blocker whose verdict is
+    ``fail_on`` or worse. A warn criterion never does; UNPROVEN-FAST (only the fast
+    profile's skipped mutants and slow falsifiers were missing) does only under
+    ``--fail-on unproven-fast``. Every reporter asks this, so none decides on its own."""
+    return result.severity == "blocker" and _BADNESS[result.verdict] >= _FAILS_FROM[FailOn(fail_on)]
+
+
+def failing_invariant(result: CriterionResult) -> str | None:
+    """The invariant a criterion that is not GO is about: the one its first reason
+    names (``judge_criterion`` starts every reason with the id of the invariant it
+    concerns), or None when no reason names one of the criterion's invariants."""
+    if not result.reasons:
+        return None
+    head = re.split(r"[\s:]", result.reasons[0], maxsplit=1)[0]
+    ids = {r.invariant_id for r in result.invariants} | {f.target for f in result.falsifiers}
+    return head if head in ids else None
+
+
+def gate_passes(result: RunResult) -> bool:
+    """The run passes its gate (``result.fail_on``): no criterion blocks it and the
+    run was not interrupted. The same as "the release verdict is better than
+    ``fail_on``", since the release verdict is the worst blocker's."""
+    return not result.interrupted and not any(
+        blocks_gate(c, result.fail_on) for c in result.criteria
+    )
+
+
+def run_exit_code(result: RunResult) -> ExitCode:
+    """``harness run``'s exit code for a finished run: 0 when the gate passes, else 1."""
+    return ExitCode.GO if gate_passes(result) else ExitCode.NOT_GO

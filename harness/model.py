@@ -210,6 +210,15 @@ class Verdict(enum.StrEnum):
     UNPROVEN_FAST = "UNPROVEN-FAST"
 
 
+class FailOn(enum.StrEnum):
+    """``--fail-on``: the least bad blocker verdict that fails the run (exit 1).
+    Worst first: NO-GO, UNPROVEN, UNPROVEN-FAST; warn criteria never fail it."""
+
+    NO_GO = "no-go"  #: only a NO-GO blocker fails
+    UNPROVEN = "unproven"  #: a NO-GO or UNPROVEN blocker fails; UNPROVEN-FAST passes (default)
+    UNPROVEN_FAST = "unproven-fast"  #: anything short of GO fails, UNPROVEN-FAST included
+
+
 # --------------------------------------------------------------------------- results
 
 
@@ -282,6 +291,7 @@ class RunResult:
     interrupted: bool = False
     evidence_dir: str = ""
     schema_version: int = RESULTS_SCHEMA_VERSION
+    fail_on: str = FailOn.UNPROVEN.value  # the gate the run was judged by (``--fail-on``)
 
     def counts(self) -> dict[str, int]:
         out = {v.value: 0 for v in Verdict}

@@ -35,6 +35,7 @@ from harness.model import (
     ContractSet,
     Criterion,
     CriterionResult,
+    FailOn,
     FalsifierOutcome,
     FalsifierResult,
     InvariantResult,
@@ -61,6 +62,7 @@ class RunRequest:
     contracts: ContractSet
     criteria: tuple[Criterion, ...]
     profile: Profile = Profile.FULL
+    fail_on: FailOn = FailOn.UNPROVEN  # the gate: which blocker verdicts fail the run
     seed: int | None = None  # None: a random seed, recorded
     jobs: int = 1
     evidence_root: Path | None = None  # None: write no evidence bundle
@@ -86,6 +88,7 @@ class RunRequest:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "profile", Profile(self.profile))
+        object.__setattr__(self, "fail_on", FailOn(self.fail_on))
         object.__setattr__(self, "criteria", tuple(self.criteria))
         object.__setattr__(self, "allowed", tuple(self.allowed))
         object.__setattr__(self, "outputs", tuple(self.outputs))
@@ -247,6 +250,7 @@ def run(request: RunRequest) -> RunResult:
         tool_version=__version__,
         interrupted=interrupted,
         evidence_dir=str(run_dir) if evidence_root is not None else "",
+        fail_on=request.fail_on.value,
     )
     events.run_finished(run_result)
     if not interrupted:

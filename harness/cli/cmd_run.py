@@ -10,6 +10,7 @@ import click
 from harness.cli.group import cli, config, contract_paths
 from harness.errors import NothingSelected, UsageError
 from harness.exitcodes import ExitCode
+from harness.model import FailOn
 from harness.plan import Profile
 
 # --------------------------------------------------------------------------- run
@@ -59,16 +60,29 @@ def _coordinator_setup() -> None:
     type=click.Choice([p.value for p in Profile]),
     default=None,
     help="full: everything; fast: skip mutants and slow falsifiers "
-    "(criteria end UNPROVEN-FAST, never GO); teeth: only the mutants.",
+    "(criteria end UNPROVEN-FAST, never GO, and the run still exits 0 under the default "
+    "--fail-on); teeth: only the mutants.",
 )
 @click.option("--fast", is_flag=True, help="Same as --profile fast.")
 @click.option("--teeth", is_flag=True, help="Same as --profile teeth.")
+@click.option(
+    "--fail-on",
+    type=click.Choice([f.value for f in FailOn]),
+    default=FailOn.UNPROVEN.value,
+    show_default=True,
+    help="Which blocker verdicts fail the run (exit 1). no-go: only NO-GO; unproven: "
+    "NO-GO or UNPROVEN, while UNPROVEN-FAST (only the fast profile's skipped mutants and "
+    "slow falsifiers missing) passes, so --fast gates a merge; unproven-fast: anything "
+    "short of GO. Warn criteria never fail the run.",
+)
 @click.option(
     "--output",
     "outputs",
     multiple=True,
     metavar="FORMAT[=FILE]",
-    help="json=FILE, junit=FILE, markdown=FILE, html=FILE, sarif=FILE or github (repeatable).",
+    help="json=FILE, junit=FILE, markdown=FILE, html=FILE, sarif=FILE or github (repeatable). "
+    "In GitHub Actions, github or markdown output also appends the Markdown summary to "
+    "$GITHUB_STEP_SUMMARY, once.",
 )
 @click.option("--evidence-dir", type=click.Path(), help="Where run bundles go [config].")
 @click.option("--no-evidence", is_flag=True, help="Write no evidence bundle.")
@@ -94,6 +108,7 @@ def run(
     profile: str | None,
     fast: bool,
     teeth: bool,
+    fail_on: str,
     outputs: tuple[str, ...],
     evidence_dir: str | None,
     no_evidence: bool,
@@ -101,10 +116,13 @@ def run(
     sign_key: str | None,
     require_signature: bool,
 ) -> int:
-    """Run the contracts and print a verdict per acceptance criterion."""
+    """Run the contracts and print a verdict per acceptance criterion.
+
+    Exits 0 when the gate passes (--fail-on: by default no blocker criterion is NO-GO
+    or UNPROVEN), 1 when it does not."""
+    from harness.judge import run_exit_code
     from harness.loader import load_contract_set
-    from harness.model import Verdict
-    from harness.reporters import make_writer
+    from harness.reporters import make_writers
     from harness.reporters.terminal import TerminalReporter
     from harness.runner import RunRequest
     from harness.runner import run as run_request
@@ -128,7 +146,7 @@ def run(
             f"--criterion {list(criteria)}) among {len(contracts.criteria)} criteria"
         )
     listeners: list[Any] = [TerminalReporter(verbose=verbose)]
-    listeners += [make_writer(spec) for spec in outputs]
+    listeners += make_writers(outputs)
     evidence_root = None
     signer = None
     key_path = resolve_sign_key(sign_key, cfg.sign_key)
@@ -152,6 +170,7 @@ def run(
         contracts,
         tuple(chosen),
         profile=Profile(profile),
+        fail_on=FailOn(fail_on),
         seed=seed,
         jobs=cfg.effective_jobs(jobs),
         evidence_root=evidence_root,
@@ -167,8 +186,7 @@ def run(
         preload=cfg.preload,
         limits=cfg.limits,
     )
-    result = run_request(request)
-    return int(ExitCode.GO if result.verdict is Verdict.GO else ExitCode.NOT_GO)
+    return int(run_exit_code(run_request(request)))
 
 
 @cli.command()

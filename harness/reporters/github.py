@@ -1,12 +1,23 @@
-"""``--output github``: GitHub Actions workflow annotations on contract lines."""
+"""``--output github``: GitHub Actions workflow commands (docs/ci.md).
+
+One annotation per criterion that is not GO, on the line of the invariant it
+failed on (``file`` relative to the repository root, ``line`` and ``col``), at the
+level the gate gives it: ``::error`` when the criterion fails the run (a blocker
+NO-GO or UNPROVEN under the default ``--fail-on``), ``::warning`` when it is only
+reported (a warn criterion, or a blocker the chosen ``--fail-on`` lets pass). The
+fast profile's UNPROVEN-FAST criteria that pass the gate get one ``::notice``
+between them, not one warning each.
+"""
 
 from __future__ import annotations
 
 import sys
 from typing import IO, Any
 
-from harness.hooks import Listener
-from harness.model import RunResult, Verdict
+from harness.hooks import Listener, RunInfo
+from harness.judge import blocks_gate, failing_invariant
+from harness.model import ContractSet, CriterionResult, Location, RunResult, Verdict
+from harness.reporters.locate import repo_path
 
 
 def _escape(text: str) -> str:
@@ -17,19 +28,52 @@ def _prop(text: str) -> str:
     return _escape(text).replace(":", "%3A").replace(",", "%2C")
 
 
+def annotation_location(c: CriterionResult, contracts: ContractSet | None) -> Location:
+    """The line of the invariant ``c`` failed on, else the criterion's own line."""
+    inv = failing_invariant(c)
+    declared = contracts.invariants.get(inv) if contracts and inv else None
+    return declared.location if declared is not None else c.location
+
+
+def annotation_lines(result: RunResult, contracts: ContractSet | None = None) -> list[str]:
+    lines = []
+    fast = 0
+    for c in result.criteria:
+        blocking = blocks_gate(c, result.fail_on)
+        if c.verdict is Verdict.GO or (c.verdict is Verdict.UNPROVEN_FAST and not blocking):
+            fast += c.verdict is Verdict.UNPROVEN_FAST
+            continue
+        level = "error" if blocking else "warning"
+        title = f"{c.criterion_id} {c.verdict.value}"
+        if not blocking:
+            why = (
+                "a warn criterion never fails the run"
+                if c.severity == "warn"
+                else f"--fail-on {result.fail_on} lets it pass"
+            )
+            title += f" (reported only; {why})"
+        message = "; ".join(c.reasons) or c.verdict.value
+        loc = annotation_location(c, contracts)
+        lines.append(
+            f"::{level} file={_prop(repo_path(loc.file))},line={loc.line},col={loc.col},"
+            f"title={_prop(title)}::{_escape(message)}"
+        )
+    if fast:
+        lines.append(
+            f"::notice title=harness --fast::{fast} criteria UNPROVEN-FAST: the fast profile "
+            f"did not run their mutants and slow falsifiers; they pass --fail-on {result.fail_on}"
+        )
+    return lines
+
+
 class GithubAnnotations(Listener):
     def __init__(self, stream: Any = None) -> None:
         self.stream: IO[str] = stream or sys.stdout
+        self.contracts: ContractSet | None = None
+
+    def run_started(self, info: RunInfo, contracts: ContractSet, plan: Any) -> None:
+        self.contracts = contracts
 
     def run_finished(self, result: RunResult) -> None:
-        for c in result.criteria:
-            if c.verdict is Verdict.GO:
-                continue
-            level = "error" if c.verdict is Verdict.NO_GO else "warning"
-            title = f"{c.criterion_id} {c.verdict.value}"
-            message = "; ".join(c.reasons) or c.verdict.value
-            print(
-                f"::{level} file={_prop(c.location.file)},line={c.location.line},"
-                f"title={_prop(title)}::{_escape(message)}",
-                file=self.stream,
-            )
+        for line in annotation_lines(result, self.contracts):
+            print(line, file=self.stream)

@@ -1,4 +1,11 @@
-"""``--output junit=FILE``: one testcase per invariant and falsifier."""
+"""``--output junit=FILE``: one testcase per invariant and falsifier.
+
+The cases follow the gate (docs/ci.md): a check that went wrong is a ``<failure>``
+or ``<error>`` only when its criterion fails the run. In a criterion that is only
+reported (a warn criterion, or a blocker the chosen ``--fail-on`` lets pass) it is
+``<skipped>`` with the reason, as pytest reports such a criterion xfailed, so a CI
+test view never shows red for a run that passed.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +14,14 @@ from pathlib import Path
 
 from harness.fsutil import atomic_write_bytes
 from harness.hooks import Listener
-from harness.model import FalsifierOutcome, InvariantOutcome, RunResult
+from harness.judge import blocks_gate
+from harness.model import CriterionResult, FalsifierOutcome, InvariantOutcome, RunResult
 
+_BAD_INVARIANT = {
+    InvariantOutcome.FAIL: "failure",
+    InvariantOutcome.ERROR: "error",
+    InvariantOutcome.SKIP: "skipped",
+}
 _BAD_FALSIFIER = {
     FalsifierOutcome.REFUTED: "failure",
     FalsifierOutcome.MISSED: "failure",
@@ -22,11 +35,38 @@ def _clean(text: str) -> str:
     return "".join(ch for ch in text if ch in "\t\n\r" or ord(ch) >= 0x20)
 
 
+def reported_only(c: CriterionResult, fail_on: str) -> str:
+    """Why a criterion that is not GO does not fail the run ("" when it does)."""
+    if blocks_gate(c, fail_on):
+        return ""
+    why = "a warn criterion" if c.severity == "warn" else f"--fail-on {fail_on}"
+    return f"{c.criterion_id} is {c.verdict.value}, reported only ({why}: does not fail the run)"
+
+
+def _mark(
+    case: ET.Element,
+    tag: str,
+    message: str,
+    counts: dict[str, int],
+    only_reported: str,
+    outcome: str = "",
+) -> None:
+    """Record what went wrong with a case: as ``tag``, or skipped with the reason when
+    its criterion is only reported."""
+    if only_reported and tag != "skipped":
+        tag, message = "skipped", f"{only_reported}: {outcome}{message}"
+    ET.SubElement(case, tag, message=_clean(message)).text = (
+        _clean(message) if tag == "failure" else None
+    )
+    counts[{"failure": "failures", "error": "errors", "skipped": "skipped"}[tag]] += 1
+
+
 def junit_xml(result: RunResult) -> bytes:
     suites = ET.Element("testsuites", name="harness", time=f"{_total(result):.3f}")
     for c in result.criteria:
         cases = []
         counts = {"failures": 0, "errors": 0, "skipped": 0}
+        only_reported = reported_only(c, result.fail_on)
         for inv in c.invariants:
             case = ET.Element(
                 "testcase",
@@ -35,17 +75,9 @@ def junit_xml(result: RunResult) -> bytes:
                 time=f"{inv.duration:.3f}",
                 file=c.location.file,
             )
-            if inv.outcome is InvariantOutcome.FAIL:
-                ET.SubElement(case, "failure", message=_clean(inv.message)).text = _clean(
-                    inv.message
-                )
-                counts["failures"] += 1
-            elif inv.outcome is InvariantOutcome.ERROR:
-                ET.SubElement(case, "error", message=_clean(inv.message))
-                counts["errors"] += 1
-            elif inv.outcome is InvariantOutcome.SKIP:
-                ET.SubElement(case, "skipped", message=_clean(inv.message))
-                counts["skipped"] += 1
+            tag = _BAD_INVARIANT.get(inv.outcome)
+            if tag:
+                _mark(case, tag, inv.message, counts, only_reported, f"{inv.outcome.value}: ")
             cases.append(case)
         for f in c.falsifiers:
             case = ET.Element(
@@ -57,10 +89,7 @@ def junit_xml(result: RunResult) -> bytes:
             )
             tag = _BAD_FALSIFIER.get(f.outcome)
             if tag:
-                ET.SubElement(case, tag, message=_clean(f"{f.outcome.value}: {f.message}"))
-                counts[
-                    "failures" if tag == "failure" else "errors" if tag == "error" else "skipped"
-                ] += 1
+                _mark(case, tag, f"{f.outcome.value}: {f.message}", counts, only_reported)
             cases.append(case)
         suite = ET.SubElement(
             suites,
@@ -73,6 +102,9 @@ def junit_xml(result: RunResult) -> bytes:
         props = ET.SubElement(suite, "properties")
         ET.SubElement(props, "property", name="verdict", value=c.verdict.value)
         ET.SubElement(props, "property", name="severity", value=c.severity)
+        ET.SubElement(
+            props, "property", name="fails_run", value=str(blocks_gate(c, result.fail_on)).lower()
+        )
         suite.extend(cases)
     ET.indent(suites)
     return ET.tostring(suites, encoding="utf-8", xml_declaration=True)

@@ -1,5 +1,7 @@
 """``--output markdown=FILE``: a summary for a pull-request comment or CI step
-summary; appended to ``$GITHUB_STEP_SUMMARY`` too when that is set."""
+summary. In a GitHub Actions job, ``--output github`` or ``--output markdown=...``
+also appends it to ``$GITHUB_STEP_SUMMARY`` (``StepSummaryWriter``, added by
+``make_writers``): appended once, never overwriting earlier steps."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from pathlib import Path
 
 from harness.fsutil import atomic_write_text
 from harness.hooks import Listener
+from harness.judge import gate_passes
 from harness.model import RunResult, Verdict
 
 ICON = {Verdict.GO: "✅", Verdict.NO_GO: "❌", Verdict.UNPROVEN: "⚠️", Verdict.UNPROVEN_FAST: "⏩"}
@@ -17,12 +20,21 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def _gate(result: RunResult) -> str:
+    if result.interrupted:
+        return "**not passed**, the run was interrupted (exit 2)"
+    return "passed, exit 0" if gate_passes(result) else "**failed**, exit 1"
+
+
 def markdown_summary(result: RunResult) -> str:
     lines = [
         f"## Release verdict: {ICON[result.verdict]} {result.verdict.value}",
         "",
         f"**{result.summary_line()}** — run `{result.run_id}`, profile `{result.profile}`, "
         f"seed `{result.seed}`",
+        "",
+        f"Gate (`--fail-on {result.fail_on}`): {_gate(result)}. "
+        "Warn criteria are reported only; they never fail the run.",
         "",
         "| verdict | criterion | title | severity | reason |",
         "|---|---|---|---|---|",
@@ -38,14 +50,34 @@ def markdown_summary(result: RunResult) -> str:
     return "\n".join(lines) + "\n"
 
 
+def same_file(a: Path, b: Path) -> bool:
+    """``a`` and ``b`` name one file (also through links, or before it exists)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return a.resolve() == b.resolve()
+
+
 class MarkdownWriter(Listener):
+    """Writes (replaces) FILE with the summary."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def run_finished(self, result: RunResult) -> None:
+        atomic_write_text(self.path, markdown_summary(result))
+
+
+class StepSummaryWriter(Listener):
+    """Appends the summary to a GitHub Actions step summary file: other steps of the
+    job wrote there before, and their content stays."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
 
     def run_finished(self, result: RunResult) -> None:
         text = markdown_summary(result)
-        atomic_write_text(self.path, text)
-        summary = os.environ.get("GITHUB_STEP_SUMMARY")
-        if summary:
-            with open(summary, "a", encoding="utf-8") as fh:
-                fh.write(text)
+        with open(self.path, "a", encoding="utf-8") as fh:
+            if fh.tell() > 0:
+                text = "\n" + text  # a blank line after what an earlier step wrote
+            fh.write(text)

@@ -1,4 +1,10 @@
-"""The terminal reporter: a line per criterion, denominators at the end."""
+"""The terminal reporter: a line per criterion as it finishes, denominators at the end.
+
+Each criterion's line is printed as soon as it is judged (``[3/32] GO  AC-...``),
+in a terminal and in a CI log alike, so a long run shows progress. Without a
+terminal (a CI log, a pipe) the lines come in the order criteria finish, so they
+are printed once more at the end in the contracts' order, as pytest closes a log
+with its summary; in a terminal the progress lines are the report."""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ from typing import IO
 import click
 
 from harness.hooks import Listener, RunInfo
+from harness.judge import gate_passes
 from harness.model import ContractSet, CriterionResult, FalsifierOutcome, RunResult, Verdict
 from harness.plan import Plan
 
@@ -51,11 +58,12 @@ class TerminalReporter(Listener):
 
     def criterion_finished(self, result: CriterionResult) -> None:
         self.done += 1
-        if self.live:
-            self.echo(f"[{self.done}/{self.total}] " + criterion_line(result))
+        self.echo(f"[{self.done}/{self.total}] " + criterion_line(result))
 
     def run_finished(self, result: RunResult) -> None:
-        if not self.live:
+        if not self.live and result.criteria:
+            self.echo()
+            self.echo("summary, in the contracts' order:")
             for r in result.criteria:
                 self.echo(criterion_line(r))
         if self.verbose:
@@ -91,6 +99,13 @@ class TerminalReporter(Listener):
         )
         note = f"; {warn} warn criteria not GO, reported only" if warn else ""
         self.echo(f"release verdict: {release}{where}{note}")
+        if result.verdict is not Verdict.GO and not result.interrupted:
+            passed = gate_passes(result)
+            self.echo(
+                f"gate (--fail-on {result.fail_on}): "
+                + (click.style("passed", fg="green") if passed else click.style("failed", fg="red"))
+                + f", exit {0 if passed else 1}"
+            )
 
     def _teeth_table(self, result: RunResult) -> None:
         rows = [

@@ -114,7 +114,8 @@ def test_outputs_json_junit_markdown_github(project, tmp_path, monkeypatch):
     md = (tmp_path / "r.md").read_text()
     assert "NO-GO" in md and "AC-DEMO-001" in md
     assert summary.read_text() == md
-    assert "::error file=contracts/c.yaml,line=4,title=AC-DEMO-001 NO-GO::" in r.output
+    # on the failing invariant's line (11), not the criterion's (4)
+    assert "::error file=contracts/c.yaml,line=11,col=5,title=AC-DEMO-001 NO-GO::" in r.output
 
 
 def test_bad_output_spec_exits_4(project):
