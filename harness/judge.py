@@ -257,9 +257,18 @@ def _judge_mutant(task: Task, observed: Observed) -> _Judged:
     if outcome is InvariantOutcome.FAIL:
         return FalsifierOutcome.KILLED, message, detail, observed.artifacts
     if outcome is InvariantOutcome.PASS:
+        held = observed.extra.get("unpatched_references")
+        hint = ""
+        if isinstance(held, list) and held and all(isinstance(h, str) for h in held):
+            hint = (
+                f"the patch could not reach {', '.join(h[:120] for h in held[:3])}: a name "
+                "imported (from X import f) before the patch keeps the original; patch that "
+                "name too, or call it through its module (X.f)"
+            )
+            detail["hint"] = hint
         return (
             FalsifierOutcome.MISSED,
-            "the check stayed green against the mutant",
+            "the check stayed green against the mutant" + (f"; {hint}" if hint else ""),
             detail,
             observed.artifacts,
         )
@@ -436,7 +445,10 @@ def judge_criterion(
         if f.outcome is FalsifierOutcome.REFUTED:
             no_go.append(f"{f.target} REFUTED by {f.falsifier_id}: {f.message}")
         elif f.outcome is FalsifierOutcome.MISSED:
-            unproven.append(f"{f.target}: mutant {f.falsifier_id} survived")
+            hint = f.detail.get("hint") if isinstance(f.detail, dict) else None
+            unproven.append(
+                f"{f.target}: mutant {f.falsifier_id} survived" + (f" ({hint})" if hint else "")
+            )
             fast_only = False
         elif f.outcome is FalsifierOutcome.CRASHED:
             unproven.append(

@@ -23,7 +23,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from harness.bindings import BindingError, resolve_allowed
+from harness.bindings import BindingError, resolve_allowed, resolve_patch_target
 from harness.errors import HarnessError
 from harness.evaluate import make_context, observe
 from harness.falsify.faults import make_injector
@@ -51,13 +51,42 @@ def run_mutant(task: Task) -> Observed:
     f = task.falsifier
     assert f is not None
     spec = f.spec
+    originals: dict[str, Any] = {}
     try:
         for target, replacement in spec.get("patch", {}).items():
+            owner, name = resolve_patch_target(target, task.allowed, "mutant target")
+            originals[target] = getattr(owner, name, None)
             apply_patch(target, replacement, task.allowed)
     except BindingError as exc:
         return Observed("failed", f"mutant cannot be applied: {exc}", extra={"applied": False})
     observed = observe(task, make_context(task, spec.get("params")))
-    return dataclasses.replace(observed, extra={"applied": True})
+    extra: dict[str, Any] = {"applied": True}
+    held = unpatched_references(originals, task.root)
+    if held:
+        extra["unpatched_references"] = held
+    return dataclasses.replace(observed, extra=extra)
+
+
+def unpatched_references(originals: dict[str, Any], root: str, limit: int = 10) -> list[str]:
+    """Names in the project's loaded modules still bound to a patched object: a
+    ``from mylib import clip`` made before the patch keeps the original, so a check
+    calling ``clip`` never meets the mutant. Reported with a MISSED mutant as a hint."""
+    import sys
+
+    wanted = {id(v): t for t, v in originals.items() if callable(v)}
+    found: list[str] = []
+    base = str(Path(root).resolve())
+    for mod in list(sys.modules.values()):
+        path = getattr(mod, "__file__", None) or ""
+        if not path.startswith(base + "/") or "site-packages" in path:
+            continue
+        for key, value in list(vars(mod).items()):
+            target = wanted.get(id(value))
+            if target is not None and f"{mod.__name__}:{key}" != target:
+                found.append(f"{mod.__name__}.{key} (still {target})")
+                if len(found) >= limit:
+                    return found
+    return found
 
 
 # --------------------------------------------------------------------------- property

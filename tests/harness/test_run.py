@@ -326,3 +326,31 @@ def test_teeth_profile_runs_only_mutants(project):
 def test_results_do_not_depend_on_jobs(project, jobs):
     c = only(run(project, simple_contract(), jobs=jobs))
     assert c.verdict is Verdict.GO
+
+
+def test_a_missed_mutant_names_the_by_name_import_the_patch_could_not_reach(project):
+    """`from lib import double` made before the patch keeps the original: the mutant is
+    MISSED, and the reason says which name and what to do."""
+    (project.root / "lib.py").write_text("def double(x):\n    return 2 * x\n")
+    (project.root / "chk.py").write_text(
+        "from lib import double\n\n\ndef check(ctx):\n    return {'value': double(2)}\n\n\n"
+        "def triple(x):\n    return 3 * x\n"
+    )
+    body = simple_contract(
+        check="chk:check",
+        expect="value: {eq: 4}",
+        falsifiers="""
+falsifiers:
+  - id: FALSIFY-DEMO-001
+    title: triple is not double
+    kind: mutant
+    target: INV-DEMO-001
+    mutant:
+      patch: {"lib:double": "chk:triple"}
+""",
+    )
+    c = only(run(project, body))
+    (f,) = c.falsifiers
+    assert f.outcome is FalsifierOutcome.MISSED
+    assert "the patch could not reach chk.double (still lib:double)" in f.message
+    assert any("call it through its module" in r for r in c.reasons)
