@@ -375,7 +375,7 @@ def report(
         raise UsageError("say what to write: --html FILE, --markdown FILE or --sarif FILE")
     if html_out:
         status = signature_status(rd, [Path(k) for k in keys])
-        atomic_write_text(Path(html_out), render_html(result, rd, status))
+        atomic_write_text(Path(html_out), render_html(result, rd, status, Path(html_out).parent))
         click.echo(f"wrote {html_out} ({result.verdict.value}; signatures: {status})")
     if md_out:
         atomic_write_text(Path(md_out), markdown_summary(result))

@@ -9,6 +9,8 @@ from __future__ import annotations
 import html
 import json
 import math
+import os
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +72,12 @@ def _fmt(value: Any) -> str:
 
 
 def line_chart(
-    title: str, points: list[tuple[float, float]], width: int = 420, height: int = 220
+    title: str,
+    points: list[tuple[float, float]],
+    width: int = 420,
+    height: int = 240,
+    x_label: str = "step",
+    y_label: str = "value",
 ) -> str:
     pts = [(x, y) for x, y in points if math.isfinite(x) and math.isfinite(y)]
     if len(pts) < 2:
@@ -78,7 +85,7 @@ def line_chart(
     xs, ys = [p[0] for p in pts], [p[1] for p in pts]
     x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
     x1, y1 = (x1 if x1 > x0 else x0 + 1), (y1 if y1 > y0 else y0 + 1)
-    left, right, top, bottom = 52, 12, 26, 28
+    left, right, top, bottom = 64, 12, 30, 40
 
     def sx(x: float) -> float:
         return left + (x - x0) / (x1 - x0) * (width - left - right)
@@ -94,21 +101,31 @@ def line_chart(
         if len(pts) <= 40
         else ""
     )
+    mid_y = (top + height - bottom) / 2
     return (
         f'<svg width="{width}" height="{height}" role="img" aria-label="{e(title)}">'
-        f'<text x="{left}" y="16" font-size="12" font-weight="600">{e(title)}</text>'
+        f"<title>{e(title)}</title>"
+        f'<text x="{left}" y="16" font-size="12" font-weight="600">{e(_clip(title, 58))}</text>'
         f'<line x1="{left}" y1="{height - bottom}" x2="{width - right}" '
         f'y2="{height - bottom}" stroke="#8c959f"/>'
         f'<line x1="{left}" y1="{top}" x2="{left}" y2="{height - bottom}" stroke="#8c959f"/>'
         f'<text x="{left - 4}" y="{top + 4}" font-size="10" text-anchor="end">{y1:.4g}</text>'
         f'<text x="{left - 4}" y="{height - bottom}" font-size="10" '
         f'text-anchor="end">{y0:.4g}</text>'
-        f'<text x="{left}" y="{height - 8}" font-size="10">{x0:g}</text>'
-        f'<text x="{width - right}" y="{height - 8}" font-size="10" '
+        f'<text x="{left}" y="{height - bottom + 14}" font-size="10">{x0:g}</text>'
+        f'<text x="{width - right}" y="{height - bottom + 14}" font-size="10" '
         f'text-anchor="end">{x1:g}</text>'
+        f'<text class="axis-label" x="{(left + width - right) / 2:.0f}" y="{height - 6}" '
+        f'font-size="11" text-anchor="middle">{e(x_label)}</text>'
+        f'<text class="axis-label" x="14" y="{mid_y:.0f}" font-size="11" text-anchor="middle" '
+        f'transform="rotate(-90 14 {mid_y:.0f})">{e(_clip(y_label, 28))}</text>'
         f'<polyline fill="none" stroke="#0969da" stroke-width="1.6" points="{path}"/>'
         f"{dots}</svg>"
     )
+
+
+def _clip(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
 
 
 def histogram(
@@ -116,15 +133,18 @@ def histogram(
     counts: list[float],
     ref: list[float] | None = None,
     width: int = 420,
-    height: int = 220,
+    height: int = 250,
+    y_label: str = "count",
 ) -> str:
+    """Bars per bin; the title on its own line, the legend on the next (neither is cut
+    by the other), the axes labelled."""
     if not counts:
         return ""
     series = [counts] + ([ref] if ref else [])
     top_val = max(max(s) for s in series) or 1.0
-    left, top, bottom = 12, 26, 20
+    left, right, top, bottom = 44, 12, 44, 34
     n = len(counts)
-    bw = (width - 2 * left) / n
+    bw = (width - left - right) / n
     bars = []
     for k, (s, color) in enumerate(zip(series, ("#0969da", "#bf8700"), strict=False)):
         for i, v in enumerate(s):
@@ -134,11 +154,25 @@ def histogram(
                 f'<rect x="{x:.1f}" y="{height - bottom - h:.1f}" width="{bw / 2:.1f}" '
                 f'height="{h:.1f}" fill="{color}" opacity="0.8"/>'
             )
-    legend = ' <tspan fill="#bf8700">■ reference</tspan>' if ref else ""
+    legend = '<tspan fill="#0969da">■ current</tspan>' + (
+        ' <tspan fill="#bf8700">■ reference</tspan>' if ref else ""
+    )
+    mid_y = (top + height - bottom) / 2
     return (
         f'<svg width="{width}" height="{height}" role="img" aria-label="{e(title)}">'
-        f'<text x="{left}" y="16" font-size="12" font-weight="600">{e(title)}'
-        f'<tspan fill="#0969da"> ■ current</tspan>{legend}</text>{"".join(bars)}</svg>'
+        f"<title>{e(title)}</title>"
+        f'<text x="{left}" y="16" font-size="12" font-weight="600">{e(_clip(title, 58))}</text>'
+        f'<text class="legend" x="{left}" y="32" font-size="11">{legend}</text>'
+        f'<line x1="{left}" y1="{height - bottom}" x2="{width - right}" '
+        f'y2="{height - bottom}" stroke="#8c959f"/>'
+        f'<line x1="{left}" y1="{top}" x2="{left}" y2="{height - bottom}" stroke="#8c959f"/>'
+        f'<text x="{left - 4}" y="{top + 4}" font-size="10" text-anchor="end">{top_val:.4g}</text>'
+        f'<text x="{left - 4}" y="{height - bottom}" font-size="10" text-anchor="end">0</text>'
+        f'<text class="axis-label" x="{(left + width - right) / 2:.0f}" y="{height - 8}" '
+        f'font-size="11" text-anchor="middle">bin (1 … {n})</text>'
+        f'<text class="axis-label" x="12" y="{mid_y:.0f}" font-size="11" text-anchor="middle" '
+        f'transform="rotate(-90 12 {mid_y:.0f})">{e(y_label)}</text>'
+        f"{''.join(bars)}</svg>"
     )
 
 
@@ -149,11 +183,14 @@ def charts_from_metrics(lines: list[dict[str, Any]]) -> list[str]:
     for m in lines:
         value = m.get("value")
         if m.get("kind") == "histogram" and isinstance(value, list):
+            counts = [float(v) for v in value]
+            shares = counts and abs(sum(counts) - 1.0) < 1e-6  # fractions of the rows
             out.append(
                 histogram(
                     f"{m.get('check', '')}: {m.get('name', '')}",
-                    [float(v) for v in value],
+                    counts,
                     [float(v) for v in m.get("reference", [])] or None,
+                    y_label="share of rows" if shares else "count",
                 )
             )
         elif "step" in m and isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -161,14 +198,24 @@ def charts_from_metrics(lines: list[dict[str, Any]]) -> list[str]:
                 (float(m["step"]), float(value))
             )
     for (check, name), pts in sorted(series.items()):
-        out.append(line_chart(f"{check}: {name} per step", sorted(pts)))
+        out.append(line_chart(f"{check}: {name} per step", sorted(pts), y_label=name))
     return [c for c in out if c]
 
 
 # --------------------------------------------------------------------------- page
 
 
-def _criterion_card(c: CriterionResult, run_dir: Path | None, meta: dict[str, Any]) -> str:
+def _href(target: Path, report_dir: Path | None) -> str:
+    """A link to ``target`` relative to the folder the report is written to, so a report
+    moved together with its bundle (uploaded, mailed as an archive) still links."""
+    base = (report_dir or Path.cwd()).resolve()
+    rel = os.path.relpath(target.resolve(), base)
+    return urllib.parse.quote(Path(rel).as_posix())
+
+
+def _criterion_card(
+    c: CriterionResult, run_dir: Path | None, meta: dict[str, Any], report_dir: Path | None
+) -> str:
     parts = [
         f'<div class="card" id="{e(c.criterion_id)}"><h3>{badge(c.verdict.value)} '
         f'{e(c.criterion_id)} — {e(c.title)} <span class="muted">[{e(c.severity)}]</span>'
@@ -220,7 +267,7 @@ def _criterion_card(c: CriterionResult, run_dir: Path | None, meta: dict[str, An
         if manifest_path.is_file():
             manifest = json.loads(manifest_path.read_text())
             files = "".join(
-                f'<tr><td><a href="{e((folder / p).resolve().as_uri())}">{e(p)}</a></td>'
+                f'<tr><td><a href="{e(_href(folder / p, report_dir))}">{e(p)}</a></td>'
                 f'<td class="mono">{e(m["sha256"])}</td><td>{m["size"]}</td></tr>'
                 for p, m in manifest.items()
             )
@@ -240,8 +287,13 @@ def _criterion_card(c: CriterionResult, run_dir: Path | None, meta: dict[str, An
 
 
 def render_html(
-    result: RunResult, run_dir: Path | None = None, signature_status: str = "not checked"
+    result: RunResult,
+    run_dir: Path | None = None,
+    signature_status: str = "not checked",
+    report_dir: Path | None = None,
 ) -> str:
+    """The report page; evidence links are relative to ``report_dir`` (the folder the
+    page is written to; default: the working directory)."""
     env: dict[str, Any] = {}
     crit_meta: dict[str, dict[str, Any]] = {}
     if run_dir is not None:
@@ -300,6 +352,21 @@ def render_html(
         else ""
     )
     release_color = COLOR.get(release, "#1f2328")
+    warn_not_go = [c for c in result.criteria if c.severity == "warn" and c.verdict.value != "GO"]
+    warn_note = (
+        f'<div id="warn-note">{len(warn_not_go)} warn criteria are not GO '
+        f"({e(', '.join(c.criterion_id for c in warn_not_go[:8]))}"
+        f"{' …' if len(warn_not_go) > 8 else ''}): warn criteria are reported and never "
+        "block the release verdict; only blocker criteria do.</div>"
+        if warn_not_go
+        else ""
+    )
+    cards = "".join(
+        _criterion_card(c, run_dir, crit_meta.get(c.criterion_id, {}), report_dir)
+        for c in result.criteria
+    )
+    gate = getattr(result, "fail_on", "")
+    gate_note = f'<div class="muted">gate: --fail-on {e(gate)}</div>' if gate else ""
     denominators = ", ".join(f"{counts[v.value]} {v.value}" for v in Verdict)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -315,12 +382,13 @@ def render_html(
 <div class="muted">run <code>{e(result.run_id)}</code> · profile {e(result.profile)} ·
 seed {e(result.seed)} · {e(result.started)} → {e(result.finished)} ·
 contracts <code>{e(result.contract_digest[:16])}</code></div>
+{warn_note}{gate_note}
 <div id="signatures">signatures: {e(signature_status)}</div>
 {interrupted}</div>
 <h2>Criteria × outcomes</h2>
 {"".join(matrix)}
 <h2>Criteria</h2>
-{"".join(_criterion_card(c, run_dir, crit_meta.get(c.criterion_id, {})) for c in result.criteria)}
+{cards}
 <h2>Environment</h2>
 <table>{env_rows or '<tr><td class="muted">not recorded</td></tr>'}</table>
 <p class="muted">harness {e(result.tool_version)} · generated without network access</p>
@@ -353,4 +421,4 @@ class HtmlWriter(Listener):
     def run_finished(self, result: RunResult) -> None:
         run_dir = Path(result.evidence_dir) if result.evidence_dir else None
         status = signature_status(run_dir, []) if run_dir else "no evidence written"
-        atomic_write_text(self.path, render_html(result, run_dir, status))
+        atomic_write_text(self.path, render_html(result, run_dir, status, self.path.parent))

@@ -162,3 +162,45 @@ def test_history_newest_first_and_rebuilt_when_the_index_is_missing(project):
     (project.root / "evidence" / ".index.sqlite").unlink()
     data = json.loads(invoke("history", "AC-DEMO-001", "--json").output)
     assert [d["verdict"] for d in data] == ["GO", "NO-GO"]
+
+
+def test_html_links_the_evidence_relative_to_the_report_and_survives_a_move(project, tmp_path):
+    """Issue 15, item 12: no file:/// path of the machine that wrote it; moved with its
+    bundle (an uploaded artifact), every link still resolves."""
+    project.contract("c", simple_contract(check="demochecks:noisy"))
+    out_dir = project.root / "evidence"
+    assert invoke("run", "-j", "1", "--output", f"html={out_dir / 'report.html'}").exit_code == 0
+    page = (out_dir / "report.html").read_text()
+    assert "file://" not in page
+    hrefs = [h for h in page.split('href="')[1:] if not h.startswith("#")]
+    links = [h.split('"', 1)[0] for h in hrefs]
+    assert links and all((out_dir / x).is_file() for x in links), links[:3]
+    moved = tmp_path / "uploaded"
+    shutil.copytree(out_dir, moved)
+    assert all((moved / x).is_file() for x in links)
+
+
+def test_html_charts_label_their_axes_and_keep_title_and_legend_apart():
+    from harness.reporters.html import histogram, line_chart
+
+    hist = histogram("drift: a long histogram title " * 3, [1, 2, 3], [2, 2, 2])
+    title_y = hist.split('font-weight="600">')[0].rsplit('y="', 1)[1].split('"')[0]
+    legend_y = hist.split('class="legend"')[1].split('y="', 1)[1].split('"')[0]
+    assert title_y != legend_y and "■ reference" in hist and "■ current" in hist
+    assert ">count</text>" in hist and "bin (1 … 3)" in hist
+    line = line_chart("loss per step", [(1, 3.0), (2, 2.0)], y_label="loss")
+    assert ">step</text>" in line and ">loss</text>" in line
+
+
+def test_html_says_warn_criteria_do_not_block_next_to_a_go(project):
+    warn = simple_contract(check="demochecks:ok", expect="value: {eq: 2}").replace(
+        "severity: blocker", "severity: warn"
+    )
+    project.contract("w", warn)
+    project.contract("b", simple_contract(cid="AC-DEMO-002", inv="INV-DEMO-002"))
+    r = invoke("run", "-j", "1", "--output", "html=r.html")
+    assert r.exit_code == 0, r.output
+    page = (project.root / "r.html").read_text()
+    assert ">GO</div>" in page
+    assert "1 warn criteria are not GO (AC-DEMO-001)" in page
+    assert "never block the release verdict" in page
