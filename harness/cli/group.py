@@ -48,6 +48,31 @@ def contract_paths(paths: tuple[str, ...], cfg: Any) -> list[Path]:
     )
 
 
+def evidence_dir_option(command: Any) -> Any:
+    """``--evidence-dir``: where a command looks runs up."""
+    return click.option(
+        "--evidence-dir",
+        type=click.Path(file_okay=False),
+        help="The evidence directory where run ids, 'latest' and 'previous' are looked "
+        "up [[tool.harness] evidence-dir].",
+    )(command)
+
+
+def find_run(ref: str, evidence_dir: str | None = None) -> Path:
+    """The run folder a command was given: a path, a run id (or a unique prefix),
+    'latest' or 'previous' (``harness.runs.resolve_run``), shown relative to here."""
+    from harness.runs import resolve_run
+
+    evidence = Path(evidence_dir) if evidence_dir else config().evidence_dir
+    found = resolve_run(evidence, ref)
+    if found == Path(ref):
+        return found
+    try:
+        return found.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        return found
+
+
 def report_error(exc: BaseException) -> ExitCode:
     """Print what went wrong and choose the exit code."""
     if isinstance(exc, HarnessError):
