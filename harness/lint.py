@@ -110,7 +110,8 @@ def _falsifier_coverage(contracts: Sequence[Contract]) -> list[Diagnostic]:
             i.location,
             f"{i.id} has no falsifier: nothing shows its check can go red",
             i.id,
-            "add a mutant, property or fault falsifier with target: " + i.id,
+            f"add a mutant, property or fault falsifier with target: {i.id} "
+            f"(`harness new falsifier {i.location.file} --target {i.id} --kind mutant`)",
         )
         for k in contracts
         for i in k.invariants

@@ -183,6 +183,8 @@ def test_new_criterion_in_a_new_file_comes_with_its_invariant(project):
     assert r.exit_code == 0, r.output
     assert "added AC-FRESH-001 and INV-FRESH-001" in r.output
     assert "harness new falsifier contracts/fresh.yaml --target INV-FRESH-001" in r.output
+    lint = invoke("lint", "contracts/fresh.yaml")  # lint says the same about the falsifier
+    assert "harness new falsifier contracts/fresh.yaml --target INV-FRESH-001" in lint.output
     text = (project.root / "contracts" / "fresh.yaml").read_text()
     assert text.index("criteria:") < text.index("invariants:")
     assert "invariants: [INV-FRESH-001]" in text and "- id: INV-FRESH-001" in text
