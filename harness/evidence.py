@@ -49,6 +49,7 @@ from harness.model import (
 )
 from harness.plan import Plan, Task
 from harness.procs import redact
+from harness.runs import MARKER, hold_run_lock
 from harness.signing import (
     STATEMENT_TYPE,
     VERDICT_TYPE,
@@ -58,7 +59,6 @@ from harness.signing import (
 )
 from harness.sources import SOURCES_FILE, RecordedSources
 
-MARKER = "INCOMPLETE"
 _Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
@@ -208,6 +208,7 @@ class EvidenceWriter(Listener):
         self.statements: dict[str, bytes] = {}  # criterion -> unsigned statement body
         self.order: list[str] = []
         self.sources = RecordedSources({}, {})  # the project sources the checks loaded
+        self._live: int | None = None  # the run folder's lock, held until it is sealed
 
     # -- writing -----------------------------------------------------------
     def _write_run_file(self, rel: str, data: bytes, durable: bool = True) -> None:
@@ -240,6 +241,7 @@ class EvidenceWriter(Listener):
         staging.mkdir(parents=True)
         (staging / MARKER).write_text("run in progress or interrupted\n")
         os.rename(staging, self.run_dir)
+        self._live = hold_run_lock(self.run_dir)  # `harness gc` leaves the run alone
         self.tasks = {t.key: t for t in plan.tasks}
         env = collect_environment(self.root)
         self._write_run_file("environment.json", dumps_json(env).encode())
@@ -339,6 +341,14 @@ class EvidenceWriter(Listener):
         self.statements[cid] = body  # signed with the verdict, once every check has ended
 
     def run_finished(self, result: RunResult) -> None:
+        try:
+            self._seal(result)
+        finally:
+            if self._live is not None:
+                os.close(self._live)
+                self._live = None
+
+    def _seal(self, result: RunResult) -> None:
         assert self.run_dir is not None and self.audit is not None
         self._restore_marker()
         self._write_run_file("results.json", dumps_json(result.to_dict()).encode())

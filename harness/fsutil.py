@@ -1,20 +1,63 @@
-"""Atomic file writes: a temp file in the same directory, fsync, rename."""
+"""Atomic file writes: a temp file in the same directory, fsync, rename.
+
+The file gets the mode an ordinary write would give it: an existing file keeps
+its own, a new one gets 0666 less the umask (0644 under the usual 022). Only a
+secret asks for another mode (``mode=0o600``); private keys are written that way
+(``harness.signing``), never through a report or bundle writer.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import stat
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
+_UMASK_LOCK = threading.Lock()
 
-def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None:
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux says it
+    (``/proc/self/status``), else set and restored at once under a lock."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o077)
+        os.umask(mask)
+    return mask
+
+
+def output_mode(path: Path) -> int:
+    """The mode a rewrite of ``path`` keeps: its own when it is a regular file,
+    else the mode a new file gets (0666 less the umask)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        st = None
+    if st is not None and stat.S_ISREG(st.st_mode):
+        return stat.S_IMODE(st.st_mode)
+    return 0o666 & ~current_umask()
+
+
+def atomic_write_bytes(
+    path: Path, data: bytes, *, durable: bool = True, mode: int | None = None
+) -> None:
+    """Write ``data`` to ``path`` atomically, with ``output_mode(path)`` unless
+    ``mode`` is given (a secret: 0o600)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), output_mode(path) if mode is None else mode)
             fh.write(data)
             if durable:
                 fh.flush()
@@ -28,16 +71,20 @@ def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None
         raise
 
 
-def atomic_write_text(path: Path, text: str, *, durable: bool = True) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"), durable=durable)
+def atomic_write_text(
+    path: Path, text: str, *, durable: bool = True, mode: int | None = None
+) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"), durable=durable, mode=mode)
 
 
 def dumps_json(data: Any) -> str:
     return json.dumps(data, indent=2, sort_keys=True, default=str, allow_nan=True) + "\n"
 
 
-def atomic_write_json(path: Path, data: Any, *, durable: bool = True) -> None:
-    atomic_write_text(path, dumps_json(data), durable=durable)
+def atomic_write_json(
+    path: Path, data: Any, *, durable: bool = True, mode: int | None = None
+) -> None:
+    atomic_write_text(path, dumps_json(data), durable=durable, mode=mode)
 
 
 def sha256_file(path: Path) -> str:

@@ -1,5 +1,6 @@
 """Runs over time: ``harness history`` (an SQLite index rebuilt from the
-bundles, which stay the source of truth) and ``harness diff RUN_A RUN_B``."""
+bundles, which stay the source of truth) and ``harness diff RUN_A RUN_B``
+(runs named as ``harness.runs.resolve_run`` names them)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.errors import UsageError
 from harness.model import RunResult, Verdict
+from harness.runs import require_results, resolve_run, run_dirs
 
 INDEX = ".index.sqlite"
 SCHEMA = """
@@ -20,22 +23,26 @@ CREATE TABLE IF NOT EXISTS criteria (run_id TEXT, criterion_id TEXT, verdict TEX
 """
 
 
-def _run_dirs(evidence: Path) -> list[Path]:
-    if not evidence.is_dir():
-        return []
-    return sorted(
-        p
-        for p in evidence.iterdir()
-        if p.is_dir() and not p.name.startswith(".") and (p / "run.json").is_file()
-    )
-
-
 def open_index(evidence: Path) -> sqlite3.Connection:
-    """Open the index, adding any bundle it does not know yet (rebuilt when missing)."""
-    db = sqlite3.connect(evidence / INDEX)
-    db.executescript(SCHEMA)
+    """Open the index, adding any bundle it does not know yet and dropping the ones
+    gone from disk (rebuilt when missing; kept in memory when the folder is read-only)."""
+    db = None
+    try:
+        db = sqlite3.connect(evidence / INDEX)
+        db.executescript(SCHEMA)
+    except sqlite3.Error:  # read-only, or not a database: index in memory this time
+        if db is not None:
+            db.close()
+        db = sqlite3.connect(":memory:")
+        db.executescript(SCHEMA)
+    runs = run_dirs(evidence)
+    present = [(r.name,) for r in runs]
+    db.execute("CREATE TEMP TABLE present (run_id TEXT PRIMARY KEY)")
+    db.executemany("INSERT INTO present VALUES (?)", present)
+    for table in ("runs", "criteria"):
+        db.execute(f"DELETE FROM {table} WHERE run_id NOT IN (SELECT run_id FROM present)")
     known = {row[0] for row in db.execute("SELECT run_id FROM runs WHERE complete = 1")}
-    for run_dir in _run_dirs(evidence):
+    for run_dir in runs:
         if run_dir.name in known:
             continue
         try:
@@ -80,6 +87,9 @@ class HistoryRow:
 
 
 def history(evidence: Path, criterion_id: str | None = None) -> list[HistoryRow]:
+    """The runs in ``evidence``, newest first (none before the first run)."""
+    if not evidence.is_dir():
+        return []
     db = open_index(evidence)
     try:
         if criterion_id:
@@ -105,8 +115,15 @@ def history(evidence: Path, criterion_id: str | None = None) -> list[HistoryRow]
 # --------------------------------------------------------------------------- diff
 
 
-def _load(run_dir: Path) -> RunResult:
-    return RunResult.from_dict(json.loads((run_dir / "results.json").read_text()))
+def load_results(run_dir: Path) -> RunResult:
+    """The run's results; a UsageError names the run and what is missing or wrong."""
+    require_results(run_dir)
+    try:
+        return RunResult.from_dict(json.loads((run_dir / "results.json").read_text()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+        raise UsageError(
+            f"run {run_dir.name}: results.json cannot be read ({type(exc).__name__}: {exc})"
+        ) from exc
 
 
 def diff_runs(a_dir: Path, b_dir: Path) -> tuple[list[str], list[str], bool]:
@@ -114,7 +131,7 @@ def diff_runs(a_dir: Path, b_dir: Path) -> tuple[list[str], list[str], bool]:
     from harness.loader import load_contract_set
     from harness.replay import compare_runs, environment_diff
 
-    a, b = _load(a_dir), _load(b_dir)
+    a, b = load_results(a_dir), load_results(b_dir)
     try:
         contracts = load_contract_set([b_dir / "contracts"])
     except Exception:
@@ -153,23 +170,17 @@ def diff_runs(a_dir: Path, b_dir: Path) -> tuple[list[str], list[str], bool]:
     return changes, environment_diff(a_dir, b_dir), regressed
 
 
-def resolve_run(evidence: Path, ref: str) -> Path:
-    """A run directory from a path, a run id, or 'latest'/'previous'."""
-    p = Path(ref)
-    if p.is_dir():
-        return p
-    runs = _run_dirs(evidence)
-    if ref in ("latest", "previous") and runs:
-        idx = -1 if ref == "latest" else -2
-        if len(runs) >= -idx:
-            return runs[idx]
-    for r in runs:
-        if r.name == ref or r.name.startswith(ref):
-            return r
-    from harness.errors import UsageError
-
-    raise UsageError(f"no run {ref!r} in {evidence} (see `harness history`)")
-
-
 def as_json(rows: list[HistoryRow]) -> list[dict[str, Any]]:
     return [row.__dict__ for row in rows]
+
+
+__all__ = [
+    "HistoryRow",
+    "as_json",
+    "diff_runs",
+    "history",
+    "load_results",
+    "open_index",
+    "resolve_run",
+    "run_dirs",
+]

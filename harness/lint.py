@@ -34,7 +34,7 @@ from harness.falsify.faults import INJECTORS, injector_class
 from harness.loader import cap_diagnostics, cross_check, load_files
 from harness.model import Contract, Falsifier, Location
 
-TODO = re.compile(r"\bTODO\b")
+TODO = re.compile(r"\bTODO(?:\b|_)")
 
 
 def _diag(
@@ -60,19 +60,44 @@ def lint_paths(
     return contracts, diags
 
 
+#: what each skeleton field of ``harness new`` wants, by its key
+TODO_HINTS = {
+    "title": "say in one line what this item is",
+    "statement": "say in a sentence or two what a release manager signs off",
+    "owner": "name the team that answers for it",
+    "references": "name the document (and line) this criterion comes from",
+    "name": "name the contract (lowercase, dashes)",
+    "python": "name your check, a package.module:function that takes ctx and returns a "
+    "dict of observations (or use pytest: FILE::TEST or command: [PROG, ARGS])",
+    "TODO_observation": "name an observation your check returns and its threshold, "
+    "e.g. `loss: {le: 0.5}` (eq ne le lt ge gt approx in matches)",
+    "patch": "map the name the code under test looks up to a known-bad version, "
+    '{"pkg.module:func": "pkg.mutants:bad_func"}; or run the check on known-bad '
+    "params instead: `mutant: {params: {...}}`",
+    "property": "name a package.module:function returning a Hypothesis strategy of "
+    "params dicts (each example is merged into the invariant's params)",
+    "fault": "name an injector: truncate_file, flip_bytes, remove_file, unreadable, sigkill, "
+    "fill_disk, set_metadata, or a package.module:Class subclassing harness.falsify.Injector; "
+    "the check calls ctx.fault.inject(...)",
+}
+
+
 def _todos(contracts: Sequence[Contract]) -> list[Diagnostic]:
     out = []
     for k in contracts:
         for n, line in enumerate(k.text.splitlines(), 1):
             if TODO.search(line) and not line.lstrip().startswith("#"):
+                m = re.match(r"^\s*(?:-\s+)?([A-Za-z_]+)\s*:", line)
+                key = m.group(1) if m else ""
+                hint = TODO_HINTS.get(key, "replace it (`harness schema` describes every field)")
                 out.append(
                     Diagnostic(
                         k.path,
                         n,
                         line.find("TODO") + 1,
-                        "skeleton field still says TODO",
+                        f"skeleton field{f' {key}' if key else ''} still says TODO",
                         "",
-                        "fill it in (see CONTRIBUTING.md)",
+                        hint,
                     )
                 )
     return out
@@ -85,7 +110,8 @@ def _falsifier_coverage(contracts: Sequence[Contract]) -> list[Diagnostic]:
             i.location,
             f"{i.id} has no falsifier: nothing shows its check can go red",
             i.id,
-            "add a mutant, property or fault falsifier with target: " + i.id,
+            f"add a mutant, property or fault falsifier with target: {i.id} "
+            f"(`harness new falsifier {i.location.file} --target {i.id} --kind mutant`)",
         )
         for k in contracts
         for i in k.invariants

@@ -2,8 +2,9 @@
 
 ``group`` holds the command group and the one place exit codes are chosen;
 ``cmd_run`` (run, rerun), ``cmd_author`` (lint, list, schema, explain, init,
-new), ``cmd_evidence`` (keygen, verify, promote, report, diff, history) and
-``cmd_regressions`` (the counterexample store) hold the commands.
+new), ``cmd_evidence`` (keygen, verify, promote, signoff, report, diff, history),
+``cmd_runs`` (gc) and ``cmd_regressions`` (the counterexample store) hold the
+commands.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from harness.cli import (  # noqa: F401  (they register commands)
     cmd_evidence,
     cmd_regressions,
     cmd_run,
+    cmd_runs,
 )
 from harness.cli.group import cli
 

@@ -99,7 +99,8 @@ def _load(paths: tuple[str, ...]) -> Any:
 @click.argument("directory", default=".", type=click.Path(file_okay=False))
 @click.option("--owner", default=None, help="Owner written into the example [the folder's name].")
 def init(directory: str, owner: str | None) -> int:
-    """Set up contracts/ and [tool.harness] in a project."""
+    """Set up contracts/ (with an example), [tool.harness] in pyproject.toml (with
+    allowed-packages for your package) and .gitignore (the evidence folder)."""
     from harness.scaffold import init_project
 
     owner = owner or Path(directory).resolve().name
@@ -112,10 +113,42 @@ def init(directory: str, owner: str | None) -> int:
 @cli.command()
 @click.argument("kind", type=click.Choice(["criterion", "invariant", "falsifier"]))
 @click.argument("file", type=click.Path(dir_okay=False))
-def new(kind: str, file: str) -> int:
-    """Append a skeleton with the next free ID to a contract file."""
+@click.option(
+    "--invariant",
+    "invariants",
+    multiple=True,
+    metavar="INV-ID",
+    help="criterion: the invariant it lists (repeatable) [this file's invariants no "
+    "criterion lists, else a new invariant added with it].",
+)
+@click.option(
+    "--target",
+    metavar="INV-ID",
+    help="falsifier: the invariant it attacks [this file's invariant with no falsifier].",
+)
+@click.option(
+    "--kind",
+    "falsifier_kind",
+    type=click.Choice(["mutant", "property", "fault"]),
+    default="mutant",
+    show_default=True,
+    help="falsifier: a mutant (known-bad code or params), a property search or a fault.",
+)
+def new(
+    kind: str, file: str, invariants: tuple[str, ...], target: str | None, falsifier_kind: str
+) -> int:
+    """Append a skeleton with the next free ID to a contract file, wired to the
+    items it needs: a criterion to its invariants, a falsifier to its target."""
     from harness.scaffold import new_item
 
-    new_id = new_item(kind, Path(file))
-    click.echo(f"added {new_id} to {file}; fill in its TODO fields, then `harness lint {file}`")
+    made = new_item(
+        kind, Path(file), invariants=invariants, target=target, falsifier_kind=falsifier_kind
+    )
+    click.echo(f"added {' and '.join(made.added)} to {file}")
+    for note in made.notes:
+        click.echo(f"  {note}")
+    click.echo(
+        f"next: replace each TODO (`harness lint {file}` says what each one wants; "
+        "`harness schema` lists every field), then `harness lint`"
+    )
     return 0

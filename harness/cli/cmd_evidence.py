@@ -1,4 +1,7 @@
-"""Evidence commands: keygen, verify, promote, report, diff, history."""
+"""Evidence commands: keygen, verify, promote, signoff, report, diff, history.
+
+A command that takes a run takes its folder, its run id, ``latest`` or ``previous``
+(``group.find_run``)."""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ from typing import Any
 
 import click
 
-from harness.cli.group import cli, config
+from harness.cli.group import cli, config, evidence_dir_option, find_run
 from harness.errors import UsageError
 from harness.exitcodes import ExitCode
 
@@ -111,7 +114,7 @@ def pubkey(sign_key: str, out: str | None) -> int:
 
 
 @cli.command()
-@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.argument("run")
 @click.option(
     "--key",
     "keys",
@@ -119,8 +122,10 @@ def pubkey(sign_key: str, out: str | None) -> int:
     type=click.Path(dir_okay=False),
     help="Public key(s) (PEM) a valid signature must come from [[tool.harness] allowed-keys].",
 )
-def verify(run_dir: str, keys: tuple[str, ...]) -> int:
-    """Verify a run's bundle: digests, signatures, statements, audit chain, verdict."""
+@evidence_dir_option
+def verify(run: str, keys: tuple[str, ...], evidence_dir: str | None) -> int:
+    """Verify a run's bundle (RUN: its folder, run id, 'latest' or 'previous'):
+    digests, signatures, statements, audit chain, verdict."""
     from harness.signing import load_public_key
     from harness.verify import verify_run
 
@@ -130,6 +135,7 @@ def verify(run_dir: str, keys: tuple[str, ...]) -> int:
             "no public key to verify with: pass --key PUB.pem or set [tool.harness] "
             "allowed-keys in pyproject.toml"
         )
+    run_dir = str(find_run(run, evidence_dir))
     problems = verify_run(Path(run_dir), [load_public_key(p) for p in paths])
     for p in problems:
         click.echo(p)
@@ -143,7 +149,7 @@ def verify(run_dir: str, keys: tuple[str, ...]) -> int:
 
 
 @cli.command()
-@click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
+@click.argument("run")
 @click.option("--to", "name", required=True, help="What the run is promoted to (e.g. production).")
 @click.option(
     "--allowed-key",
@@ -159,15 +165,22 @@ def verify(run_dir: str, keys: tuple[str, ...]) -> int:
     "[$HARNESS_SIGN_KEY or [tool.harness] sign-key].",
 )
 @click.option("--as", "signer_name", default="", help="The promoter's name, recorded and signed.")
+@evidence_dir_option
 def promote(
-    run_dir: str, name: str, allowed: tuple[str, ...], sign_key: str | None, signer_name: str
+    run: str,
+    name: str,
+    allowed: tuple[str, ...],
+    sign_key: str | None,
+    signer_name: str,
+    evidence_dir: str | None,
 ) -> int:
-    """Promote a readiness run: refused unless it verifies under an allowed key, is GO,
-    is a full run (never --teeth, --fast or a selection) of every blocker criterion of
-    this project's contracts (or the criteria release-policy.yaml names for the target),
-    and was made from a clean checkout at this checkout's commit, with the policy's
-    sign-offs (and, when it names an audit-log, a candidate the lifecycle log shows
-    trained under data governance). Prints each rule PASS/FAIL."""
+    """Promote a readiness run (RUN: its folder, run id, 'latest' or 'previous'):
+    refused unless it verifies under an allowed key, is GO, is a full run (never
+    --teeth, --fast or a selection) of every blocker criterion of this project's
+    contracts (or the criteria release-policy.yaml names for the target), and was made
+    from a clean checkout at this checkout's commit, with the policy's sign-offs (and,
+    when it names an audit-log, a candidate the lifecycle log shows trained under data
+    governance). Prints each rule PASS/FAIL."""
     from harness.cli.group import contract_paths
     from harness.loader import load_contract_set
     from harness.policy import find_policy
@@ -175,6 +188,7 @@ def promote(
     from harness.replay import promote as do_promote
 
     cfg = config()
+    run_dir = str(find_run(run, evidence_dir))
     contracts = load_contract_set(contract_paths((), cfg))
     required = sorted(c.id for c in contracts.criteria if c.severity == "blocker")
     keys = [Path(a) for a in allowed] or list(cfg.allowed_keys)
@@ -267,7 +281,7 @@ def _signer(sign_key: str | None, cfg: Any) -> Any:
 
 
 @cli.command()
-@click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
+@click.argument("run")
 @click.option("--role", required=True, help="The role signing off (a role of release-policy.yaml).")
 @click.option("--to", "target", default="production", show_default=True,
               help="The promotion target the sign-off is for.")  # fmt: skip
@@ -285,15 +299,25 @@ def _signer(sign_key: str | None, cfg: Any) -> Any:
     type=click.Path(dir_okay=False),
     help="Public key allowed to have signed the run [[tool.harness] allowed-keys].",
 )
-def signoff(run_dir: str, role: str, target: str, sign_key: str, allowed: tuple[str, ...]) -> int:
-    """Sign off a run for a target as one role of the release policy: a signed statement
-    over the run's verdict and the candidate's digests, kept beside the bundle. Refused
-    unless the run verifies and the key is the role's committed key."""
+@evidence_dir_option
+def signoff(
+    run: str,
+    role: str,
+    target: str,
+    sign_key: str,
+    allowed: tuple[str, ...],
+    evidence_dir: str | None,
+) -> int:
+    """Sign off a run (RUN: its folder, run id, 'latest' or 'previous') for a target as
+    one role of the release policy: a signed statement over the run's verdict and the
+    candidate's digests, kept beside the bundle. Refused unless the run verifies and the
+    key is the role's committed key."""
     from harness.policy import candidate_digests, find_policy, write_signoff
     from harness.signing import keyid_of, load_public_key
     from harness.verify import verify_run
 
     cfg = config()
+    run_dir = str(find_run(run, evidence_dir))
     policy = find_policy(cfg.root)
     if policy is None:
         raise UsageError(
@@ -338,7 +362,7 @@ def signoff(run_dir: str, role: str, target: str, sign_key: str, allowed: tuple[
 
 
 @cli.command()
-@click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
+@click.argument("run")
 @click.option("--html", "html_out", type=click.Path(dir_okay=False), help="Write the HTML report.")
 @click.option(
     "--markdown", "md_out", type=click.Path(dir_okay=False), help="Write the Markdown summary."
@@ -351,28 +375,26 @@ def signoff(run_dir: str, role: str, target: str, sign_key: str, allowed: tuple[
     type=click.Path(dir_okay=False),
     help="Public key(s) to verify the run's signatures in the report.",
 )
+@evidence_dir_option
 def report(
-    run_dir: str,
+    run: str,
     html_out: str | None,
     md_out: str | None,
     sarif_out: str | None,
     keys: tuple[str, ...],
+    evidence_dir: str | None,
 ) -> int:
-    """Render a finished run's evidence as HTML, Markdown or SARIF."""
-    import json
-
+    """Render a finished run's evidence (RUN: its folder, run id, 'latest' or
+    'previous') as HTML, Markdown or SARIF."""
     from harness.fsutil import atomic_write_json, atomic_write_text
-    from harness.model import RunResult
+    from harness.history import load_results
     from harness.reporters.html import render_html, signature_status
     from harness.reporters.markdown import markdown_summary
 
-    rd = Path(run_dir)
-    try:
-        result = RunResult.from_dict(json.loads((rd / "results.json").read_text()))
-    except FileNotFoundError as exc:
-        raise UsageError(f"{rd}: no results.json (an interrupted or foreign folder?)") from exc
     if not (html_out or md_out or sarif_out):
         raise UsageError("say what to write: --html FILE, --markdown FILE or --sarif FILE")
+    rd = find_run(run, evidence_dir)
+    result = load_results(rd)
     if html_out:
         status = signature_status(rd, [Path(k) for k in keys])
         atomic_write_text(Path(html_out), render_html(result, rd, status, Path(html_out).parent))
@@ -393,13 +415,13 @@ def report(
 @cli.command()
 @click.argument("run_a")
 @click.argument("run_b", default="latest")
-def diff(run_a: str, run_b: str) -> int:
+@evidence_dir_option
+def diff(run_a: str, run_b: str, evidence_dir: str | None) -> int:
     """What changed between two runs (paths, run ids, 'latest' or 'previous').
-    Exits 1 when something regressed."""
-    from harness.history import diff_runs, resolve_run
+    Exits 1 when something regressed, 4 when a run has no results (killed mid-run)."""
+    from harness.history import diff_runs
 
-    cfg = config()
-    a, b = resolve_run(cfg.evidence_dir, run_a), resolve_run(cfg.evidence_dir, run_b)
+    a, b = find_run(run_a, evidence_dir), find_run(run_b, evidence_dir)
     changes, env, regressed = diff_runs(a, b)
     click.echo(f"diff {a.name} -> {b.name}")
     for line in changes:
@@ -415,20 +437,21 @@ def diff(run_a: str, run_b: str) -> int:
 @cli.command()
 @click.argument("criterion_id", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def history(criterion_id: str | None, as_json: bool) -> int:
+@evidence_dir_option
+def history(criterion_id: str | None, as_json: bool, evidence_dir: str | None) -> int:
     """Verdicts across the runs in the evidence directory, newest first."""
-    import json
-
     from harness import history as hist
 
-    cfg = config()
-    rows = hist.history(cfg.evidence_dir, criterion_id)
+    evidence = Path(evidence_dir) if evidence_dir else config().evidence_dir
+    rows = hist.history(evidence, criterion_id)
     if as_json:
         click.echo(json.dumps(hist.as_json(rows), indent=2))
         return 0
     if not rows:
-        what = f"criterion {criterion_id}" if criterion_id else "any run"
-        click.echo(f"no runs of {what} in {cfg.evidence_dir}")
+        if not hist.run_dirs(evidence):
+            click.echo(f"no runs yet in {evidence} (`harness run` makes the first)")
+        else:
+            click.echo(f"no run of criterion {criterion_id} in {evidence}")
         return 0
     for r in rows:
         dirty = "+dirty" if r.dirty else ""

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from harness.cli.group import cli, config, contract_paths
+from harness.cli.group import cli, config, contract_paths, find_run
 from harness.errors import NothingSelected, UsageError
 from harness.exitcodes import ExitCode
 from harness.model import FailOn
@@ -190,7 +190,7 @@ def run(
 
 
 @cli.command()
-@click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
+@click.argument("run")
 @click.option(
     "--criterion",
     "criteria",
@@ -228,10 +228,11 @@ def run(
 @click.option(
     "--evidence-dir",
     type=click.Path(file_okay=False),
-    help="Where the rerun's bundle goes [config].",
+    help="Where the rerun's bundle goes, and where RUN is looked up by run id, 'latest' "
+    "or 'previous' [[tool.harness] evidence-dir].",
 )
 def rerun(
-    run_dir: str,
+    run: str,
     criteria: tuple[str, ...],
     jobs: int | None,
     sign_key: str | None,
@@ -240,8 +241,9 @@ def rerun(
     here: bool,
     evidence_dir: str | None,
 ) -> int:
-    """Verify a run's bundle, run it again with the recorded seed, selection and
-    contract text at the run's commit (in a temporary git worktree), and compare."""
+    """Verify a run's bundle (RUN: its folder, run id, 'latest' or 'previous'), run it
+    again with the recorded seed, selection and contract text at the run's commit (in a
+    temporary git worktree), and compare."""
     from harness.replay import compare_runs, environment_diff, load_recorded, require_verified
     from harness.reporters.terminal import TerminalReporter
     from harness.runner import RunRequest
@@ -253,7 +255,8 @@ def rerun(
     pin = take_pin()
     _coordinator_setup()
     cfg = config()
-    old_dir = Path(run_dir)
+    old_dir = find_run(run, evidence_dir)
+    run_dir = str(old_dir)
     if unverified:
         if keys:
             raise UsageError("--unverified and --key exclude each other")

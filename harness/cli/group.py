@@ -26,9 +26,51 @@ def config() -> Any:
 
 
 def contract_paths(paths: tuple[str, ...], cfg: Any) -> list[Path]:
+    """The contract files or folders a command reads: ``paths``, else the configured
+    ones; a project with no contract file at all is told how to start (exit 4)."""
     if paths:
         return [Path(p) for p in paths]
-    return list(cfg.contracts)
+    from harness.loader import discover, display_path
+
+    configured = list(cfg.contracts)
+    present = [p for p in configured if p.exists()]
+    if configured and present and discover(present):
+        return configured
+    where = ", ".join(display_path(p) for p in configured) or "(none configured)"
+    source = (
+        f"[tool.harness] contracts in {display_path(cfg.pyproject)}"
+        if cfg.pyproject
+        else f"no pyproject.toml in {cfg.root} or above"
+    )
+    raise UsageError(
+        f"no contracts in {where} ({source}): run `harness init` to set up contracts/ "
+        "with an example, or `harness new criterion contracts/NAME.yaml` to start one"
+    )
+
+
+def evidence_dir_option(command: Any) -> Any:
+    """``--evidence-dir``: where a command looks runs up."""
+    return click.option(
+        "--evidence-dir",
+        type=click.Path(file_okay=False),
+        help="The evidence directory where run ids, 'latest' and 'previous' are looked "
+        "up [[tool.harness] evidence-dir].",
+    )(command)
+
+
+def find_run(ref: str, evidence_dir: str | None = None) -> Path:
+    """The run folder a command was given: a path, a run id (or a unique prefix),
+    'latest' or 'previous' (``harness.runs.resolve_run``), shown relative to here."""
+    from harness.runs import resolve_run
+
+    evidence = Path(evidence_dir) if evidence_dir else config().evidence_dir
+    found = resolve_run(evidence, ref)
+    if found == Path(ref):
+        return found
+    try:
+        return found.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        return found
 
 
 def report_error(exc: BaseException) -> ExitCode:

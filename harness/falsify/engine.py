@@ -224,16 +224,17 @@ def run_fault(task: Task) -> Observed:
     except (KeyError, BindingError, ValueError) as exc:
         return Observed("failed", f"no such injector: {exc}", extra={"injected": False})
     observed = observe(task, make_context(task, fault=injector))
+    raw = getattr(injector, "report", None) or {}  # an __init__ that skipped super()'s
     try:
-        report = to_plain(injector.report, "report")
+        report = to_plain(raw, "report")
     except TypeError:
-        report = json.loads(json.dumps(injector.report, default=str))
+        report = json.loads(json.dumps(raw, default=str))
     return dataclasses.replace(
         observed,
         extra={
             "injector": injector.name,
-            "injected": bool(injector.injected),
-            "failure": str(injector.failure or ""),
+            "injected": bool(getattr(injector, "injected", False)),
+            "failure": str(getattr(injector, "failure", "") or ""),
             "report": report,
         },
     )

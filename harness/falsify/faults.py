@@ -8,10 +8,15 @@ verifies that its fault took effect; one that cannot inject raises
 Injectors: truncate_file, flip_bytes, remove_file, unreadable, sigkill,
 fill_disk (a write limit on a child process), set_metadata (rewrite one
 safetensors metadata stamp).
+
+A project writes its own injector as a subclass of ``Injector`` named in the
+contract as ``injector: "package.module:Class"`` (see ``Injector`` for the API).
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import os
 import random
@@ -21,7 +26,7 @@ import stat
 import struct
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +39,44 @@ class InjectionFailed(HarnessError):
 
 
 class Injector:
+    """The base of every fault injector: subclass it for an injector of your own.
+
+    The API, all a contract and a check see::
+
+        class ZeroFile(Injector):  # injector: "mypkg.faults:ZeroFile"
+            name = "zero_file"  # shown in reports
+
+            def inject(self, path):  # the check calls ctx.fault.inject(path=...)
+                p = Path(path)
+                keep = int(self.params.get("keep", 0))  # the fault's params: in YAML
+                data = p.read_bytes()
+                p.write_bytes(data[:keep] + bytes(len(data) - keep))
+                if p.read_bytes()[keep:].strip(b"\\0"):
+                    raise InjectionFailed(f"{p} still holds data")  # ERROR, never a pass
+                self.report = {"path": str(p), "zeroed": len(data) - keep}  # in evidence
+                return p
+
+    - ``inject(**target)``: override it (or ``_inject``, the older spelling; the
+      generic injectors do). The check calls it at its injection point with the
+      target (``path=...``, ``process=Popen``, anything the check and injector
+      agree on); what it returns goes back to the check. Return only once the
+      fault took effect; raise ``InjectionFailed`` when it could not.
+    - Returning from ``inject`` records that the fault was injected
+      (``self.injected``); ``InjectionFailed`` records why not (``self.failure``).
+      An override of ``inject`` is wrapped when the class is made, so it records
+      the same as the base does: there is nothing to call or set by hand. A
+      falsifier whose check never called ``inject``, or whose ``inject`` raised,
+      is ERROR.
+    - ``self.params``: the falsifier's ``fault.params``; ``self.rng``: a
+      ``random.Random`` seeded by the run, for any random choice (offsets, steps);
+      ``self.report``: a dict of plain data kept in the evidence.
+    - The constructor is ``(params, seed)``; an override calls
+      ``super().__init__(params, seed)`` first.
+    """
+
     name = "injector"
+    injected = False
+    failure = ""
 
     def __init__(self, params: dict[str, Any], seed: int) -> None:
         self.params = params
@@ -43,17 +85,41 @@ class Injector:
         self.failure = ""
         self.report: dict[str, Any] = {}
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("inject")
+        if inspect.isfunction(own) and not getattr(own, "_records_injection", False):
+            cls.inject = _recording(own)  # type: ignore[method-assign]
+
     def inject(self, **target: Any) -> Any:
+        """Inject the fault into ``target``; see the class docstring."""
+        return self._inject(**target)
+
+    def _inject(self, **target: Any) -> Any:
+        raise InjectionFailed(
+            f"{self.name} has no injection: override inject(self, **target) in "
+            f"{type(self).__qualname__}"
+        )
+
+
+def _recording(inject: Callable[..., Any]) -> Callable[..., Any]:
+    """``inject`` that records, on the injector, whether its fault was injected."""
+
+    @functools.wraps(inject)
+    def recorded(self: Injector, *args: Any, **target: Any) -> Any:
         try:
-            out = self._inject(**target)
+            out = inject(self, *args, **target)
         except InjectionFailed as exc:
             self.failure = str(exc)
             raise
         self.injected = True
         return out
 
-    def _inject(self, **target: Any) -> Any:
-        raise InjectionFailed(f"{self.name} has no injection")
+    recorded._records_injection = True  # type: ignore[attr-defined]
+    return recorded
+
+
+Injector.inject = _recording(Injector.inject)  # type: ignore[method-assign]
 
 
 def _file(target: dict[str, Any]) -> Path:

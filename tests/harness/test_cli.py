@@ -210,13 +210,13 @@ def test_init_then_new_then_lint(tmp_path, monkeypatch):
     assert invoke("lint").exit_code == 0
     assert invoke("run", "-j", "1").exit_code == 0
     r = invoke("new", "criterion", "contracts/example.yaml")
-    assert r.exit_code == 0 and "AC-EXAMPLE-002" in r.output
-    r = invoke("new", "invariant", "contracts/example.yaml")
-    assert "INV-EXAMPLE-002" in r.output
+    # a new criterion comes wired to a new invariant, not to a placeholder ID
+    assert r.exit_code == 0 and "added AC-EXAMPLE-002 and INV-EXAMPLE-002" in r.output
     r = invoke("new", "falsifier", "contracts/example.yaml")
-    assert "FALSIFY-EXAMPLE-002" in r.output
+    assert "FALSIFY-EXAMPLE-002 (mutant) attacks INV-EXAMPLE-002" in r.output
     lint = invoke("lint")
     assert lint.exit_code == 4 and "TODO" in lint.output
+    assert "CONTRIBUTING" not in lint.output + r.output
     # fill in the TODO fields: then it lints clean
     text = example.read_text()
     text = text.replace("title: TODO what a release manager signs off", "title: docs exist")
@@ -225,7 +225,6 @@ def test_init_then_new_then_lint(tmp_path, monkeypatch):
     text = text.replace(
         'references: ["TODO document and line this comes from"]', 'references: ["checklist line 3"]'
     )
-    text = text.replace("invariants: [INV-TODO-001]", "invariants: [INV-EXAMPLE-002]")
     text = text.replace("title: TODO one falsifiable statement", "title: README present")
     text = text.replace("python: TODO.module:function", "python: harness.checks.files:files_exist")
     text = text.replace("params: {}", "params: {paths: [README.md]}")
@@ -235,14 +234,7 @@ def test_init_then_new_then_lint(tmp_path, monkeypatch):
         "title: a missing file is reported",
     )
     text = text.replace(
-        "target: INV-EXAMPLE-001\n  mutant:\n    patch: "
-        '{"TODO.module:name": "TODO.module:bad_name"}',
-        "target: INV-EXAMPLE-002\n  mutant:\n    params: {paths: [nope.md]}",
-    )
-    text = text.replace(
-        "    target: INV-EXAMPLE-001\n    mutant:\n      patch: "
-        '{"TODO.module:name": "TODO.module:bad_name"}',
-        "    target: INV-EXAMPLE-002\n    mutant:\n      params: {paths: [nope.md]}",
+        'patch: {"TODO.module:name": "TODO.module:bad_name"}', "params: {paths: [nope.md]}"
     )
     example.write_text(text)
     lint = invoke("lint")

@@ -104,3 +104,131 @@ def test_file_injectors_refuse_a_missing_file(tmp_path, name):
 def test_unknown_injector():
     with pytest.raises(KeyError, match="known:"):
         make_injector("no_such", {}, 1)
+
+
+# --------------------------------------------------------------------------- custom injectors
+
+ZERO_FILE = '''
+from pathlib import Path
+
+from harness.falsify import InjectionFailed, Injector
+
+
+class ZeroFile(Injector):
+    """Written the documented way: it overrides inject, and sets nothing by hand."""
+
+    name = "zero_file"
+
+    def inject(self, path):
+        p = Path(path)
+        keep = int(self.params.get("keep", 0))
+        data = p.read_bytes()
+        p.write_bytes(data[:keep] + bytes(len(data) - keep))
+        if p.read_bytes()[keep:].strip(b"\\0"):
+            raise InjectionFailed(f"{p} still holds data")
+        self.report = {"path": str(p), "zeroed": len(data) - keep}
+        return p
+
+
+class Refuses(Injector):
+    def inject(self, **target):
+        raise InjectionFailed("the target is read-only")
+
+
+class OldStyle(Injector):
+    """The older spelling: _inject, as the generic injectors do."""
+
+    def _inject(self, **target):
+        Path(target["path"]).write_bytes(b"")
+'''
+
+
+@pytest.fixture
+def custom(project):
+    (project.root / "demoinjectors.py").write_text(ZERO_FILE)
+    return project
+
+
+def test_an_injector_that_overrides_inject_records_that_it_injected(custom, tmp_path):
+    p = data_file(tmp_path)
+    inj = make_injector("demoinjectors:ZeroFile", {"keep": 10}, 1)
+    assert inj.inject(path=p) == p
+    assert inj.injected and not inj.failure
+    assert p.read_bytes() == bytes(range(10)) + bytes(90)
+    assert inj.report == {"path": str(p), "zeroed": 90}
+
+
+def test_an_overriding_inject_that_raises_records_why(custom, tmp_path):
+    inj = make_injector("demoinjectors:Refuses", {}, 1)
+    with pytest.raises(InjectionFailed):
+        inj.inject(path=tmp_path)
+    assert not inj.injected and inj.failure == "the target is read-only"
+
+
+def test_the_older_inject_spelling_still_records(custom, tmp_path):
+    p = data_file(tmp_path)
+    inj = make_injector("demoinjectors:OldStyle", {}, 1)
+    inj.inject(path=p)
+    assert inj.injected and p.read_bytes() == b""
+
+
+def test_a_subclass_of_a_custom_injector_calling_super_records_once(tmp_path):
+    from harness.falsify import Injector
+
+    class Base(Injector):
+        def inject(self, path):
+            path.write_bytes(b"x")
+
+    class Child(Base):
+        def inject(self, path):
+            self.report = {"child": True}
+            return super().inject(path)
+
+    p = data_file(tmp_path)
+    inj = Child({}, 1)
+    inj.inject(p)
+    assert inj.injected and p.read_bytes() == b"x" and inj.report == {"child": True}
+    assert not Child({}, 1).injected  # per instance, not per class
+
+
+def test_an_injector_with_no_injection_says_what_to_override():
+    from harness.falsify import Injector
+
+    class Empty(Injector):
+        pass
+
+    inj = Empty({}, 1)
+    with pytest.raises(InjectionFailed, match=r"override inject\(self, \*\*target\) in"):
+        inj.inject(path="x")
+    assert not inj.injected and "no injection" in inj.failure
+
+
+def test_a_custom_injector_written_the_documented_way_runs_end_to_end(custom):
+    """The check calls ctx.fault.inject(path=...); the fault is REFUTED (it broke the
+    invariant), never ERROR for "the check never called ctx.fault.inject()"."""
+    from harness.loader import load_contract_set
+    from harness.model import FalsifierOutcome
+    from harness.runner import run_contracts
+
+    from .conftest import simple_contract
+
+    fault = """
+falsifiers:
+  - id: FALSIFY-DEMO-001
+    title: zeros in the file must be noticed
+    kind: fault
+    target: INV-DEMO-001
+    fault: {injector: "demoinjectors:ZeroFile", params: {keep: 4}}
+"""
+    custom.contract(
+        "c",
+        simple_contract(
+            check="demochecks:reads_file", expect="intact: {eq: true}", falsifiers=fault
+        ),
+    )
+    contracts = load_contract_set([custom.root / "contracts"])
+    result = run_contracts(contracts, contracts.criteria, jobs=1, seed=3, root=custom.root)
+    f = result.criteria[0].falsifiers[0]
+    assert f.outcome is FalsifierOutcome.REFUTED, f.message
+    assert f.detail["injected"] is True
+    assert f.detail["report"] == {"path": f.detail["report"]["path"], "zeroed": 96}

@@ -414,3 +414,32 @@ def test_a_target_names_the_criteria_it_needs(release):
     path.write_text(POLICY.replace("k: 2}\n", "k: 2}\n    criteria: [AC-DEMO-001]\n"))
     r = CliRunner().invoke(cli, base)
     assert "PASS  required criteria: 1/1 required GO" in r.output
+
+
+def test_signoff_and_promote_take_latest_and_gc_never_deletes_what_they_name(release):
+    """`latest` names the run in signoff and promote as in diff; gc then keeps the
+    promoted, signed-off run whatever --keep says."""
+    project, keys, run_dir = release
+    runner = CliRunner()
+    for role in ("security-engineer", "ml-lead"):
+        r = runner.invoke(
+            cli,
+            ["signoff", "latest", "--role", role, "--key", str(keys[role]),
+             "--allowed-key", str(keys["run.pub"])],
+        )  # fmt: skip
+        assert r.exit_code == 0, r.output
+        assert f"signed off {run_dir.name}" in r.output
+    r = runner.invoke(
+        cli,
+        ["promote", "latest", "--to", "production", "--allowed-key", str(keys["run.pub"]),
+         "--sign-key", str(keys["run"])],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert f"promoted {run_dir.name} to production" in r.output
+    r = runner.invoke(cli, ["gc", "--keep", "0"])
+    assert r.exit_code == 0, r.output
+    assert f"kept    {run_dir.name}  (promoted" in r.output and run_dir.is_dir()
+    # a run with a sign-off alone is kept too
+    (project.root / "release" / "promotions.jsonl").unlink()
+    r = runner.invoke(cli, ["gc", "--keep", "0"])
+    assert "(signed off)" in r.output and run_dir.is_dir()
