@@ -3,7 +3,7 @@
 Schema, unique IDs, references, bindings (the callable imports, the pytest
 node id is collected, the program is on PATH), falsifier targets and
 strategies, every invariant attacked by at least one falsifier, and no
-skeleton ``TODO`` left in a field.
+skeleton ``TODO`` left in a field. Warnings: a waiver past its expiry date.
 
 Lint runs no code the contracts name outside the allowed packages: every
 dotted name (check, mutant target and replacement, property strategy, fault
@@ -14,6 +14,7 @@ A file shows at most ``MAX_ERRORS_PER_FILE`` problems, then a count.
 
 from __future__ import annotations
 
+import datetime
 import re
 import sys
 from collections.abc import Iterable, Sequence
@@ -31,6 +32,7 @@ from harness.bindings import (
 )
 from harness.errors import ContractError, Diagnostic
 from harness.falsify.faults import INJECTORS, injector_class
+from harness.judge import today_utc
 from harness.loader import cap_diagnostics, cross_check, load_files
 from harness.model import Contract, Falsifier, Location
 
@@ -44,14 +46,20 @@ def _diag(
 
 
 def lint_paths(
-    paths: Iterable[Path], root: Path, allowed: Sequence[str] = (), resolve: bool = True
+    paths: Iterable[Path],
+    root: Path,
+    allowed: Sequence[str] = (),
+    resolve: bool = True,
+    today: datetime.date | None = None,
 ) -> tuple[list[Contract], list[Diagnostic]]:
-    """Every problem of the contracts under ``paths`` (errors and warnings)."""
+    """Every problem of the contracts under ``paths`` (errors and warnings).
+    ``today`` (default: today, UTC) is the date waivers are judged by."""
     try:
         contracts, diags = load_files(paths)  # each file that does not load: capped already
     except ContractError as exc:  # a path that does not exist
         return [], exc.diagnostics
     found = cross_check(contracts) + _todos(contracts) + _falsifier_coverage(contracts)
+    found += _expired_waivers(contracts, today or today_utc())
     if resolve:
         found.extend(_bindings(contracts, root, allowed))
     found.sort(key=lambda d: (d.file, d.line, d.col))
@@ -90,6 +98,25 @@ def _falsifier_coverage(contracts: Sequence[Contract]) -> list[Diagnostic]:
         for k in contracts
         for i in k.invariants
         if i.id not in targets
+    ]
+
+
+def _expired_waivers(contracts: Sequence[Contract], today: datetime.date) -> list[Diagnostic]:
+    """A waiver past its date no longer holds: its criterion blocks again when it is
+    not GO. A warning (lint has no strict mode): the run is what fails."""
+    return [
+        _diag(
+            c.waiver.location or c.location,
+            f"{c.id}'s waiver expired on {c.waiver.expires}: the criterion blocks again "
+            "when it is not GO",
+            f"{c.id}.waiver.expires",
+            f"fix the failure and remove the waiver, or (with {c.waiver.owner}) "
+            "set a new expires date",
+            severity="warning",
+        )
+        for k in contracts
+        for c in k.criteria
+        if c.waiver is not None and c.waiver.expired(today)
     ]
 
 
