@@ -31,7 +31,7 @@ from harness.model import (
     Location,
     Waiver,
 )
-from harness.yamlsrc import Positions, YamlSourceError, load_yaml
+from harness.yamlsrc import Positions, YamlSourceError, load_yaml, number_spelling
 
 SCHEMA_FILE = "contract-v1.json"
 CONTRACT_SUFFIXES = (".yaml", ".yml")
@@ -46,6 +46,7 @@ _WAIVER_HINTS = {
     "expires": "expires: a date, YYYY-MM-DD (e.g. 2027-01-31), the first day it no longer holds",
 }
 
+_COMPARISONS = {"<=": "le", ">=": "ge", "==": "eq", "!=": "ne", "<": "lt", ">": "gt"}
 _WAIVER_PATTERNS = {
     "owner": "must not be empty",
     "reason": "must not be empty",
@@ -131,9 +132,41 @@ def _waiver_hint(path: tuple[Any, ...], key: str = "") -> str:
     return _WAIVER_HINTS.get(field, f"write {WAIVER_FORM}")
 
 
+def _comparison_hint(name: str, value: Any) -> str:
+    """How to write an observation's thresholds as a comparison mapping: a scalar
+    where ``{eq: 0}`` was meant, or a comparison written as text (``<= 0.5``)."""
+    if isinstance(value, str):
+        for text, op in sorted(_COMPARISONS.items(), key=lambda kv: -len(kv[0])):
+            rest = value.strip()[len(text) :].strip()
+            if value.strip().startswith(text) and rest:
+                return f"write a comparison mapping: {name}: {{{op}: {rest}}}"
+    shown = json.dumps(value) if value is None or isinstance(value, (bool, str)) else value
+    if isinstance(value, str) and number_spelling(value) is not None:
+        shown = number_spelling(value)
+    if isinstance(value, (list, dict)):
+        shown = "VALUE"
+    return (
+        f"write a comparison mapping: {name}: {{eq: {shown}}} "
+        "(comparators: eq ne le lt ge gt approx in matches)"
+    )
+
+
 def _type_hint(path: tuple[Any, ...], expected: Any, instance: Any) -> str:
+    """What to write instead of a value of the wrong type, where it is clear."""
+    wanted = expected if isinstance(expected, list) else [expected]
+    if isinstance(instance, str) and {"number", "integer"} & set(wanted):
+        fixed = number_spelling(instance)
+        if fixed is not None:
+            return (
+                f"YAML 1.1 reads {instance} as text: write {fixed} "
+                "(a dot in the number, a sign in the exponent)"
+            )
     if "waiver" in path:
         return _waiver_hint(path)
+    if "object" in wanted and len(path) >= 2 and path[-2] == "expect":
+        return _comparison_hint(str(path[-1]), instance)
+    if "object" in wanted and path and path[-1] == "expect":
+        return "expect maps each observation to comparisons: expect: {loss: {le: 0.5}}"
     return ""
 
 
