@@ -298,6 +298,14 @@ def _bindings(
     return out
 
 
+def _holds(owner: object, attr: str, obj: object) -> bool:
+    """``owner.attr`` is ``obj`` (False when looking it up again raises anything)."""
+    try:
+        return getattr(owner, attr) is obj
+    except Exception:  # a lookup that worked once and then raises: not lint's to judge
+        return False
+
+
 def _falsifier_bindings(f: Falsifier, allowed: Sequence[str]) -> list[Diagnostic]:
     """Each dotted name a falsifier gives, resolved as the worker will resolve it."""
     out: list[Diagnostic] = []
@@ -319,7 +327,7 @@ def _falsifier_bindings(f: Falsifier, allowed: Sequence[str]) -> list[Diagnostic
             except BindingError as exc:
                 refuse(exc, "patch", "name an importable module:attribute")
                 continue
-            if owner is not None and target != replacement and getattr(owner, attr, None) is new:
+            if owner is not None and target != replacement and _holds(owner, attr, new):
                 out.append(
                     _diag(
                         f.location,
