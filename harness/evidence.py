@@ -322,12 +322,14 @@ class EvidenceWriter(Listener):
         for r in checks:
             key = r.invariant_id if isinstance(r, InvariantResult) else r.falsifier_id
             self._copy_check_files(cid, key, r)
-        verdict = {
+        verdict: dict[str, Any] = {
             "criterion_id": cid,
             "verdict": result.verdict.value,
             "severity": result.severity,
             "reasons": list(result.reasons),
         }
+        if result.waiver is not None:  # the criterion's own verdict stays; this says WAIVED
+            verdict["waiver"] = result.waiver.to_dict()
         self._write_sealed(cid, "verdict.json", dumps_json(verdict).encode())
         manifest = dict(sorted(self.sealed[cid].items()))
         manifest_bytes = dumps_json(manifest).encode()
@@ -399,6 +401,8 @@ class EvidenceWriter(Listener):
                     "verdict": c.verdict.value,
                     "severity": c.severity,
                     "envelope_sha256": envelopes.get(c.criterion_id),
+                    # only with a waiver: active (WAIVED, not blocking), expired or unused
+                    **({"waiver": c.waiver.status.value} if c.waiver is not None else {}),
                 }
                 for c in result.criteria
             },

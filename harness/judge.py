@@ -5,6 +5,8 @@ Fail closed: only GO is GO. NaN never satisfies a numeric comparison.
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import json
 import math
 import numbers
@@ -24,6 +26,9 @@ from harness.model import (
     Judgement,
     RunResult,
     Verdict,
+    Waiver,
+    WaiverResult,
+    WaiverStatus,
 )
 from harness.plan import Observed, Task
 
@@ -493,9 +498,39 @@ def judge_criterion(
     )
 
 
+# --------------------------------------------------------------------------- waivers
+
+
+def today_utc() -> datetime.date:
+    """Today's date in UTC: the date a run or lint judges waivers by (both take an
+    explicit date instead, for tests)."""
+    return datetime.datetime.now(datetime.UTC).date()
+
+
+def apply_waiver(
+    result: CriterionResult, waiver: Waiver | None, today: datetime.date
+) -> CriterionResult:
+    """``result`` with its criterion's waiver applied on ``today``: ACTIVE (reported
+    WAIVED, blocks nothing) when the criterion is not GO and ``today`` is before the
+    waiver's expiry date; EXPIRED from that date on (the criterion is judged by its
+    own verdict again); UNUSED when the criterion is GO anyway. The verdict and the
+    reasons stay the criterion's own in every case."""
+    if waiver is None:
+        return result
+    if result.verdict is Verdict.GO:
+        status = WaiverStatus.UNUSED
+    elif waiver.expired(today):
+        status = WaiverStatus.EXPIRED
+    else:
+        status = WaiverStatus.ACTIVE
+    applied = WaiverResult(waiver.owner, waiver.reason, waiver.link, waiver.expires, status)
+    return dataclasses.replace(result, waiver=applied)
+
+
 def release_verdict(results: Iterable[CriterionResult]) -> Verdict:
-    """GO only if every blocker criterion is GO (warn criteria are reported only)."""
-    blockers = [r for r in results if r.severity == "blocker"]
+    """GO only if every blocker criterion is GO (warn criteria are reported only, and
+    so is a criterion whose waiver holds: WAIVED blocks nothing until it expires)."""
+    blockers = [r for r in results if r.severity == "blocker" and not r.waived]
     if any(r.verdict is Verdict.NO_GO for r in blockers):
         return Verdict.NO_GO
     if any(r.verdict is Verdict.UNPROVEN for r in blockers):
@@ -516,8 +551,13 @@ def blocks_gate(result: CriterionResult, fail_on: FailOn | str = FailOn.UNPROVEN
     """Whether this criterion fails the run (exit 1): a blocker whose verdict is
     ``fail_on`` or worse. A warn criterion never does; UNPROVEN-FAST (only the fast
     profile's skipped mutants and slow falsifiers were missing) does only under
-    ``--fail-on unproven-fast``. Every reporter asks this, so none decides on its own."""
-    return result.severity == "blocker" and _BADNESS[result.verdict] >= _FAILS_FROM[FailOn(fail_on)]
+    ``--fail-on unproven-fast``; a WAIVED criterion (its waiver holds) never does. Every
+    reporter asks this, so none decides on its own."""
+    return (
+        result.severity == "blocker"
+        and not result.waived
+        and _BADNESS[result.verdict] >= _FAILS_FROM[FailOn(fail_on)]
+    )
 
 
 def failing_invariant(result: CriterionResult) -> str | None:

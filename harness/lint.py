@@ -5,6 +5,13 @@ node id is collected, the program is on PATH), falsifier targets and
 strategies, every invariant attacked by at least one falsifier, and no
 skeleton ``TODO`` left in a field.
 
+Warnings, for what loads fine and can only go wrong at run time: a waiver past
+its expiry date, an invariant no criterion lists (it never runs), an invariant
+with no mutant (it can never be GO), a mutant that patches a name with itself
+(or with the same object under another name), a patch mutant of a command check
+(the patch cannot reach the command's process), and an unquoted ``1e-6`` that
+YAML 1.1 reads as text. Lint has no strict mode: warnings never change its exit code.
+
 Lint runs no code the contracts name outside the allowed packages: every
 dotted name (check, mutant target and replacement, property strategy, fault
 injector) is checked by ``harness.bindings`` before its module is imported,
@@ -14,6 +21,7 @@ A file shows at most ``MAX_ERRORS_PER_FILE`` problems, then a count.
 
 from __future__ import annotations
 
+import datetime
 import re
 import sys
 from collections.abc import Iterable, Sequence
@@ -31,8 +39,10 @@ from harness.bindings import (
 )
 from harness.errors import ContractError, Diagnostic
 from harness.falsify.faults import INJECTORS, injector_class
-from harness.loader import cap_diagnostics, cross_check, load_files
+from harness.judge import today_utc
+from harness.loader import cap_diagnostics, cross_check, keypath_text, load_files
 from harness.model import Contract, Falsifier, Location
+from harness.yamlsrc import YamlSourceError, load_yaml, number_spelling
 
 TODO = re.compile(r"\bTODO(?:\b|_)")
 
@@ -44,14 +54,22 @@ def _diag(
 
 
 def lint_paths(
-    paths: Iterable[Path], root: Path, allowed: Sequence[str] = (), resolve: bool = True
+    paths: Iterable[Path],
+    root: Path,
+    allowed: Sequence[str] = (),
+    resolve: bool = True,
+    today: datetime.date | None = None,
 ) -> tuple[list[Contract], list[Diagnostic]]:
-    """Every problem of the contracts under ``paths`` (errors and warnings)."""
+    """Every problem of the contracts under ``paths`` (errors and warnings).
+    ``today`` (default: today, UTC) is the date waivers are judged by."""
     try:
         contracts, diags = load_files(paths)  # each file that does not load: capped already
     except ContractError as exc:  # a path that does not exist
         return [], exc.diagnostics
     found = cross_check(contracts) + _todos(contracts) + _falsifier_coverage(contracts)
+    found += _expired_waivers(contracts, today or today_utc())
+    found += _unlisted_invariants(contracts) + _never_go(contracts) + _mutants(contracts)
+    found += _numbers_read_as_text(contracts)
     if resolve:
         found.extend(_bindings(contracts, root, allowed))
     found.sort(key=lambda d: (d.file, d.line, d.col))
@@ -119,6 +137,146 @@ def _falsifier_coverage(contracts: Sequence[Contract]) -> list[Diagnostic]:
     ]
 
 
+def _expired_waivers(contracts: Sequence[Contract], today: datetime.date) -> list[Diagnostic]:
+    """A waiver past its date no longer holds: its criterion blocks again when it is
+    not GO. A warning (lint has no strict mode): the run is what fails."""
+    return [
+        _diag(
+            c.waiver.location or c.location,
+            f"{c.id}'s waiver expired on {c.waiver.expires}: the criterion blocks again "
+            "when it is not GO",
+            f"{c.id}.waiver.expires",
+            f"fix the failure and remove the waiver, or (with {c.waiver.owner}) "
+            "set a new expires date",
+            severity="warning",
+        )
+        for k in contracts
+        for c in k.criteria
+        if c.waiver is not None and c.waiver.expired(today)
+    ]
+
+
+# --------------------------------------------------------------------------- run-time traps
+# What loads fine and can only go wrong when the contracts run: warnings.
+
+
+def _warn(loc: Location, message: str, keypath: str, hint: str) -> Diagnostic:
+    return _diag(loc, message, keypath, hint, severity="warning")
+
+
+def _unlisted_invariants(contracts: Sequence[Contract]) -> list[Diagnostic]:
+    """An invariant no criterion lists never runs: `harness run` runs criteria."""
+    listed = {i for k in contracts for c in k.criteria for i in c.invariants}
+    return [
+        _warn(
+            i.location,
+            f"{i.id} is listed by no criterion: it never runs",
+            i.id,
+            f"add {i.id} to a criterion's invariants: [...], or remove it and its falsifiers",
+        )
+        for k in contracts
+        for i in k.invariants
+        if i.id not in listed
+    ]
+
+
+def _never_go(contracts: Sequence[Contract]) -> list[Diagnostic]:
+    """An invariant attacked only by property searches or faults can never be GO: GO
+    needs a KILLED mutant (an invariant with no falsifier at all is an error above)."""
+    listed = {i for k in contracts for c in k.criteria for i in c.invariants}
+    kinds: dict[str, set[str]] = {}
+    for k in contracts:
+        for f in k.falsifiers:
+            kinds.setdefault(f.target, set()).add(f.kind)
+    return [
+        _warn(
+            i.location,
+            f"{i.id} has no mutant, only {' and '.join(sorted(kinds[i.id]))} falsifiers: it can "
+            "never be GO (no killed mutant shows its check can go red), so its criterion "
+            "stays UNPROVEN",
+            i.id,
+            f"add a falsifier with kind: mutant and target: {i.id} (mutant: patch: known-bad "
+            "code, or mutant: params: a refuting fixture)",
+        )
+        for k in contracts
+        for i in k.invariants
+        if i.id in listed and i.id in kinds and "mutant" not in kinds[i.id]
+    ]
+
+
+def _mutants(contracts: Sequence[Contract]) -> list[Diagnostic]:
+    """Patch mutants that can never be KILLED: a name patched with itself, or a patch
+    of a command check (the patch lives in the worker; the command is another process)."""
+    invariants = {i.id: i for k in contracts for i in k.invariants}
+    out = []
+    for k in contracts:
+        for f in k.falsifiers:
+            patch = f.spec.get("patch") if f.kind == "mutant" else None
+            if not isinstance(patch, dict):
+                continue
+            never = (  # with params too, only the params can turn the check red
+                "the patch changes nothing (only its params can kill it)"
+                if "params" in f.spec
+                else "the mutant changes nothing and can never be KILLED"
+            )
+            for target, replacement in patch.items():
+                if target == replacement:
+                    out.append(
+                        _warn(
+                            f.location,
+                            f"{f.id} patches {target} with itself: {never}",
+                            f"{f.id}.mutant.patch",
+                            "replace it with a known-bad variant: "
+                            f'"{target}": "your_mutants_module:bad_{target.rpartition(":")[2]}"',
+                        )
+                    )
+            inv = invariants.get(f.target)
+            if inv is not None and inv.check.kind == "command":
+                out.append(
+                    _warn(
+                        f.location,
+                        f"{f.id} patches {', '.join(patch)}, but {inv.id}'s check is a command: "
+                        "a patch changes the worker's Python, never the command's process"
+                        + (
+                            " (only its params can kill it)"
+                            if "params" in f.spec
+                            else ", so the mutant can never be KILLED"
+                        ),
+                        f"{f.id}.mutant.patch",
+                        "attack a command check with known-bad params (mutant: params: {...}, "
+                        "passed as HARNESS_PARAMS), or bind the check as python: module:function",
+                    )
+                )
+    return out
+
+
+def _numbers_read_as_text(contracts: Sequence[Contract]) -> list[Diagnostic]:
+    """An unquoted ``1e-6`` is text to YAML 1.1: a threshold (``eq: 1e-6``) or a param
+    (``lr: 1e-3``) that compares or computes as text only fails at run time."""
+    out = []
+    for k in contracts:
+        try:
+            _, pos = load_yaml(k.text)
+        except YamlSourceError:  # it loaded once; never a crash here
+            continue
+        for path, text in pos.number_texts.items():
+            line, col = pos.of(path)
+            out.append(
+                Diagnostic(
+                    k.path,
+                    line,
+                    col,
+                    f"{text} is read as the text {text!r}, not a number (YAML 1.1 needs a dot "
+                    "and a signed exponent)",
+                    keypath_text(path),
+                    f"write {number_spelling(text)} for the number, or quote it ('{text}') "
+                    "if text is meant",
+                    "warning",
+                )
+            )
+    return out
+
+
 def _bindings(
     contracts: Sequence[Contract], root: Path, allowed: Sequence[str]
 ) -> list[Diagnostic]:
@@ -166,6 +324,14 @@ def _bindings(
     return out
 
 
+def _holds(owner: object, attr: str, obj: object) -> bool:
+    """``owner.attr`` is ``obj`` (False when looking it up again raises anything)."""
+    try:
+        return getattr(owner, attr) is obj
+    except Exception:  # a lookup that worked once and then raises: not lint's to judge
+        return False
+
+
 def _falsifier_bindings(f: Falsifier, allowed: Sequence[str]) -> list[Diagnostic]:
     """Each dotted name a falsifier gives, resolved as the worker will resolve it."""
     out: list[Diagnostic] = []
@@ -177,14 +343,31 @@ def _falsifier_bindings(f: Falsifier, allowed: Sequence[str]) -> list[Diagnostic
     if f.kind == "mutant":
         patch = f.spec.get("patch", {})
         for target, replacement in patch.items() if isinstance(patch, dict) else ():
+            owner: object = None
             try:
-                resolve_patch_target(str(target), allowed, "mutant target")
+                owner, attr = resolve_patch_target(str(target), allowed, "mutant target")
             except BindingError as exc:
                 refuse(exc, "patch", "name an existing module:attribute of an allowed package")
             try:
-                resolve_allowed(str(replacement), allowed, "mutant replacement")
+                new = resolve_allowed(str(replacement), allowed, "mutant replacement")
             except BindingError as exc:
                 refuse(exc, "patch", "name an importable module:attribute")
+                continue
+            if owner is not None and target != replacement and _holds(owner, attr, new):
+                out.append(
+                    _diag(
+                        f.location,
+                        f"{f.id} patches {target} with {replacement}, the same object: "
+                        + (
+                            "the patch changes nothing (only its params can kill it)"
+                            if "params" in f.spec
+                            else "the mutant changes nothing and can never be KILLED"
+                        ),
+                        f"{f.id}.mutant.patch",
+                        "replace it with a known-bad variant defined in a mutants module",
+                        severity="warning",
+                    )
+                )
     elif f.kind == "property":
         try:
             resolve_allowed(str(f.spec.get("strategy", "")), allowed, "property strategy")

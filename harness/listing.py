@@ -12,7 +12,8 @@ def tree(contracts: ContractSet) -> str:
         lines.append(f"{k.path}  ({k.name}: {k.title})")
         for c in k.criteria:
             tags = f"  #{' #'.join(c.tags)}" if c.tags else ""
-            lines.append(f"  {c.id} [{c.severity}] {c.title}{tags}")
+            waiver = f"  (waiver: expires {c.waiver.expires})" if c.waiver else ""
+            lines.append(f"  {c.id} [{c.severity}] {c.title}{tags}{waiver}")
             for inv_id in c.invariants:
                 inv = invariants.get(inv_id)
                 desc = f"{inv.title}  ({inv.check.describe()})" if inv else "(undefined)"
@@ -75,6 +76,9 @@ def explain(contracts: ContractSet, item_id: str) -> str:
         out += [f"  statement: {item.statement}"] if item.statement else []
         out += [f"  references: {r}" for r in item.references]
         out += [f"  invariant: {i}" for i in item.invariants]
+        if item.waiver is not None:
+            w = item.waiver
+            out += [f"  waiver: {w.owner}: {w.reason} ({w.link}); expires {w.expires}"]
     elif isinstance(item, Invariant):
         out += [f"  check: {item.check.describe()}"]
         out += [f"  params: {item.check.params}"] if item.check.params else []

@@ -7,6 +7,7 @@ file with problems raises ``ContractError`` carrying all of them.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import difflib
 import functools
 import hashlib
@@ -28,13 +29,30 @@ from harness.model import (
     Falsifier,
     Invariant,
     Location,
+    Waiver,
 )
-from harness.yamlsrc import Positions, YamlSourceError, load_yaml
+from harness.yamlsrc import Positions, YamlSourceError, load_yaml, number_spelling
 
 SCHEMA_FILE = "contract-v1.json"
 CONTRACT_SUFFIXES = (".yaml", ".yml")
 MAX_ERRORS_PER_FILE = 20  # then one line: "... and N more errors in FILE"
 MAX_MESSAGE_CHARS = 300  # one diagnostic quotes at most this much of a value
+
+WAIVER_FORM = "waiver: {owner: NAME, reason: WHY, link: https://..., expires: YYYY-MM-DD}"
+_WAIVER_HINTS = {
+    "owner": "owner: who answers for the waiver",
+    "reason": "reason: why the failure is accepted for now",
+    "link": "link: the http(s):// address of the issue that tracks the failure",
+    "expires": "expires: a date, YYYY-MM-DD (e.g. 2027-01-31), the first day it no longer holds",
+}
+
+_COMPARISONS = {"<=": "le", ">=": "ge", "==": "eq", "!=": "ne", "<": "lt", ">": "gt"}
+_WAIVER_PATTERNS = {
+    "owner": "must not be empty",
+    "reason": "must not be empty",
+    "link": "is not an http:// or https:// address",
+    "expires": "is not a date written YYYY-MM-DD",
+}
 
 _repr = reprlib.Repr()
 _repr.maxstring, _repr.maxother, _repr.maxlist, _repr.maxdict = 60, 60, 5, 5
@@ -107,6 +125,51 @@ def discover(paths: Iterable[Path]) -> list[Path]:
 # --------------------------------------------------------------------------- schema errors
 
 
+def _waiver_hint(path: tuple[Any, ...], key: str = "") -> str:
+    """What to write in a criterion's waiver: the field's own hint, else the form."""
+    i = path.index("waiver")
+    field = key or (str(path[i + 1]) if len(path) > i + 1 else "")
+    return _WAIVER_HINTS.get(field, f"write {WAIVER_FORM}")
+
+
+def _comparison_hint(name: str, value: Any) -> str:
+    """How to write an observation's thresholds as a comparison mapping: a scalar
+    where ``{eq: 0}`` was meant, or a comparison written as text (``<= 0.5``)."""
+    if isinstance(value, str):
+        for text, op in sorted(_COMPARISONS.items(), key=lambda kv: -len(kv[0])):
+            rest = value.strip()[len(text) :].strip()
+            if value.strip().startswith(text) and rest:
+                return f"write a comparison mapping: {name}: {{{op}: {rest}}}"
+    shown = json.dumps(value) if value is None or isinstance(value, (bool, str)) else value
+    if isinstance(value, str) and number_spelling(value) is not None:
+        shown = number_spelling(value)
+    if isinstance(value, (list, dict)):
+        shown = "VALUE"
+    return (
+        f"write a comparison mapping: {name}: {{eq: {shown}}} "
+        "(comparators: eq ne le lt ge gt approx in matches)"
+    )
+
+
+def _type_hint(path: tuple[Any, ...], expected: Any, instance: Any) -> str:
+    """What to write instead of a value of the wrong type, where it is clear."""
+    wanted = expected if isinstance(expected, list) else [expected]
+    if isinstance(instance, str) and {"number", "integer"} & set(wanted):
+        fixed = number_spelling(instance)
+        if fixed is not None:
+            return (
+                f"YAML 1.1 reads {instance} as text: write {fixed} "
+                "(a dot in the number, a sign in the exponent)"
+            )
+    if "waiver" in path:
+        return _waiver_hint(path)
+    if "object" in wanted and len(path) >= 2 and path[-2] == "expect":
+        return _comparison_hint(str(path[-1]), instance)
+    if "object" in wanted and path and path[-1] == "expect":
+        return "expect maps each observation to comparisons: expect: {loss: {le: 0.5}}"
+    return ""
+
+
 def _schema_diagnostic(file: str, err: Any, pos: Positions) -> Diagnostic:
     path = tuple(err.absolute_path)
     kp = keypath_text(path)
@@ -118,6 +181,8 @@ def _schema_diagnostic(file: str, err: Any, pos: Positions) -> Diagnostic:
         line, col = pos.of(path + (key,), key=True)
         near = difflib.get_close_matches(str(key), allowed, n=1)
         hint = f"did you mean '{near[0]}'?" if near else f"allowed keys: {', '.join(allowed)}"
+        if "waiver" in path and not near:
+            hint = f"a waiver has exactly these keys: {WAIVER_FORM}"
         return Diagnostic(
             file, line, col, f"unknown key '{key}'", keypath_text(path + (key,)), hint
         )
@@ -131,7 +196,9 @@ def _schema_diagnostic(file: str, err: Any, pos: Positions) -> Diagnostic:
             col,
             f"missing required key '{missing}'",
             kp,
-            "add it (see `harness schema`)",
+            f"add {_waiver_hint(path, missing)}"
+            if "waiver" in path
+            else "add it (see `harness schema`)",
         )
     if v == "enum":
         opts = ", ".join(str(o) for o in err.validator_value)
@@ -154,6 +221,7 @@ def _schema_diagnostic(file: str, err: Any, pos: Positions) -> Diagnostic:
             f"{name} must be of type {err.validator_value} "
             f"(got {type(err.instance).__name__} {_repr.repr(err.instance)})",
             kp,
+            _type_hint(path, err.validator_value, err.instance),
         )
     if v == "pattern":
         hint = ""
@@ -161,6 +229,12 @@ def _schema_diagnostic(file: str, err: Any, pos: Positions) -> Diagnostic:
             hint = "IDs look like AC-AREA-001, INV-AREA-001, FALSIFY-AREA-001"
         elif "python" in path or "strategy" in path or "patch" in path:
             hint = "write a dotted module path, a colon, then the name: pkg.module:function"
+        elif "waiver" in path:
+            hint = _waiver_hint(path)
+            what = _WAIVER_PATTERNS.get(str(path[-1]), "")
+            if what:
+                shown = "" if err.validator_value == r"\S" else f" {_repr.repr(err.instance)}"
+                return Diagnostic(file, line, col, f"{name}{shown} {what}", kp, hint)
         return Diagnostic(
             file,
             line,
@@ -245,10 +319,32 @@ def load_contract(path: Path) -> Contract:
                 )
             ]
         )
-    diags = _schema_diagnostics(shown, data, pos)
+    diags = _schema_diagnostics(shown, data, pos) or _date_diagnostics(shown, data, pos)
     if diags:
         raise ContractError(diags)
     return _build(path, shown, raw, text, data, pos)
+
+
+def _date_diagnostics(shown: str, data: dict[str, Any], pos: Positions) -> list[Diagnostic]:
+    """A waiver's ``expires`` that has the schema's YYYY-MM-DD form but is no date."""
+    out = []
+    for i, c in enumerate(data.get("criteria", [])):
+        expires = c.get("waiver", {}).get("expires")
+        try:
+            if expires is not None:
+                datetime.date.fromisoformat(expires)
+        except ValueError as exc:
+            at = ("criteria", i, "waiver", "expires")
+            out.append(
+                Diagnostic(
+                    shown,
+                    *pos.of(at),
+                    f"'expires' {expires!r} is not a date ({exc})",
+                    keypath_text(at),
+                    _WAIVER_HINTS["expires"],
+                )
+            )
+    return out
 
 
 def _schema_diagnostics(shown: str, data: Any, pos: Positions) -> list[Diagnostic]:
@@ -335,6 +431,7 @@ def _build(
             owner=c.get("owner", ""),
             tags=tuple(c.get("tags", ())),
             declared=c,
+            waiver=_waiver(c.get("waiver"), loc(("criteria", i, "waiver", "expires"))),
         )
         for i, c in enumerate(data.get("criteria", []))
     )
@@ -387,6 +484,12 @@ def _build(
         owner=meta.get("owner", ""),
         description=meta.get("description", ""),
     )
+
+
+def _waiver(declared: dict[str, str] | None, at: Location) -> Waiver | None:
+    if declared is None:
+        return None
+    return Waiver(declared["owner"], declared["reason"], declared["link"], declared["expires"], at)
 
 
 def load_files(paths: Iterable[Path]) -> tuple[list[Contract], list[Diagnostic]]:

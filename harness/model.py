@@ -9,11 +9,13 @@ round-trip through plain dicts (``to_dict``/``from_dict``) for the JSON report.
 
 from __future__ import annotations
 
+import datetime
 import enum
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 RESULTS_SCHEMA_VERSION = 1
+WAIVED = "WAIVED"  # how a criterion whose waiver holds is reported (never a Verdict: never GO)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +119,22 @@ class Falsifier:
 
 
 @dataclass(frozen=True, slots=True)
+class Waiver:
+    """A known failure accepted until a date (a criterion's ``waiver:``): while it
+    holds, the criterion is reported WAIVED and blocks nothing; from ``expires`` on
+    (a UTC date) it blocks again with its own verdict."""
+
+    owner: str
+    reason: str
+    link: str
+    expires: str  # YYYY-MM-DD: the first day the waiver no longer holds
+    location: Location | None = field(default=None, compare=False)
+
+    def expired(self, today: datetime.date) -> bool:
+        return today >= datetime.date.fromisoformat(self.expires)
+
+
+@dataclass(frozen=True, slots=True)
 class Criterion:
     id: str
     title: str
@@ -128,6 +146,7 @@ class Criterion:
     owner: str = ""
     tags: tuple[str, ...] = ()
     declared: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)  # as in YAML
+    waiver: Waiver | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +238,14 @@ class FailOn(enum.StrEnum):
     UNPROVEN_FAST = "unproven-fast"  #: anything short of GO fails, UNPROVEN-FAST included
 
 
+class WaiverStatus(enum.StrEnum):
+    """What a criterion's waiver did in a run (``judge.apply_waiver``)."""
+
+    ACTIVE = "active"  #: the criterion is not GO and the waiver holds: reported WAIVED
+    EXPIRED = "expired"  #: past its date: the criterion is reported and gated by its own verdict
+    UNUSED = "unused"  #: the criterion is GO anyway: the waiver can go
+
+
 # --------------------------------------------------------------------------- results
 
 
@@ -265,7 +292,32 @@ class FalsifierResult:
 
 
 @dataclass(frozen=True, slots=True)
+class WaiverResult:
+    """A criterion's waiver as a run applied it (``"waiver"`` in results.json)."""
+
+    owner: str
+    reason: str
+    link: str
+    expires: str
+    status: WaiverStatus
+
+    def to_dict(self) -> dict[str, str]:
+        return {**_encode(asdict(self))}
+
+    def note(self) -> str:
+        """One line saying what the waiver did, for every report."""
+        if self.status is WaiverStatus.ACTIVE:
+            return f"waived until {self.expires} by {self.owner}: {self.reason} ({self.link})"
+        if self.status is WaiverStatus.EXPIRED:
+            return f"waiver expired on {self.expires} ({self.owner}: {self.reason}, {self.link})"
+        return f"waiver unused: the criterion is GO (remove it: {self.owner}, {self.link})"
+
+
+@dataclass(frozen=True, slots=True)
 class CriterionResult:
+    """``verdict`` is the criterion's own verdict, waiver or not; ``label`` is how
+    it is reported (``WAIVED`` while a waiver holds for a criterion that is not GO)."""
+
     criterion_id: str
     title: str
     severity: str
@@ -275,6 +327,17 @@ class CriterionResult:
     falsifiers: tuple[FalsifierResult, ...]
     location: Location
     duration: float = 0.0
+    waiver: WaiverResult | None = None
+
+    @property
+    def waived(self) -> bool:
+        """Not GO, and a waiver holds: reported WAIVED, blocks nothing."""
+        return self.waiver is not None and self.waiver.status is WaiverStatus.ACTIVE
+
+    @property
+    def label(self) -> str:
+        """The verdict as reports show it: WAIVED, or the criterion's own verdict."""
+        return WAIVED if self.waived else self.verdict.value
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,9 +357,12 @@ class RunResult:
     fail_on: str = FailOn.UNPROVEN.value  # the gate the run was judged by (``--fail-on``)
 
     def counts(self) -> dict[str, int]:
+        """Criteria per reported verdict: a waived criterion counts as WAIVED only
+        (never as GO, nor as its own verdict), so the counts add up to the criteria."""
         out = {v.value: 0 for v in Verdict}
+        out[WAIVED] = 0
         for c in self.criteria:
-            out[c.verdict.value] += 1
+            out[c.label] += 1
         return out
 
     def summary_line(self) -> str:
@@ -307,12 +373,18 @@ class RunResult:
             for v in Verdict
             if counts[v.value] or v in (Verdict.GO, Verdict.NO_GO, Verdict.UNPROVEN)
         ]
+        if counts[WAIVED]:
+            parts.append(f"{counts[WAIVED]} {WAIVED}")
         noun = "criterion" if n == 1 else "criteria"
         return f"{n} {noun}: " + ", ".join(parts)
 
     # -- JSON round trip ---------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return _encode(asdict(self))
+        data: dict[str, Any] = _encode(asdict(self))
+        for c in data["criteria"]:
+            if c.get("waiver") is None:
+                c.pop("waiver", None)  # optional: results without waivers read as before
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunResult:
@@ -348,6 +420,17 @@ def _criterion_from(d: dict[str, Any]) -> CriterionResult:
         falsifiers=tuple(_falsifier_from(f) for f in d["falsifiers"]),
         location=Location(**d["location"]),
         duration=d.get("duration", 0.0),
+        waiver=_waiver_from(d["waiver"]) if d.get("waiver") is not None else None,
+    )
+
+
+def _waiver_from(d: dict[str, Any]) -> WaiverResult:
+    return WaiverResult(
+        owner=d["owner"],
+        reason=d["reason"],
+        link=d["link"],
+        expires=d["expires"],
+        status=WaiverStatus(d["status"]),
     )
 
 

@@ -8,8 +8,9 @@ worker pool. An item agrees with ``harness run``'s exit code (docs/ci.md): it
 fails when its criterion fails the run (a blocker NO-GO or UNPROVEN under the
 default ``--harness-fail-on unproven``); a criterion that is NO-GO or UNPROVEN but
 only reported (a warn criterion, or a blocker the chosen level lets pass) is
-xfailed with its verdict and first reason; GO, and the fast profile's
-UNPROVEN-FAST when it passes the gate, pass. Nothing is collected from a folder
+xfailed with its verdict and first reason, as is a WAIVED one (its waiver holds)
+with its own verdict and the waiver; GO, and the fast profile's UNPROVEN-FAST when
+it passes the gate, pass. Nothing is collected from a folder
 the harness writes (the evidence directory, with each run's contract copies,
 ``.harness/``, a run bundle wherever ``--evidence-dir`` put it). This module imports
 nothing heavy at start-up: the harness is imported only when a contract is
@@ -213,9 +214,12 @@ class CriterionItem(pytest.Item):
         fail_on = opt("--harness-fail-on")
         if blocks_gate(crit, fail_on):
             raise CriterionNotGo(crit)
+        first = f": {crit.reasons[0]}" if crit.reasons else ""
+        if crit.waived:
+            assert crit.waiver is not None
+            pytest.xfail(f"WAIVED ({crit.verdict.value}), {crit.waiver.note()}{first}")
         if crit.verdict in (Verdict.NO_GO, Verdict.UNPROVEN):
             why = "a warn criterion" if crit.severity == "warn" else f"--harness-fail-on {fail_on}"
-            first = f": {crit.reasons[0]}" if crit.reasons else ""
             pytest.xfail(f"{crit.verdict.value}, reported only ({why}){first}")
 
     def repr_failure(self, excinfo: Any, style: Any = None) -> str:
@@ -223,6 +227,7 @@ class CriterionItem(pytest.Item):
             r = excinfo.value.result
             lines = [f"{r.criterion_id} {r.title}: {r.verdict.value}"]
             lines += [f"  {reason}" for reason in r.reasons]
+            lines += [f"  {r.waiver.note()}"] if r.waiver is not None else []
             return "\n".join(lines)
         return str(super().repr_failure(excinfo))
 

@@ -321,6 +321,22 @@ def promotion_rules(
     verdict = json.loads((run_dir / "verdict.json").read_text())
     v = verdict.get("verdict")
     rules.append(Rule("verdict", v == "GO", f"the run's verdict is {v}"))
+    crits = verdict.get("criteria") if isinstance(verdict.get("criteria"), dict) else {}
+    waived = sorted(
+        cid
+        for cid, c in crits.items()
+        if isinstance(c, dict) and c.get("waiver") == "active" and c.get("severity") == "blocker"
+    )
+    rules.append(
+        Rule(
+            "no waiver",
+            not waived,
+            "no blocker criterion is WAIVED"
+            if not waived
+            else f"WAIVED (a waiver lets the gate pass, never a promotion): {', '.join(waived[:5])}"
+            + (" ..." if len(waived) > 5 else ""),
+        )
+    )
     profile = verdict.get("profile")
     rules.append(
         Rule(

@@ -30,7 +30,7 @@ from harness.errors import Interrupted, UsageError
 from harness.evidence import EvidenceWriter
 from harness.executor import Executor, InlineExecutor, LocalProcessExecutor
 from harness.hooks import Dispatcher, Listener, RunInfo
-from harness.judge import judge_criterion, judge_task, release_verdict
+from harness.judge import apply_waiver, judge_criterion, judge_task, release_verdict, today_utc
 from harness.model import (
     ContractSet,
     Criterion,
@@ -81,6 +81,8 @@ class RunRequest:
     # where found counterexamples are kept and replayed from (None: contracts/.regressions)
     regressions: Path | None = None
     limits: Limits = field(default_factory=Limits)  # per-check defaults
+    # the date waivers are judged by (None: today, UTC, when the run starts)
+    today: _dt.date | None = None
     # values to redact from the logs a check writes, of at least REDACT_MIN_LENGTH
     # characters: a shorter one a check was not given, it could guess by printing every
     # candidate and seeing which comes back redacted. Never the signing passphrase or PIN.
@@ -183,6 +185,7 @@ def run(request: RunRequest) -> RunResult:
     before = set(children(os.getpid()))
     events.run_started(info, contracts, plan)
     targets = {inv: [f.id for f in contracts.falsifiers_of(inv)] for inv in contracts.invariants}
+    today = request.today or today_utc()
     done: dict[str, InvariantResult | FalsifierResult] = {r.falsifier_id: r for r in plan.not_run}
     for r in plan.not_run:
         events.falsifier_finished(r)
@@ -212,6 +215,7 @@ def run(request: RunRequest) -> RunResult:
             )
             if profile is Profile.TEETH:
                 result = _teeth_verdict(result)
+            result = apply_waiver(result, c.waiver, today)
             finished[c.id] = result
             events.criterion_finished(result)
 

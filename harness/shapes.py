@@ -17,7 +17,7 @@ from typing import Any
 from jsonschema import Draft202012Validator, validators
 
 from harness.evidence import STATEMENT_V1, TEST_RESULT
-from harness.model import Verdict
+from harness.model import Verdict, WaiverStatus
 from harness.signing import keyid_of, pae
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -62,6 +62,7 @@ VERDICT_SCHEMA: dict[str, Any] = {
                     "verdict": {"enum": _VERDICTS},
                     "severity": {"type": "string"},
                     "envelope_sha256": {"anyOf": [_DIGEST, {"type": "null"}]},
+                    "waiver": {"enum": [w.value for w in WaiverStatus]},
                 },
             },
         },

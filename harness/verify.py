@@ -255,8 +255,16 @@ def _verify_run(run_dir: Path, keys: list[Any], found: _Findings) -> None:
     for cid, meta in sorted(claimed.items()):
         _verify_criterion(run_dir / "criteria" / cid, cid, meta, verdict, keys, found)
 
-    # the release verdict follows from the per-criterion verdicts
-    blockers = [m["verdict"] for m in claimed.values() if m["severity"] == "blocker"]
+    # the release verdict follows from the per-criterion verdicts (a criterion whose
+    # waiver held, WAIVED, blocks nothing; a criterion that is GO needs no waiver)
+    for cid, meta in sorted(claimed.items()):
+        if meta.get("waiver") == "active" and meta["verdict"] == "GO":
+            found.add(verdict_file, f"{cid} is GO and yet says its waiver was used")
+    blockers = [
+        m["verdict"]
+        for m in claimed.values()
+        if m["severity"] == "blocker" and m.get("waiver") != "active"
+    ]
     expect = next(
         (v for v in ("NO-GO", "UNPROVEN", "UNPROVEN-FAST") if v in blockers),
         "GO",
@@ -350,10 +358,10 @@ def _check_results(run_dir: Path, verdict: dict[str, Any], found: _Findings) -> 
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
         found.add(path, "criteria is not a list of objects")
         return
-    said = [(r.get("criterion_id"), r.get("verdict")) for r in rows]
-    ids = [cid for cid, _ in said]
+    said = [(r.get("criterion_id"), r.get("verdict"), _waiver_status(r)) for r in rows]
+    ids = [cid for cid, _, _ in said]
     claimed = verdict["criteria"]
-    for cid, value in said:
+    for cid, value, waiver in said:
         if not isinstance(cid, str) or cid not in claimed:
             found.add(path, f"criterion {cid!r} is not in the signed verdict")
         elif ids.count(cid) > 1:
@@ -362,8 +370,20 @@ def _check_results(run_dir: Path, verdict: dict[str, Any], found: _Findings) -> 
             found.add(
                 path, f"{cid} is {value!r}, the signed verdict says {claimed[cid]['verdict']}"
             )
+        elif waiver != claimed[cid].get("waiver"):
+            found.add(
+                path,
+                f"{cid}'s waiver is {waiver or 'absent'}, the signed verdict says "
+                f"{claimed[cid].get('waiver') or 'absent'}",
+            )
     for cid in sorted(set(claimed) - {i for i in ids if isinstance(i, str)}):
         found.add(path, f"criterion {cid} of the signed verdict is missing")
+
+
+def _waiver_status(row: dict[str, Any]) -> Any:
+    """The status of a results.json criterion's waiver (None without one)."""
+    waiver = row.get("waiver")
+    return waiver.get("status") if isinstance(waiver, dict) else waiver
 
 
 # --------------------------------------------------------------------------- a criterion
@@ -406,11 +426,17 @@ def _verify_criterion(
         not isinstance(local, dict)
         or local.get("criterion_id") != cid
         or local.get("verdict") != meta["verdict"]
+        or _waiver_status(local) != meta.get("waiver")
     ):
         said = local.get("verdict") if isinstance(local, dict) else local
+        waiver = _waiver_status(local) if isinstance(local, dict) else None
+        if said == meta["verdict"] and waiver != meta.get("waiver"):
+            said, signed = f"waiver {waiver}", f"waiver {meta.get('waiver')}"
+        else:
+            signed = meta["verdict"]
         found.add(
             folder / "verdict.json",
-            f"says {said!r}, the signed verdict says {cid} is {meta['verdict']}",
+            f"says {said!r}, the signed verdict says {cid} is {signed}",
         )
     _check_manifest(folder, found)
 

@@ -17,7 +17,10 @@ while it is read, before anything big exists in memory:
   a number of ``MAX_NUMBER_CHARS`` characters or more) is an error at its line;
   an untagged date-like scalar (``title: 2001-13-45``) is text, as every
   date is;
-- mapping keys are text: ``1:`` and ``on:`` give the keys ``"1"`` and ``"on"``.
+- mapping keys are text: ``1:`` and ``on:`` give the keys ``"1"`` and ``"on"``;
+- YAML 1.1 reads ``1e-6`` as text (a number with an exponent needs a dot and, for a
+  positive exponent, a sign: ``1.0e-6``, ``1.0e+6``): each unquoted value read so is
+  listed in ``Positions.number_texts``, and ``number_spelling`` says how to write it.
 
 Every problem is a ``YamlSourceError`` with a line and a column: nothing else
 leaves this module.
@@ -26,6 +29,7 @@ leaves this module.
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,10 +71,34 @@ class YamlSourceError(HarnessError):
         super().__init__(message)
 
 
+_EXPONENT_NUMBER = re.compile(r"([-+]?)([0-9]+(?:\.[0-9]*)?|\.[0-9]+)([eE])([-+]?)([0-9]+)")
+
+
+def number_spelling(text: str) -> str | None:
+    """How to write ``text`` so that YAML 1.1 (this loader) reads the number it looks
+    like: ``1e-6`` -> ``1.0e-6``, ``1e6`` -> ``1.0e+6``; None when ``text`` is no
+    number with an exponent that YAML 1.1 reads as text."""
+    m = _EXPONENT_NUMBER.fullmatch(text.strip())
+    if m is None:
+        return None
+    sign, mantissa, e, exp_sign, exponent = m.groups()
+    if "." in mantissa and exp_sign:
+        return None  # already a YAML 1.1 float
+    if mantissa.startswith("."):
+        mantissa = "0" + mantissa
+    elif "." not in mantissa:
+        mantissa += ".0"
+    elif mantissa.endswith("."):
+        mantissa += "0"
+    return f"{sign}{mantissa}{e}{exp_sign or '+'}{exponent}"
+
+
 @dataclass
 class Positions:
     values: dict[Path, tuple[int, int]] = field(default_factory=dict)
     keys: dict[Path, tuple[int, int]] = field(default_factory=dict)
+    # unquoted values read as text that look like numbers (``1e-6``): path -> text
+    number_texts: dict[Path, str] = field(default_factory=dict)
 
     def of(self, path: Path, *, key: bool = False) -> tuple[int, int]:
         """Position of the node at ``path``, or of its nearest ancestor."""
@@ -159,6 +187,9 @@ class _Composer:
         self.positions.values[path] = _mark(event)
         if isinstance(event, ScalarEvent):
             value = self._scalar(event)
+            if not event.style and event.tag is None and isinstance(value, str):
+                if number_spelling(value) is not None:
+                    self.positions.number_texts[path] = value
         elif isinstance(event, (SequenceStartEvent, MappingStartEvent)):
             if depth >= MAX_DEPTH:
                 raise YamlSourceError(

@@ -3,10 +3,11 @@
 One annotation per criterion that is not GO, on the line of the invariant it
 failed on (``file`` relative to the repository root, ``line`` and ``col``), at the
 level the gate gives it: ``::error`` when the criterion fails the run (a blocker
-NO-GO or UNPROVEN under the default ``--fail-on``), ``::warning`` when it is only
-reported (a warn criterion, or a blocker the chosen ``--fail-on`` lets pass). The
-fast profile's UNPROVEN-FAST criteria that pass the gate get one ``::notice``
-between them, not one warning each.
+NO-GO or UNPROVEN under the default ``--fail-on``, also one whose waiver expired),
+``::warning`` when it is only reported (a warn criterion, a WAIVED one, or a blocker
+the chosen ``--fail-on`` lets pass). The fast profile's UNPROVEN-FAST criteria that
+pass the gate get one ``::notice`` between them, not one warning each; a GO
+criterion with an unused waiver gets a ``::notice`` on the waiver's line.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import IO, Any
 from harness.hooks import Listener, RunInfo
 from harness.judge import blocks_gate, failing_invariant
 from harness.model import ContractSet, CriterionResult, Location, RunResult, Verdict
-from harness.reporters.locate import repo_path
+from harness.reporters.locate import repo_path, waiver_location
 
 
 def _escape(text: str) -> str:
@@ -40,12 +41,23 @@ def annotation_lines(result: RunResult, contracts: ContractSet | None = None) ->
     fast = 0
     for c in result.criteria:
         blocking = blocks_gate(c, result.fail_on)
-        if c.verdict is Verdict.GO or (c.verdict is Verdict.UNPROVEN_FAST and not blocking):
-            fast += c.verdict is Verdict.UNPROVEN_FAST
+        if c.verdict is Verdict.GO:
+            if c.waiver is not None:  # unused: worth removing, nothing went wrong
+                loc = waiver_location(c, contracts)
+                lines.append(
+                    f"::notice file={_prop(repo_path(loc.file))},line={loc.line},col={loc.col},"
+                    f"title={_prop(f'{c.criterion_id} GO: waiver unused')}::"
+                    f"{_escape(c.waiver.note())}"
+                )
+            continue
+        if c.verdict is Verdict.UNPROVEN_FAST and not blocking and not c.waived:
+            fast += 1
             continue
         level = "error" if blocking else "warning"
-        title = f"{c.criterion_id} {c.verdict.value}"
-        if not blocking:
+        title = f"{c.criterion_id} {c.label}"
+        if c.waived:
+            title += f" ({c.verdict.value}; reported only until its waiver expires)"
+        elif not blocking:
             why = (
                 "a warn criterion never fails the run"
                 if c.severity == "warn"
@@ -53,6 +65,8 @@ def annotation_lines(result: RunResult, contracts: ContractSet | None = None) ->
             )
             title += f" (reported only; {why})"
         message = "; ".join(c.reasons) or c.verdict.value
+        if c.waiver is not None:
+            message += f"; {c.waiver.note()}"
         loc = annotation_location(c, contracts)
         lines.append(
             f"::{level} file={_prop(repo_path(loc.file))},line={loc.line},col={loc.col},"

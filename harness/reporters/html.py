@@ -16,13 +16,14 @@ from typing import Any
 
 from harness.fsutil import atomic_write_text
 from harness.hooks import Listener
-from harness.model import CriterionResult, RunResult, Verdict
+from harness.model import WAIVED, CriterionResult, RunResult, Verdict, WaiverStatus
 
 COLOR = {
     "GO": "#1a7f37",
     "NO-GO": "#cf222e",
     "UNPROVEN": "#9a6700",
     "UNPROVEN-FAST": "#9a6700",
+    "WAIVED": "#8250df",
     "PASS": "#1a7f37",
     "FAIL": "#cf222e",
     "ERROR": "#cf222e",
@@ -50,6 +51,7 @@ th{background:#f0f3f6} code,.mono{font-family:ui-monospace,Menlo,monospace;font-
 .muted{color:#6e7781} .cell{color:#fff;font-weight:600;text-align:center}
 details summary{cursor:pointer} svg{background:#fff;border:1px solid #d0d7de;border-radius:6px}
 .charts{display:flex;flex-wrap:wrap;gap:12px}
+.waiver{border-left:4px solid #8250df;background:#fbefff;padding:6px 10px;margin:6px 0}
 """
 
 
@@ -213,13 +215,35 @@ def _href(target: Path, report_dir: Path | None) -> str:
     return urllib.parse.quote(Path(rel).as_posix())
 
 
+def verdict_badges(c: CriterionResult) -> str:
+    """The criterion's reported verdict; a WAIVED one shows its own verdict beside."""
+    own = f' <span class="muted">own verdict</span> {badge(c.verdict.value)}' if c.waived else ""
+    return badge(c.label) + own
+
+
+def _waiver_box(c: CriterionResult) -> str:
+    if c.waiver is None:
+        return ""
+    w = c.waiver
+    link = f'<a href="{e(w.link)}" rel="noopener noreferrer">{e(w.link)}</a>'
+    status = {
+        WaiverStatus.ACTIVE: f"WAIVED until {e(w.expires)}: does not block until then",
+        WaiverStatus.EXPIRED: f"waiver expired on {e(w.expires)}: the criterion blocks again",
+        WaiverStatus.UNUSED: "waiver unused: the criterion is GO; remove the waiver",
+    }[w.status]
+    return (
+        f'<div class="waiver"><b>{status}</b><br>owner {e(w.owner)} · {e(w.reason)} · {link}</div>'
+    )
+
+
 def _criterion_card(
     c: CriterionResult, run_dir: Path | None, meta: dict[str, Any], report_dir: Path | None
 ) -> str:
     parts = [
-        f'<div class="card" id="{e(c.criterion_id)}"><h3>{badge(c.verdict.value)} '
+        f'<div class="card" id="{e(c.criterion_id)}"><h3>{verdict_badges(c)} '
         f'{e(c.criterion_id)} — {e(c.title)} <span class="muted">[{e(c.severity)}]</span>'
-        f"</h3>"
+        f"</h3>",
+        _waiver_box(c),
     ]
     if meta.get("statement"):
         parts.append(f"<p>{e(meta['statement'])}</p>")
@@ -339,7 +363,7 @@ def render_html(
         )
         matrix.append(
             f'<tr><td><a href="#{e(c.criterion_id)}">{e(c.criterion_id)}</a></td>'
-            f"<td>{badge(c.verdict.value)}</td>{cells}</tr>"
+            f"<td>{verdict_badges(c)}</td>{cells}</tr>"
         )
     matrix.append("</table>")
     env_rows = "".join(
@@ -367,7 +391,15 @@ def render_html(
     )
     gate = getattr(result, "fail_on", "")
     gate_note = f'<div class="muted">gate: --fail-on {e(gate)}</div>' if gate else ""
-    denominators = ", ".join(f"{counts[v.value]} {v.value}" for v in Verdict)
+    shown = [v.value for v in Verdict] + ([WAIVED] if counts[WAIVED] else [])
+    denominators = ", ".join(f"{counts[v]} {v}" for v in shown)
+    waived = counts[WAIVED]
+    waived_note = (
+        f'<div id="waived">{waived} {"criterion" if waived == 1 else "criteria"} WAIVED: '
+        "not GO, and not blocking until the waiver expires (see each card)</div>"
+        if waived
+        else ""
+    )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -379,6 +411,7 @@ def render_html(
 <div class="big" id="release-verdict" style="color:{release_color}">{e(release)}</div>
 <div id="summary">{e(result.summary_line())}</div>
 <div class="muted">{len(result.criteria)} criteria: {e(denominators)}</div>
+{waived_note}
 <div class="muted">run <code>{e(result.run_id)}</code> · profile {e(result.profile)} ·
 seed {e(result.seed)} · {e(result.started)} → {e(result.finished)} ·
 contracts <code>{e(result.contract_digest[:16])}</code></div>

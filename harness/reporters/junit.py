@@ -2,9 +2,11 @@
 
 The cases follow the gate (docs/ci.md): a check that went wrong is a ``<failure>``
 or ``<error>`` only when its criterion fails the run. In a criterion that is only
-reported (a warn criterion, or a blocker the chosen ``--fail-on`` lets pass) it is
-``<skipped>`` with the reason, as pytest reports such a criterion xfailed, so a CI
-test view never shows red for a run that passed.
+reported (a warn criterion, a WAIVED one, or a blocker the chosen ``--fail-on`` lets
+pass) it is ``<skipped>`` with the reason, as pytest reports such a criterion xfailed,
+so a CI test view never shows red for a run that passed. A criterion with a waiver
+that was used or has expired gets one more case, ``waiver``: skipped with the reason
+while it holds, a failure saying it expired once the criterion blocks again.
 """
 
 from __future__ import annotations
@@ -15,7 +17,13 @@ from pathlib import Path
 from harness.fsutil import atomic_write_bytes
 from harness.hooks import Listener
 from harness.judge import blocks_gate
-from harness.model import CriterionResult, FalsifierOutcome, InvariantOutcome, RunResult
+from harness.model import (
+    CriterionResult,
+    FalsifierOutcome,
+    InvariantOutcome,
+    RunResult,
+    WaiverStatus,
+)
 
 _BAD_INVARIANT = {
     InvariantOutcome.FAIL: "failure",
@@ -39,8 +47,34 @@ def reported_only(c: CriterionResult, fail_on: str) -> str:
     """Why a criterion that is not GO does not fail the run ("" when it does)."""
     if blocks_gate(c, fail_on):
         return ""
+    if c.waived:
+        assert c.waiver is not None
+        return (
+            f"{c.criterion_id} is WAIVED ({c.verdict.value}), reported only "
+            f"({c.waiver.note()}: does not fail the run)"
+        )
     why = "a warn criterion" if c.severity == "warn" else f"--fail-on {fail_on}"
     return f"{c.criterion_id} is {c.verdict.value}, reported only ({why}: does not fail the run)"
+
+
+def _waiver_case(c: CriterionResult, fail_on: str, counts: dict[str, int]) -> ET.Element | None:
+    """One case for the criterion's waiver when it was used or has expired: skipped
+    with the reason while it holds, a failure (when the criterion fails the run) saying
+    it expired. An unused waiver has no case (its suite's properties tell it)."""
+    if c.waiver is None or c.waiver.status is WaiverStatus.UNUSED:
+        return None
+    case = ET.Element(
+        "testcase", classname=c.criterion_id, name="waiver", time="0.000", file=c.location.file
+    )
+    first = f": {c.reasons[0]}" if c.reasons else ""
+    if c.waived:
+        _mark(case, "skipped", reported_only(c, fail_on) + first, counts, "")
+    elif blocks_gate(c, fail_on):
+        message = f"{c.criterion_id} is {c.verdict.value} again, {c.waiver.note()}{first}"
+        _mark(case, "failure", message, counts, "")
+    else:
+        _mark(case, "skipped", f"{reported_only(c, fail_on)}: {c.waiver.note()}", counts, "")
+    return case
 
 
 def _mark(
@@ -91,6 +125,9 @@ def junit_xml(result: RunResult) -> bytes:
             if tag:
                 _mark(case, tag, f"{f.outcome.value}: {f.message}", counts, only_reported)
             cases.append(case)
+        waiver_case = _waiver_case(c, result.fail_on, counts)
+        if waiver_case is not None:
+            cases.append(waiver_case)
         suite = ET.SubElement(
             suites,
             "testsuite",
@@ -100,7 +137,12 @@ def junit_xml(result: RunResult) -> bytes:
             attrib={k: str(v) for k, v in counts.items()},
         )
         props = ET.SubElement(suite, "properties")
-        ET.SubElement(props, "property", name="verdict", value=c.verdict.value)
+        ET.SubElement(props, "property", name="verdict", value=c.label)
+        if c.waived:
+            ET.SubElement(props, "property", name="own_verdict", value=c.verdict.value)
+        if c.waiver is not None:
+            ET.SubElement(props, "property", name="waiver", value=c.waiver.status.value)
+            ET.SubElement(props, "property", name="waiver_expires", value=c.waiver.expires)
         ET.SubElement(props, "property", name="severity", value=c.severity)
         ET.SubElement(
             props, "property", name="fails_run", value=str(blocks_gate(c, result.fail_on)).lower()

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.config import find_project_root
+from harness.model import ContractSet, CriterionResult, Location
 
 
 def repository_root(path: Path) -> Path | None:
@@ -32,3 +33,13 @@ def repo_path(file: str) -> str:
         return absolute.relative_to(root).as_posix()
     except ValueError:
         return path.as_posix()
+
+
+def waiver_location(c: CriterionResult, contracts: ContractSet | None) -> Location:
+    """The line of a criterion's waiver (its ``expires``), else the criterion's own."""
+    try:
+        declared = contracts.find(c.criterion_id) if contracts else None
+    except KeyError:
+        declared = None
+    waiver = getattr(declared, "waiver", None)
+    return waiver.location if waiver is not None and waiver.location else c.location

@@ -11,9 +11,15 @@ from pathlib import Path
 from harness.fsutil import atomic_write_text
 from harness.hooks import Listener
 from harness.judge import gate_passes
-from harness.model import RunResult, Verdict
+from harness.model import WAIVED, RunResult, Verdict
 
-ICON = {Verdict.GO: "✅", Verdict.NO_GO: "❌", Verdict.UNPROVEN: "⚠️", Verdict.UNPROVEN_FAST: "⏩"}
+ICON = {
+    Verdict.GO.value: "✅",
+    Verdict.NO_GO.value: "❌",
+    Verdict.UNPROVEN.value: "⚠️",
+    Verdict.UNPROVEN_FAST.value: "⏩",
+    WAIVED: "🔕",
+}
 
 
 def _cell(text: str) -> str:
@@ -28,22 +34,29 @@ def _gate(result: RunResult) -> str:
 
 def markdown_summary(result: RunResult) -> str:
     lines = [
-        f"## Release verdict: {ICON[result.verdict]} {result.verdict.value}",
+        f"## Release verdict: {ICON[result.verdict.value]} {result.verdict.value}",
         "",
         f"**{result.summary_line()}** — run `{result.run_id}`, profile `{result.profile}`, "
         f"seed `{result.seed}`",
         "",
         f"Gate (`--fail-on {result.fail_on}`): {_gate(result)}. "
-        "Warn criteria are reported only; they never fail the run.",
+        "Warn criteria are reported only; they never fail the run."
+        + (
+            " WAIVED criteria (a waiver holds) do not fail it until their waiver expires."
+            if any(c.waived for c in result.criteria)
+            else ""
+        ),
         "",
         "| verdict | criterion | title | severity | reason |",
         "|---|---|---|---|---|",
     ]
     for c in result.criteria:
         reason = c.reasons[0] if c.reasons else ""
+        verdict = f"{ICON[c.label]} {c.label}" + (f" ({c.verdict.value})" if c.waived else "")
+        if c.waiver is not None:
+            reason = f"{reason}; {c.waiver.note()}" if reason else c.waiver.note()
         lines.append(
-            f"| {ICON[c.verdict]} {c.verdict.value} | {c.criterion_id} | "
-            f"{_cell(c.title)} | {c.severity} | {_cell(reason)} |"
+            f"| {verdict} | {c.criterion_id} | {_cell(c.title)} | {c.severity} | {_cell(reason)} |"
         )
     if result.interrupted:
         lines += ["", "**The run was interrupted; the evidence is incomplete.**"]

@@ -4,9 +4,11 @@ Each invariant and falsifier that went wrong, and each criterion that is not GO,
 is a result on its contract line (the file relative to the repository root). The
 level follows the gate: ``error`` when the criterion fails the run, ``warning``
 when it is only reported (a warn criterion, or a blocker the chosen ``--fail-on``
-lets pass), ``note`` for an invariant that was skipped. The fast profile's
-UNPROVEN-FAST criteria that pass the gate are no result: nothing was found
-wrong. Every result has a ``partialFingerprints`` entry that depends only on the
+lets pass), ``note`` for an invariant that was skipped. The results of a WAIVED
+criterion are notes with a ``suppressions`` entry (``external``, ``accepted``, the
+waiver as justification); a GO criterion's unused waiver is one note. The fast
+profile's UNPROVEN-FAST criteria that pass the gate are no result: nothing was
+found wrong. Every result has a ``partialFingerprints`` entry that depends only on the
 criterion, the invariant and the rule, so a dashboard tracks it across runs and
 edits of the contract."""
 
@@ -20,8 +22,15 @@ from harness import __version__
 from harness.fsutil import atomic_write_json
 from harness.hooks import Listener, RunInfo
 from harness.judge import blocks_gate
-from harness.model import ContractSet, FalsifierOutcome, InvariantOutcome, RunResult, Verdict
-from harness.reporters.locate import repo_path
+from harness.model import (
+    ContractSet,
+    CriterionResult,
+    FalsifierOutcome,
+    InvariantOutcome,
+    RunResult,
+    Verdict,
+)
+from harness.reporters.locate import repo_path, waiver_location
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 DISTRIBUTION = "ml-contract-harness"
@@ -73,6 +82,17 @@ def _fingerprint(criterion_id: str, invariant_id: str, rule_id: str) -> dict[str
     return {FINGERPRINT: hashlib.sha256(text.encode()).hexdigest()}
 
 
+def _suppressed(c: CriterionResult) -> dict[str, Any]:
+    """A WAIVED criterion's results carry a SARIF suppression: kept in the contract
+    (``external`` to the code scanned), accepted, with the waiver as justification."""
+    assert c.waiver is not None
+    return {
+        "suppressions": [
+            {"kind": "external", "status": "accepted", "justification": c.waiver.note()}
+        ]
+    }
+
+
 def sarif_log(result: RunResult, contracts: ContractSet | None) -> dict[str, Any]:
     invariants = contracts.invariants if contracts else {}
     rules: dict[str, dict[str, Any]] = {}
@@ -84,7 +104,8 @@ def sarif_log(result: RunResult, contracts: ContractSet | None) -> dict[str, Any
         return list(rules).index(rule_id)
 
     for c in result.criteria:
-        wrong = "error" if blocks_gate(c, result.fail_on) else "warning"
+        wrong = "error" if blocks_gate(c, result.fail_on) else "note" if c.waived else "warning"
+        waived = _suppressed(c) if c.waived else {}
         for inv in c.invariants:
             if inv.outcome is InvariantOutcome.PASS:
                 continue
@@ -103,6 +124,7 @@ def sarif_log(result: RunResult, contracts: ContractSet | None) -> dict[str, Any
                     "partialFingerprints": _fingerprint(
                         c.criterion_id, inv.invariant_id, inv.invariant_id
                     ),
+                    **waived,
                 }
             )
         for f in c.falsifiers:
@@ -125,21 +147,40 @@ def sarif_log(result: RunResult, contracts: ContractSet | None) -> dict[str, Any
                     },
                     "locations": [_location(loc.file, loc.line, loc.col)],
                     "partialFingerprints": _fingerprint(c.criterion_id, f.target, f.falsifier_id),
+                    **waived,
                 }
             )
-        if c.verdict is Verdict.GO or (c.verdict is Verdict.UNPROVEN_FAST and wrong != "error"):
+        if c.verdict is Verdict.GO and c.waiver is not None:  # unused: say so, as a note
+            loc = waiver_location(c, contracts)
+            results.append(
+                {
+                    "ruleId": c.criterion_id,
+                    "ruleIndex": rule(c.criterion_id, c.title),
+                    "level": "note",
+                    "message": {"text": f"{c.criterion_id} GO: {c.waiver.note()}"},
+                    "locations": [_location(loc.file, loc.line, loc.col)],
+                    "partialFingerprints": _fingerprint(c.criterion_id, "", "waiver"),
+                }
+            )
+        if c.verdict is Verdict.GO or (
+            c.verdict is Verdict.UNPROVEN_FAST and wrong != "error" and not c.waived
+        ):
             continue
+        own = f" ({c.verdict.value})" if c.waived else ""
+        note = f"; {c.waiver.note()}" if c.waiver is not None else ""
         results.append(
             {
                 "ruleId": c.criterion_id,
                 "ruleIndex": rule(c.criterion_id, c.title),
                 "level": wrong,
                 "message": {
-                    "text": f"{c.criterion_id} {c.verdict.value}: "
+                    "text": f"{c.criterion_id} {c.label}{own}: "
                     + ("; ".join(c.reasons) or c.verdict.value)
+                    + note
                 },
                 "locations": [_location(c.location.file, c.location.line, c.location.col)],
                 "partialFingerprints": _fingerprint(c.criterion_id, "", c.criterion_id),
+                **waived,
             }
         )
     driver: dict[str, Any] = {"name": "harness", "version": __version__}

@@ -26,14 +26,26 @@ COLORS = {
 }
 
 
+WAIVED_COLOR = "magenta"
+
+
 def criterion_line(r: CriterionResult, width: int = 0) -> str:
-    verdict = click.style(f"{r.verdict.value:<13}", fg=COLORS[r.verdict], bold=True)
+    """``VERDICT AC-ID title — first reason``; a WAIVED criterion's own verdict leads
+    its reason, and the waiver's note (waived until, expired on, unused) ends the line."""
+    color = WAIVED_COLOR if r.waived else COLORS[r.verdict]
+    verdict = click.style(f"{r.label:<13}", fg=color, bold=True)
     sev = "" if r.severity == "blocker" else " [warn]"
     line = f"{verdict} {r.criterion_id:<18} {r.title}{sev}"
+    notes = []
     if r.verdict is not Verdict.GO and r.reasons:
         more = f" (+{len(r.reasons) - 1} more)" if len(r.reasons) > 1 else ""
-        line += f" — {r.reasons[0]}{more}"
-    return line
+        own = f"{r.verdict.value}: " if r.waived else ""
+        notes.append(f"{own}{r.reasons[0]}{more}")
+    elif r.waived:
+        notes.append(r.verdict.value)
+    if r.waiver is not None:
+        notes.append(r.waiver.note())
+    return line + (" — " + "; ".join(notes) if notes else "")
 
 
 class TerminalReporter(Listener):
@@ -70,6 +82,8 @@ class TerminalReporter(Listener):
             for r in result.criteria:
                 for reason in r.reasons:
                     self.echo(f"    {r.criterion_id}: {reason}")
+                if r.waiver is not None:
+                    self.echo(f"    {r.criterion_id}: {r.waiver.note()}")
         if result.profile == "teeth":
             self._teeth_table(result)
         if result.profile == "fast":
@@ -95,9 +109,15 @@ class TerminalReporter(Listener):
         release = click.style(result.verdict.value, fg=COLORS[result.verdict], bold=True)
         where = f" (evidence: {result.evidence_dir})" if result.evidence_dir else ""
         warn = sum(
-            1 for r in result.criteria if r.severity == "warn" and r.verdict is not Verdict.GO
+            1
+            for r in result.criteria
+            if r.severity == "warn" and r.verdict is not Verdict.GO and not r.waived
         )
         note = f"; {warn} warn criteria not GO, reported only" if warn else ""
+        waived = sum(1 for r in result.criteria if r.waived)
+        if waived:
+            until = "their waivers expire" if waived > 1 else "its waiver expires"
+            note += f"; {waived} WAIVED, not blocking until {until}"
         self.echo(f"release verdict: {release}{where}{note}")
         if result.verdict is not Verdict.GO and not result.interrupted:
             passed = gate_passes(result)

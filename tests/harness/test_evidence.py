@@ -431,8 +431,8 @@ def test_only_a_full_readiness_run_of_every_blocker_at_the_candidate_commit_is_p
     good = _signed(project, keys, tmp_path, "good")
     rules = promotion_rules(good, [keys["pub"]], project.root, ["AC-ONE-001", "AC-TWO-001"])
     assert [r.name for r in rules if r.ok] == [
-        "signature", "verdict", "profile", "clean tree", "no selection", "candidate commit",
-        "required criteria",
+        "signature", "verdict", "no waiver", "profile", "clean tree", "no selection",
+        "candidate commit", "required criteria",
     ]  # fmt: skip
     (project.root / "README").write_text("a later change\n")
     later = project.commit("later")
