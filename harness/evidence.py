@@ -261,6 +261,7 @@ class EvidenceWriter(Listener):
             "profile": info.profile,
             "selection": info.selection,
             "jobs": info.jobs,
+            "executor": info.executor,
             "started": info.started,
             "finished": None,
             "complete": False,
