@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import __version__, regressions
+from harness.dask_executor import DaskExecutor
 from harness.errors import Interrupted, UsageError
 from harness.evidence import EvidenceWriter
 from harness.executor import Executor, InlineExecutor, LocalProcessExecutor
@@ -82,7 +83,8 @@ class RunRequest:
     signer: Any = None  # a Signer, or a callable returning one (called after the checks), or None
     outputs: tuple[Listener, ...] = ()  # terminal and report writers
     executor: Executor | None = None  # None: the one ``executor_name`` names, of ``jobs`` workers
-    executor_name: str = "local"  # "local": the fork server's pool
+    executor_name: str = "local"  # "local": the fork server's pool; "dask": harness.dask_executor
+    scheduler: str | None = None  # dask: the scheduler's address; None: start a LocalCluster
     run_id: str | None = None
     pass_env: tuple[str, ...] = ()  # variables checks get beyond the allowlist
     # variables set for every check ({scratch}: its scratch folder); pass-env values win
@@ -290,11 +292,25 @@ def run(request: RunRequest) -> RunResult:
 
 
 def _executor(request: RunRequest, scratch: Path) -> Executor:
-    """The executor a request names (a UsageError for an unknown name)."""
+    """The executor a request names (a UsageError for an unknown name, or for Dask
+    without the ``distributed`` package)."""
     if request.executor is not None:
         return request.executor
+    if request.executor_name == "dask":
+        # the evidence folder is left out of the source digest workers are held to
+        root = request.root.resolve()
+        evidence = request.evidence_root.resolve() if request.evidence_root else None
+        inside = evidence is not None and evidence.is_relative_to(root)
+        return DaskExecutor(
+            request.jobs,
+            root=request.root,
+            scheduler=request.scheduler,
+            preload=request.preload,
+            pass_env=request.pass_env,
+            exclude=[evidence.relative_to(root).as_posix()] if evidence and inside else [],
+        )
     if request.executor_name != "local":
-        raise UsageError(f"executor {request.executor_name!r} is not one of local")
+        raise UsageError(f"executor {request.executor_name!r} is not one of local, dask")
     return LocalProcessExecutor(
         request.jobs,
         env=scrubbed_environment(os.environ, request.pass_env),
