@@ -308,6 +308,7 @@ def _executor(request: RunRequest, scratch: Path) -> Executor:
             preload=request.preload,
             pass_env=request.pass_env,
             exclude=[evidence.relative_to(root).as_posix()] if evidence and inside else [],
+            log_dir=scratch,
         )
     if request.executor_name != "local":
         raise UsageError(f"executor {request.executor_name!r} is not one of local, dask")

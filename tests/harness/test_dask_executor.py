@@ -5,6 +5,7 @@ code is refused, and the same seed gives the same results.json as the local pool
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -19,8 +20,8 @@ import pytest
 from click.testing import CliRunner
 
 from harness.cli import cli
-from harness.dask_executor import (
-    DaskExecutor,
+from harness.dask_executor import DaskExecutor
+from harness.dask_worker import (
     WorkerSpec,
     digest_of,
     project_report,
@@ -343,3 +344,44 @@ def test_the_same_seed_gives_the_same_results_on_the_local_pool_and_on_dask(
     assert _stable(runs["local"]) == _stable(runs["dask"])
     n = sum(len(c["invariants"]) + len(c["falsifiers"]) for c in runs["dask"]["criteria"])
     assert n >= 8
+
+
+def test_the_coordinator_takes_only_validated_bytes_from_the_bridge(project, tmp_path):
+    """What the bridge sends is untrusted like a worker's record: an undeclared or
+    escaping artifact, a malformed record or a log that lies about its size is a
+    failed record, and nothing is written outside the task's check folder."""
+    project.contract("c", simple_contract())
+    contracts = load_contract_set([project.root / "contracts"])
+    plan = make_plan(
+        contracts, contracts.criteria, seed=1, profile=Profile.FULL,
+        checks_dir=tmp_path / "checks", root=project.root, default_timeout=30,
+    )  # fmt: skip
+    executor = DaskExecutor(1, root=project.root)
+    record = b'{"status": "returned", "observations": {"value": 1}, "artifacts": ["a.bin"]}'
+    cases = {
+        "undeclared": ({"record": 0, "artifacts": [["b.bin", 1]]}, [record, b"x"]),
+        "escaping": ({"record": 0, "artifacts": [["a.bin/../../../x", 1]]}, [record, b"x"]),
+        "malformed": ({"record": 0}, [b"{not json"]),
+        "lying log": ({"record": 0, "logs": {"stdout": [1, 1]}}, [record, b"12345"]),
+        "no blob": ({"record": 7}, [record]),
+    }
+    for name, (header, blobs) in cases.items():
+        task = dataclasses.replace(plan.tasks[0], check_dir=str(tmp_path / name))
+        observed = executor._write_reply(task, header, blobs)
+        assert observed.status == "failed", name
+    assert not (tmp_path / "x").exists()
+    ok = executor._write_reply(
+        plan.tasks[0], {"record": 0, "artifacts": [["a.bin", 1]], "logs": {"stderr": [2, 9]}},
+        [record, b"bytes", b"abc"],
+    )  # fmt: skip
+    assert ok.status == "returned"
+    check_dir = Path(plan.tasks[0].check_dir)
+    assert (check_dir / "artifacts" / "a.bin").read_bytes() == b"bytes"
+    assert (check_dir / "stderr.txt").stat().st_size == 9  # its true size, for the note
+
+
+def test_the_coordinator_never_imports_distributed():
+    """The Dask client, and every pickle it unpickles, lives in the bridge process."""
+    code = "import sys, harness.runner, harness.dask_executor; print('distributed' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
