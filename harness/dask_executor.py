@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.dask_bridge import RETRY, FrameError, recv_frame, send_frame
-from harness.dask_worker import MAX_TRANSFER
+from harness.dask_worker import MAX_TRANSFER, size_text
 from harness.errors import UsageError
 from harness.executor import MAX_RESULT, parse_record
 from harness.plan import MAX_SIZE, CheckDone, CheckStarted, ExecutorEvent, Observed, Task, safe_name
@@ -218,7 +218,7 @@ class DaskExecutor:
                 raise ValueError("logs or artifacts of the wrong type")
             if sum(len(b) for b in blobs[1:]) > self.max_transfer:
                 return Observed.failed(
-                    f"the Dask worker sent more than {self.max_transfer // 1024**2} MiB",
+                    f"the Dask worker sent more than {size_text(self.max_transfer)}",
                     observed.duration,
                 )
             for name in ("stdout", "stderr"):

@@ -23,6 +23,7 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import tempfile
 import threading
 from collections.abc import Mapping, Sequence
@@ -40,6 +41,11 @@ from harness.sources import project_sources
 
 MAX_TRANSFER = 256 * 1024**2  # bytes of logs and artifacts one check sends back
 ROOT_ENV = "HARNESS_PROJECT_ROOT"  # on a worker: where its copy of the project is
+
+
+def size_text(n: int) -> str:
+    """``256 MiB``, or a byte count when it is not a whole number of MiB."""
+    return f"{n // 1024**2} MiB" if n >= 1024**2 and n % 1024**2 == 0 else f"{n} bytes"
 
 
 def digest_of(mapping: Mapping[str, str]) -> str:
@@ -160,7 +166,7 @@ def _executor_for(spec: WorkerSpec, root: Path) -> LocalProcessExecutor:
     if cached is not None and cached[0] == key:
         return cached[1]
     if cached is not None:
-        cached[1].shutdown(kill=True)
+        _end(cached[1])
     executor = LocalProcessExecutor(
         1,
         env=scrubbed_environment(os.environ, spec.pass_env),
@@ -183,13 +189,22 @@ def stop_checks(run_token: str) -> int:
             del _executors[ident]
         _verified.pop(run_token, None)
     for _, executor in mine:
-        server = executor.server
-        if server is not None and server.poll() is None:
-            try:
-                server.send_signal(signal.SIGTERM)
-            except OSError:
-                pass
+        _end(executor)
     return len(mine)
+
+
+def _end(executor: LocalProcessExecutor) -> None:
+    """Stop a fork server from any thread (it kills its whole tree on SIGTERM) and
+    remove its log folder."""
+    server = executor.server
+    if server is not None and server.poll() is None:
+        try:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    if executor.log_dir is not None:
+        shutil.rmtree(executor.log_dir, ignore_errors=True)
 
 
 def remap(task: Task, check_dir: Path, root: Path) -> Task:
@@ -228,7 +243,7 @@ def pack(observed: Observed, task: Task, cap: int) -> dict[str, Any]:
             logs[name] = [data, size]
             total += len(data)
     over = Observed.failed(
-        f"the check's logs and artifacts come to more than the {cap // 1024**2} MiB a Dask "
+        f"the check's logs and artifacts come to more than the {size_text(cap)} a Dask "
         "worker sends back for one check (attach less, or run it with the local executor)",
         observed.duration,
     )

@@ -148,6 +148,18 @@ def test_a_run_through_dask_is_go_like_local_with_logs_and_artifacts_as_bytes(de
     assert "demochecks.py" in sources["files"]  # named by the worker, digested here
 
 
+def test_a_check_sending_back_more_than_the_cap_is_a_failed_record_naming_it(demo, scheduler):
+    demo.contract(
+        "w",
+        simple_contract(check="demochecks:where_am_i", cid="AC-WHERE-001", inv="INV-WHERE-001"),
+    )
+    executor = DaskExecutor(2, root=demo.root, scheduler=scheduler, max_transfer=2000)
+    result = run_dask(demo, executor=executor)
+    where = result.criteria[0].invariants[0]
+    assert where.outcome is InvariantOutcome.ERROR
+    assert "more than the 2000 bytes a Dask worker sends back for one check" in where.message
+
+
 def test_a_killed_worker_is_retried_once_recorded_then_error_and_the_run_goes_on(demo, tmp_path):
     demo.contract(
         "a",
