@@ -8,7 +8,7 @@ copy and reads from it). An edit whose target text is no longer there raises
 its edit silently did nothing.
 
 - ``extra-renamed``: the ``oracle`` extra renamed to ``hf`` in pyproject.toml while the
-  README and CONTRIBUTING still install ``.[core,dev,oracle]`` (pip only warns, and the
+  README and CONTRIBUTING still install ``.[core,dev,oracle,dask]`` (pip only warns, and the
   oracle's torch is silently not installed);
 - ``limitations-renamed``: the model card's "Limitations" heading renamed "Known issues"
   and its body dropped;

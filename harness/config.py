@@ -28,7 +28,10 @@ KNOWN_KEYS = {
     "check-env",
     "preload",
     "limits",
+    "executor",
+    "scheduler",
 }
+EXECUTORS = ("local", "dask")
 #: set by the harness for every check: check-env may not name them
 RESERVED_ENV = ("HARNESS_SCRATCH", "HARNESS_SEED", "HARNESS_PARAMS")
 
@@ -53,6 +56,8 @@ class Config:
     check_env: dict[str, str] = field(default_factory=dict)
     preload: tuple[str, ...] = ()  # modules the fork server imports once, before any check
     limits: Limits = field(default_factory=Limits)  # per-check defaults
+    executor: str = "local"  # "local" (the fork server's pool) or "dask"
+    scheduler: str | None = None  # dask: the scheduler's address; None: a LocalCluster
     extra: dict[str, object] = field(default_factory=dict)
 
     def effective_jobs(self, requested: int | None = None) -> int:
@@ -137,8 +142,21 @@ def load_config(start: Path | None = None) -> Config:
         limits = Limits().merged(raw_limits, "[tool.harness] limits")
     except ValueError as exc:
         raise UsageError(f"{pyproject}: {exc}") from exc
+    executor = table.get("executor", "local")
+    if executor not in EXECUTORS:
+        raise UsageError(
+            f"{pyproject}: [tool.harness] executor must be one of {', '.join(EXECUTORS)} "
+            f"(got {executor!r})"
+        )
+    scheduler = table.get("scheduler")
+    if scheduler is not None and (not isinstance(scheduler, str) or not scheduler):
+        raise UsageError(
+            f'{pyproject}: [tool.harness] scheduler must be an address (e.g. "tcp://host:8786")'
+        )
     return Config(
         root=root,
+        executor=str(executor),
+        scheduler=scheduler,
         pass_env=lists["pass-env"],
         check_env=check_env,
         preload=lists["preload"],

@@ -49,6 +49,14 @@ def _version(name: str) -> str | None:
         return None
 
 
+def installed_distributions() -> dict[str, str]:
+    """``{name: version}`` of the installed distributions (names lower-cased), and
+    ``python``: the interpreter's version."""
+    pins = {(d.metadata["Name"] or "").lower(): d.version for d in metadata.distributions()}
+    pins["python"] = sys.version.split()[0]
+    return dict(sorted(pins.items()))
+
+
 def dependency_digest() -> str:
     pins = sorted(
         f"{(d.metadata['Name'] or '').lower()}=={d.version}" for d in metadata.distributions()

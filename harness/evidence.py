@@ -27,7 +27,6 @@ import hashlib
 import json
 import math
 import os
-import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,15 @@ from auditchain import AuditLog
 from harness import __version__
 from harness.environment import collect_environment, git_state
 from harness.errors import HarnessError
-from harness.fsutil import atomic_write_bytes, atomic_write_json, dumps_json, sha256_file
+from harness.fsutil import (
+    MAX_ARTIFACT,
+    atomic_write_bytes,
+    atomic_write_json,
+    declared_files,
+    dumps_json,
+    read_capped,
+    sha256_file,
+)
 from harness.hooks import Listener, RunInfo
 from harness.model import (
     ContractSet,
@@ -256,6 +263,7 @@ class EvidenceWriter(Listener):
             "profile": info.profile,
             "selection": info.selection,
             "jobs": info.jobs,
+            "executor": info.executor,
             "started": info.started,
             "finished": None,
             "complete": False,
@@ -481,7 +489,7 @@ class EvidenceWriter(Listener):
         src = Path(task.check_dir)
         cap = task.limits.output
         for name in ("stdout", "stderr"):
-            data, size = _read_capped(src / f"{name}.txt", cap)
+            data, size = read_capped(src / f"{name}.txt", cap)
             if not size:  # an empty log says nothing
                 continue
             data = redact(data, self.redactions)
@@ -493,60 +501,8 @@ class EvidenceWriter(Listener):
             self._write_sealed(cid, f"logs/{key}.{name}.txt", data)
         arts = src / "artifacts"
         for name in r.artifacts:
-            for rel, path in _declared_files(arts, name):
-                data, size = _read_capped(path, MAX_ARTIFACT)
+            for rel, path in declared_files(arts, name):
+                data, size = read_capped(path, MAX_ARTIFACT)
                 if size > MAX_ARTIFACT:
                     continue  # too big to seal: left out, and the manifest says nothing of it
                 self._write_sealed(cid, f"artifacts/{key}/{rel}", data)
-
-
-MAX_ARTIFACT = 512 * 1024 * 1024  # bytes of one artifact file copied into the bundle
-
-
-def _read_capped(path: Path, cap: int) -> tuple[bytes, int]:
-    """Up to ``cap`` bytes of a regular file (never through a symlink) and its size."""
-    try:  # O_NONBLOCK: a FIFO planted in place of a log must not hang the coordinator
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return b"", 0
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            return b"", 0
-        os.set_blocking(fd, True)
-        with os.fdopen(fd, "rb", closefd=False) as fh:
-            return fh.read(cap), st.st_size
-    finally:
-        os.close(fd)
-
-
-def _utf8(name: str) -> bool:
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _declared_files(arts: Path, name: str) -> list[tuple[str, Path]]:
-    """The files of the artifact ``name`` a check declared: a file, or a folder's
-    regular files; nothing reached through a symlink or outside ``arts``."""
-    if not name or "/" in name or name in (".", ".."):
-        return []
-    top = arts / name
-    if top.is_symlink() or not _utf8(name):
-        return []
-    if top.is_file():
-        return [(name, top)]
-    out = []
-    if top.is_dir():
-        for dirpath, dirnames, filenames in os.walk(top, followlinks=False):
-            here = Path(dirpath)
-            dirnames[:] = [d for d in dirnames if not (here / d).is_symlink()]
-            for f in filenames:
-                p = here / f
-                rel = p.relative_to(arts).as_posix()
-                if not _utf8(rel) or p.is_symlink() or not p.is_file():
-                    continue  # a name the statement cannot carry, a link, a pipe
-                out.append((rel, p))
-    return sorted(out)

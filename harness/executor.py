@@ -41,6 +41,10 @@ START_TIMEOUT = 120.0  # seconds for the fork server to preload and say ready
 
 
 class Executor(Protocol):
+    """Runs tasks. An executor may also have ``prepare() -> dict``, which the runner
+    calls once before the run starts (a refusal there is an error with no bundle
+    written) and whose answer it records in ``run.json`` as ``executor``."""
+
     def run(self, tasks: Iterable[Task]) -> Iterator[ExecutorEvent]: ...
 
     def shutdown(self, kill: bool = False) -> None:
@@ -50,6 +54,21 @@ class Executor(Protocol):
 
 class ForkServerError(RuntimeError):
     """The fork server could not start or died."""
+
+
+def parse_record(data: bytes, elapsed: float = 0.0) -> Observed:
+    """A worker's JSON record, validated (``Observed.from_wire``); anything too large,
+    too nested or malformed is a ``failed`` record saying so, never an exception."""
+    if len(data) > MAX_RESULT:
+        return Observed.failed(f"the worker's result exceeded {MAX_RESULT // 1024**2} MiB", elapsed)
+    if data.count(b"[") + data.count(b"{") > MAX_CONTAINERS:
+        return Observed.failed(
+            f"the worker's result holds more than {MAX_CONTAINERS} lists or objects", elapsed
+        )
+    try:
+        return Observed.from_wire(data)
+    except (ValueError, ArithmeticError, RecursionError) as exc:
+        return Observed.failed(f"the worker sent a malformed result: {exc}", elapsed)
 
 
 def _death_reason(status: int | None) -> str:
@@ -299,15 +318,7 @@ class LocalProcessExecutor:
             return Observed.failed(run.failure, elapsed)
         if not run.data:
             return Observed.failed(_death_reason(run.status), elapsed)
-        data = bytes(run.data)
-        if data.count(b"[") + data.count(b"{") > MAX_CONTAINERS:
-            return Observed.failed(
-                f"the worker's result holds more than {MAX_CONTAINERS} lists or objects", elapsed
-            )
-        try:
-            return Observed.from_wire(data)
-        except (ValueError, ArithmeticError, RecursionError) as exc:
-            return Observed.failed(f"the worker sent a malformed result: {exc}", elapsed)
+        return parse_record(bytes(run.data), elapsed)
 
     def _kill(self, run: _Running) -> None:
         if run.pid is not None:

@@ -3,7 +3,8 @@
 The file gets the mode an ordinary write would give it: an existing file keeps
 its own, a new one gets 0666 less the umask (0644 under the usual 022). Only a
 secret asks for another mode (``mode=0o600``); private keys are written that way
-(``harness.signing``), never through a report or bundle writer.
+(``harness.signing``), never through a report or bundle writer. It also reads
+the files a check left without following a link (its logs, its declared artifacts).
 """
 
 from __future__ import annotations
@@ -93,3 +94,55 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+MAX_ARTIFACT = 512 * 1024 * 1024  # bytes of one artifact file copied into the bundle
+
+
+def read_capped(path: Path, cap: int) -> tuple[bytes, int]:
+    """Up to ``cap`` bytes of a regular file (never through a symlink) and its size."""
+    try:  # O_NONBLOCK: a FIFO planted in place of a log must not hang the coordinator
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return b"", 0
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return b"", 0
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            return fh.read(cap), st.st_size
+    finally:
+        os.close(fd)
+
+
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def declared_files(arts: Path, name: str) -> list[tuple[str, Path]]:
+    """The files of the artifact ``name`` a check declared: a file, or a folder's
+    regular files; nothing reached through a symlink or outside ``arts``."""
+    if not name or "/" in name or name in (".", ".."):
+        return []
+    top = arts / name
+    if top.is_symlink() or not _utf8(name):
+        return []
+    if top.is_file():
+        return [(name, top)]
+    out = []
+    if top.is_dir():
+        for dirpath, dirnames, filenames in os.walk(top, followlinks=False):
+            here = Path(dirpath)
+            dirnames[:] = [d for d in dirnames if not (here / d).is_symlink()]
+            for f in filenames:
+                p = here / f
+                rel = p.relative_to(arts).as_posix()
+                if not _utf8(rel) or p.is_symlink() or not p.is_file():
+                    continue  # a name the statement cannot carry, a link, a pipe
+                out.append((rel, p))
+    return sorted(out)

@@ -174,11 +174,34 @@ def as_json(rows: list[HistoryRow]) -> list[dict[str, Any]]:
     return [row.__dict__ for row in rows]
 
 
+def last_durations(evidence: Path) -> dict[str, float]:
+    """How long each check took in the newest complete run under ``evidence``
+    (seconds by invariant or falsifier ID): what ``plan.longest_first`` orders by.
+    Empty when there is no such run or its results do not read."""
+    for run_dir in reversed(run_dirs(evidence)):
+        try:
+            meta = json.loads((run_dir / "run.json").read_text())
+            if not isinstance(meta, dict) or not meta.get("complete"):
+                continue
+            data = json.loads((run_dir / "results.json").read_text())
+            out: dict[str, float] = {}
+            for c in data["criteria"]:
+                for r in c["invariants"]:
+                    out[str(r["invariant_id"])] = float(r["duration"])
+                for r in c["falsifiers"]:
+                    out[str(r["falsifier_id"])] = float(r["duration"])
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
+            continue
+        return out
+    return {}
+
+
 __all__ = [
     "HistoryRow",
     "as_json",
     "diff_runs",
     "history",
+    "last_durations",
     "load_results",
     "open_index",
     "resolve_run",

@@ -8,7 +8,7 @@ Every listener subclasses ``Listener`` and overrides what it needs.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -31,6 +31,9 @@ class RunInfo:
     selection: dict[str, object]
     evidence_dir: str  # "" when the run writes no evidence
     jobs: int
+    # what ran the checks: {"name": "local"}, or a Dask cluster's scheduler, workers
+    # and the digests they were held to (harness.dask_executor)
+    executor: dict[str, object] = field(default_factory=dict)
 
 
 class Listener:

@@ -266,6 +266,17 @@ def make_plan(
     return plan
 
 
+def longest_first(tasks: Sequence[Task], durations: Mapping[str, float]) -> list[Task]:
+    """``tasks`` in the order to start them: those of unknown duration first (in plan
+    order: they may be long), then the others, longest first (``durations``: seconds
+    by task key, e.g. from the previous run). With more tasks than workers, starting
+    the long ones first keeps one of them from being the last to start."""
+    unknown = [t for t in tasks if t.key not in durations]
+    known = [t for t in tasks if t.key in durations]
+    known.sort(key=lambda t: -durations[t.key])  # stable: ties keep plan order
+    return unknown + known
+
+
 # --------------------------------------------------------------------------- events
 
 
@@ -284,6 +295,9 @@ class CheckDone:
     task: Task
     observed: Observed
     logs: dict[str, str] = field(default_factory=dict)  # "stdout"/"stderr" -> file path
+    # what the executor itself says of the run (never the worker), e.g. "harness.retry":
+    # the runner records each under the result's observations (a falsifier's detail)
+    notes: dict[str, str] = field(default_factory=dict)
 
 
 ExecutorEvent = CheckStarted | CheckDone

@@ -26,9 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from harness import __version__, regressions
+from harness.dask_executor import DaskExecutor
 from harness.errors import Interrupted, UsageError
 from harness.evidence import EvidenceWriter
 from harness.executor import Executor, InlineExecutor, LocalProcessExecutor
+from harness.history import last_durations
 from harness.hooks import Dispatcher, Listener, RunInfo
 from harness.judge import apply_waiver, judge_criterion, judge_task, release_verdict, today_utc
 from harness.model import (
@@ -42,7 +44,15 @@ from harness.model import (
     RunResult,
     Verdict,
 )
-from harness.plan import CheckStarted, Limits, Observed, Profile, Task, make_plan
+from harness.plan import (
+    CheckStarted,
+    Limits,
+    Observed,
+    Profile,
+    Task,
+    longest_first,
+    make_plan,
+)
 from harness.procs import (
     NEVER_PASS,
     REDACT_MIN_LENGTH,
@@ -72,7 +82,9 @@ class RunRequest:
     selection: Mapping[str, object] = field(default_factory=dict)  # recorded, for rerun
     signer: Any = None  # a Signer, or a callable returning one (called after the checks), or None
     outputs: tuple[Listener, ...] = ()  # terminal and report writers
-    executor: Executor | None = None  # None: a LocalProcessExecutor of ``jobs`` workers
+    executor: Executor | None = None  # None: the one ``executor_name`` names, of ``jobs`` workers
+    executor_name: str = "local"  # "local": the fork server's pool; "dask": harness.dask_executor
+    scheduler: str | None = None  # dask: the scheduler's address; None: start a LocalCluster
     run_id: str | None = None
     pass_env: tuple[str, ...] = ()  # variables checks get beyond the allowlist
     # variables set for every check ({scratch}: its scratch folder); pass-env values win
@@ -152,19 +164,33 @@ def run(request: RunRequest) -> RunResult:
     sources = SourceDigests(root, exclude=[evidence_root] if evidence_root is not None else [])
     redactions = secret_values(os.environ)
     redactions.update({v: "secret" for v in request.secrets if len(v) >= REDACT_MIN_LENGTH})
-    executor = request.executor or LocalProcessExecutor(
-        request.jobs,
-        env=scrubbed_environment(os.environ, request.pass_env),
-        preload=request.preload,
-        root=root,
-        log_dir=scratch,
-    )
-    if isinstance(executor, InlineExecutor) and request.signer is not None:
+    try:
+        executor = _executor(request, scratch)
+        if isinstance(executor, InlineExecutor) and request.signer is not None:
+            raise UsageError(
+                "the inline executor runs checks inside the coordinator (no isolation): "
+                "it cannot be used for a signed run"
+            )
+    except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
-        raise UsageError(
-            "the inline executor runs checks inside the coordinator (no isolation): "
-            "it cannot be used for a signed run"
-        )
+        raise
+    # an executor that refuses (a Dask worker running other code) stops the run here,
+    # before any bundle exists
+    executor_info: dict[str, Any] = {
+        "name": request.executor_name if request.executor is None else type(executor).__name__
+    }
+    prepare = getattr(executor, "prepare", None)
+    if callable(prepare):
+        try:
+            executor_info = dict(prepare())
+        except BaseException:
+            executor.shutdown(kill=True)
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise
+    # the checks that took longest last time start first (unknown ones before them)
+    order = longest_first(
+        plan.tasks, last_durations(evidence_root) if evidence_root is not None else {}
+    )
     listeners: list[Listener] = list(request.outputs)
     if evidence_root is not None:
         listeners.insert(
@@ -181,6 +207,7 @@ def run(request: RunRequest) -> RunResult:
         dict(request.selection),
         str(run_dir) if evidence_root is not None else "",
         getattr(executor, "jobs", request.jobs),
+        executor_info,
     )
     before = set(children(os.getpid()))
     events.run_started(info, contracts, plan)
@@ -221,13 +248,13 @@ def run(request: RunRequest) -> RunResult:
 
     try:
         complete_ready()
-        for event in executor.run(plan.tasks):
+        for event in executor.run(order):
             if isinstance(event, CheckStarted):
                 events.check_started(event.task.key, event.task.kind)
                 continue
             task = tasks_by_key.get(event.task.key, event.task)
             events.check_sources(task.key, sources.digests(event.observed.sources))
-            result = _judged(task, event.observed, _log_names(task, event.logs))
+            result = _judged(task, event.observed, _log_names(task, event.logs), event.notes)
             _save_counterexample(task, result, run_id)
             done[task.key] = result
             if isinstance(result, InvariantResult):
@@ -268,13 +295,44 @@ def run(request: RunRequest) -> RunResult:
     return run_result
 
 
+def _executor(request: RunRequest, scratch: Path) -> Executor:
+    """The executor a request names (a UsageError for an unknown name, or for Dask
+    without the ``distributed`` package)."""
+    if request.executor is not None:
+        return request.executor
+    if request.executor_name == "dask":
+        # the evidence folder is left out of the source digest workers are held to
+        root = request.root.resolve()
+        evidence = request.evidence_root.resolve() if request.evidence_root else None
+        inside = evidence is not None and evidence.is_relative_to(root)
+        return DaskExecutor(
+            request.jobs,
+            root=request.root,
+            scheduler=request.scheduler,
+            preload=request.preload,
+            pass_env=request.pass_env,
+            exclude=[evidence.relative_to(root).as_posix()] if evidence and inside else [],
+            log_dir=scratch,
+        )
+    if request.executor_name != "local":
+        raise UsageError(f"executor {request.executor_name!r} is not one of local, dask")
+    return LocalProcessExecutor(
+        request.jobs,
+        env=scrubbed_environment(os.environ, request.pass_env),
+        preload=request.preload,
+        root=request.root,
+        log_dir=scratch,
+    )
+
+
 def _judged(
-    task: Task, observed: Any, logs: Mapping[str, str]
+    task: Task, observed: Any, logs: Mapping[str, str], notes: Mapping[str, str] | None = None
 ) -> InvariantResult | FalsifierResult:
     """``judge_task``, with any failure to judge what a worker sent (an absurd
-    number, a regex that does not compile) an ERROR of that task, never a crash."""
+    number, a regex that does not compile) an ERROR of that task, never a crash.
+    ``notes``: what the executor says of the run (a retry), recorded with the result."""
     try:
-        return _noted(task, judge_task(task, observed, logs))
+        return _noted(task, judge_task(task, observed, logs), notes)
     except Exception as exc:  # the coordinator must survive any worker's data
         return judge_task(
             task,
@@ -300,20 +358,27 @@ def _log_names(task: Task, logs: Mapping[str, str]) -> dict[str, str]:
     return {name: f"logs/{task.key}.{name}.txt" for name in logs}
 
 
-def _noted(task: Task, result: InvariantResult | FalsifierResult) -> Any:
-    """Say in the result when a log is longer than the output limit keeps."""
+def _noted(
+    task: Task,
+    result: InvariantResult | FalsifierResult,
+    executor_notes: Mapping[str, str] | None = None,
+) -> Any:
+    """Say in the result when a log is longer than the output limit keeps, and what
+    the executor noted (``harness.retry``: a lost worker's check ran again)."""
+    extra: dict[str, Any] = dict(executor_notes or {})
     notes = {}
     for name in result.logs:
         path = Path(task.check_dir) / f"{name}.txt"
         size = path.stat().st_size if path.is_file() else 0
         if size > task.limits.output:
             notes[name] = f"truncated: kept {task.limits.output} of {size} bytes"
-    if not notes:
+    if notes:
+        extra["harness.output"] = notes
+    if not extra:
         return result
     if isinstance(result, InvariantResult):
-        obs = {**result.observations, "harness.output": notes}
-        return dataclasses.replace(result, observations=obs)
-    return dataclasses.replace(result, detail={**result.detail, "harness.output": notes})
+        return dataclasses.replace(result, observations={**result.observations, **extra})
+    return dataclasses.replace(result, detail={**result.detail, **extra})
 
 
 def _save_counterexample(

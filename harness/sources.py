@@ -181,6 +181,41 @@ class SourceDigests:
         return _sha256_regular(path)
 
 
+def project_sources(root: str | Path, exclude: Iterable[str] = ()) -> dict[str, str]:
+    """``{name: sha256}`` of every Python source file of the project under ``root``:
+    the names ``loaded_sources`` could report (no hidden folder, no ``__pycache__`` or
+    ``site-packages``, nothing inside a Python environment), regular files reached
+    through no symbolic link, outside the folders ``exclude`` names (relative to
+    ``root``: the evidence folder). Every module a binding can import from the
+    project root is among them: two checkouts with the same answer run the same
+    project code (a Dask worker's and the coordinator's, ``harness.dask_executor``)."""
+    real_root = Path(os.path.realpath(root))
+    envs = _Environments(real_root)
+    skip = {real_root / e for e in exclude}
+    out: dict[str, str] = {}
+    for dirpath, dirnames, filenames in os.walk(real_root, followlinks=False):
+        here = Path(dirpath)
+        dirnames[:] = sorted(
+            d
+            for d in dirnames
+            if not d.startswith(".")
+            and d not in _SKIPPED_PARTS
+            and here / d not in skip
+            and not (here / d).is_symlink()
+            and not envs.holds(here / d / "x.py")
+        )
+        for f in sorted(filenames):
+            if not f.endswith(".py"):
+                continue
+            name = (here / f).relative_to(real_root).as_posix()
+            if not source_name(name):
+                continue
+            digest = _sha256_regular(here / f)  # a symbolic link or a pipe: None
+            if digest is not None:
+                out[name] = digest
+    return out
+
+
 # --------------------------------------------------------------------------- recorded
 
 

@@ -42,6 +42,20 @@ def _coordinator_setup() -> None:
     become_subreaper()
 
 
+def _executor_choice(executor: str | None, scheduler: str | None, cfg: Any) -> tuple[str, Any]:
+    """The executor and Dask scheduler a run uses: the options, else [tool.harness]. A
+    scheduler means Dask; Dask needs the distributed package (one line, exit 4)."""
+    if executor == "local" and scheduler:
+        raise UsageError("--scheduler runs on Dask: drop it, or use --executor dask")
+    name = executor or ("dask" if scheduler else cfg.executor)
+    scheduler = (scheduler or cfg.scheduler) if name == "dask" else None
+    if name == "dask":
+        from harness.dask_executor import require_distributed
+
+        require_distributed()
+    return name, scheduler
+
+
 @cli.command()
 @click.argument("paths", nargs=-1, type=click.Path())
 @click.option("-k", "keyword", help="Select criteria by keyword expression (like pytest -k).")
@@ -54,6 +68,19 @@ def _coordinator_setup() -> None:
     help="Select one criterion by ID (repeatable).",
 )
 @click.option("-j", "--jobs", type=click.IntRange(min=1), help="Worker processes [cores].")
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "dask"]),
+    default=None,
+    help="local: a fresh process per check on this machine; dask: the same on a Dask "
+    "cluster (the dask extra; docs/dask.md) [[tool.harness] executor, else local].",
+)
+@click.option(
+    "--scheduler",
+    metavar="ADDRESS",
+    help="The Dask scheduler to run on (tcp://host:8786; implies --executor dask); without "
+    "it --executor dask starts a LocalCluster of --jobs processes [[tool.harness] scheduler].",
+)
 @click.option("--seed", type=click.IntRange(min=0), help="The run's seed [random, recorded].")
 @click.option(
     "--profile",
@@ -104,6 +131,8 @@ def run(
     tags: tuple[str, ...],
     criteria: tuple[str, ...],
     jobs: int | None,
+    executor: str | None,
+    scheduler: str | None,
     seed: int | None,
     profile: str | None,
     fast: bool,
@@ -138,6 +167,7 @@ def run(
         raise UsageError("choose one of --profile, --fast, --teeth")
     profile = profile or ("fast" if fast else "teeth" if teeth else "full")
     cfg = config()
+    executor_name, scheduler = _executor_choice(executor, scheduler, cfg)
     contracts = load_contract_set(contract_paths(paths, cfg))
     chosen = select(contracts, keyword, tags, criteria)
     if not chosen:
@@ -173,6 +203,8 @@ def run(
         fail_on=FailOn(fail_on),
         seed=seed,
         jobs=cfg.effective_jobs(jobs),
+        executor_name=executor_name,
+        scheduler=scheduler,
         evidence_root=evidence_root,
         root=cfg.root,
         default_timeout=cfg.default_timeout,

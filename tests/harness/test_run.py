@@ -354,3 +354,26 @@ falsifiers:
     assert f.outcome is FalsifierOutcome.MISSED
     assert "the patch could not reach chk.double (still lib:double)" in f.message
     assert any("call it through its module" in r for r in c.reasons)
+
+
+def test_longest_first_starts_unknown_then_the_longest_checks(project, tmp_path):
+    from harness.history import last_durations
+    from harness.plan import Profile, longest_first, make_plan
+
+    body = simple_contract()
+    project.contract("c", body)
+    project.contract("d", simple_contract(cid="AC-TWO-001", inv="INV-TWO-001").replace(
+        "name: ac-two-001", "name: two"))  # fmt: skip
+    result = run(project, body, evidence_root=project.root / "evidence")
+    recorded = last_durations(project.root / "evidence")
+    assert set(recorded) == {"INV-DEMO-001", "FALSIFY-DEMO-001", "INV-TWO-001", "FALSIFY-TWO-001"}
+    assert recorded["INV-DEMO-001"] == result.criteria[0].invariants[0].duration
+    contracts = load_contract_set([project.root / "contracts"])
+    plan = make_plan(
+        contracts, contracts.criteria, seed=1, profile=Profile.FULL,
+        checks_dir=tmp_path, root=project.root, default_timeout=30,
+    )  # fmt: skip
+    durations = {"INV-DEMO-001": 1.0, "FALSIFY-DEMO-001": 5.0, "INV-TWO-001": 3.0}
+    order = [t.key for t in longest_first(plan.tasks, durations)]
+    assert order == ["FALSIFY-TWO-001", "FALSIFY-DEMO-001", "INV-TWO-001", "INV-DEMO-001"]
+    assert last_durations(tmp_path / "nothing") == {}
