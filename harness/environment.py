@@ -7,6 +7,7 @@ import os
 import platform
 import subprocess
 import sys
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,52 @@ def git_state(root: Path) -> dict[str, Any]:
     # untracked files count: a contract or check file git does not track changes the run
     status = git("status", "--porcelain", "--untracked-files=normal")
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
+
+
+def uncommitted_sources(root: Path, commit: str, files: Mapping[str, str]) -> list[str]:
+    """The files of ``files`` (project-relative path -> the sha256 the run recorded) whose
+    bytes are not the commit's: changed since they were read, different from the blob at
+    ``commit`` (a change git status does not show: skip-worktree, assume-unchanged), or
+    not in the commit at all (an ignored or untracked file a check imported)."""
+    paths = sorted(files)
+    if not paths:
+        return []
+    try:
+        proc = subprocess.run(
+            ["git", "ls-tree", "-r", "-z", commit, "--", *paths],
+            cwd=root, capture_output=True, timeout=60,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return ["(git ls-tree failed)"]
+    if proc.returncode != 0:
+        return [f"(git ls-tree failed: {proc.stderr.decode(errors='replace').strip()[:200]})"]
+    blobs: dict[str, str] = {}
+    for entry in proc.stdout.split(b"\0"):
+        if b"\t" in entry:
+            info, name = entry.split(b"\t", 1)
+            blobs[name.decode(errors="replace")] = info.split()[-1].decode()
+    out = []
+    for rel in paths:
+        try:
+            data = (root / rel).read_bytes()
+        except OSError:
+            out.append(f"{rel} (gone)")
+            continue
+        if hashlib.sha256(data).hexdigest() != files[rel]:
+            out.append(f"{rel} (changed during the run)")
+        elif rel not in blobs:
+            out.append(f"{rel} (not in the commit)")
+        elif (
+            hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
+            != blobs[rel]
+        ):
+            out.append(f"{rel} (differs from the commit)")
+    return out
+
+
+def _git_blob_id(data: bytes) -> str:
+    """The object id git gives ``data`` as a blob (sha1 of ``blob <size>\\0`` + data)."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
 
 
 def _version(name: str) -> str | None:

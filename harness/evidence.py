@@ -35,7 +35,7 @@ import yaml
 
 from auditchain import AuditLog
 from harness import __version__
-from harness.environment import collect_environment, git_state
+from harness.environment import collect_environment, git_state, uncommitted_sources
 from harness.errors import HarnessError
 from harness.fsutil import (
     MAX_ARTIFACT,
@@ -358,11 +358,35 @@ class EvidenceWriter(Listener):
                 os.close(self._live)
                 self._live = None
 
+    def _check_committed(self) -> None:
+        """A run from a clean checkout must have run the commit's bytes: every source a
+        check imported and every contract is compared with the commit's blob. One that
+        differs (a skip-worktree edit, an ignored module a check imports, a file changed
+        during the run) makes the run dirty, as git status would have, and says which."""
+        assert self.audit is not None
+        git = self.run_meta.get("git")
+        if not isinstance(git, dict) or git.get("dirty") is not False or not git.get("commit"):
+            return
+        files = dict(self.sources.files)
+        for path, digest in self.run_meta.get("contracts", {}).items():
+            rel = Path(path)
+            if rel.is_absolute():
+                try:
+                    rel = rel.resolve().relative_to(self.root.resolve())
+                except ValueError:
+                    continue  # a contract outside the project: the contracts rule judges it
+            files[rel.as_posix()] = digest
+        differ = uncommitted_sources(self.root, str(git["commit"]), files)
+        if differ:
+            self.run_meta["git"] = {**git, "dirty": True, "uncommitted": differ[:50]}
+            self.audit.append("uncommitted_sources", files=differ[:50], count=len(differ))
+
     def _seal(self, result: RunResult) -> None:
         assert self.run_dir is not None and self.audit is not None
         self._restore_marker()
         self._write_run_file("results.json", dumps_json(result.to_dict()).encode())
         self._write_run_file(SOURCES_FILE, dumps_json(self.sources.to_json()).encode())
+        self._check_committed()
         self.run_meta.update(
             finished=result.finished,
             complete=not result.interrupted,

@@ -336,7 +336,7 @@ def _judge_property(task: Task, observed: Observed) -> _Judged:
     counter = extra.get("counterexample")
     replayed = extra.get("replayed") is True
     digest = extra.get("strategy") if isinstance(extra.get("strategy"), str) else ""
-    notes = _store_notes(extra)
+    notes = _store_notes(extra, task.falsifier.id if task.falsifier else "")
     if counter is not None:
         outcome, message = _example_outcome(task, counter)
         params = counter.get("params") if isinstance(counter, dict) else None
@@ -396,18 +396,24 @@ def _judge_property(task: Task, observed: Observed) -> _Judged:
     )
 
 
-def _store_notes(extra: Mapping[str, Any]) -> str:
-    """What the regression store said: stale examples not replayed, an unreadable file."""
+def _store_notes(extra: Mapping[str, Any], task_falsifier: str) -> str:
+    """What the regression store said: a stale stored example that failed, or how many
+    stale ones were replayed and held."""
     notes = []
-    stale = extra.get("stale")
-    if isinstance(stale, int) and not isinstance(stale, bool) and stale > 0:
+    entry = extra.get("stale_entry")
+    if isinstance(entry, int) and not isinstance(entry, bool) and entry > 0:
         notes.append(
-            f"{stale} stored counterexample(s) stale, not replayed: the strategy changed since "
-            "they were found (harness regressions list)"
+            f"stored counterexample #{entry} is stale: the strategy changed since it was "
+            "found; if the strategy can no longer generate it, `harness regressions clear "
+            f"{task_falsifier} {entry}`"
         )
-    problem = extra.get("store_problem")
-    if isinstance(problem, str) and problem:
-        notes.append(f"regression store unreadable, nothing replayed: {problem[:300]}")
+    else:
+        stale = extra.get("stale")
+        if isinstance(stale, int) and not isinstance(stale, bool) and stale > 0:
+            notes.append(
+                f"{stale} stored counterexample(s) stale (the strategy changed since they "
+                "were found), replayed and held (harness regressions list)"
+            )
     return "".join(f"; {n}" for n in notes)
 
 

@@ -176,15 +176,24 @@ def artifact_digest(path: Path) -> str:
     return h.hexdigest()
 
 
+def weights_files(path: Path) -> list[Path]:
+    """The weights files of a candidate artifact: the file itself, or every
+    ``*.safetensors`` under a folder but the optimizer state."""
+    if path.is_file():
+        return [path]
+    found = sorted(path.rglob("*.safetensors")) if path.is_dir() else []
+    return [f for f in found if f.name != "optimizer.safetensors"]
+
+
 def stamped_purpose(path: Path) -> set[str]:
     """The ``purpose`` of each weights file under ``path`` (its safetensors header's
     ``__metadata__``), "unstamped" for one that says none. A release candidate must say
     ``ship`` and nothing else."""
-    files = [path] if path.is_file() else sorted(path.rglob("*.safetensors"))
+    files = weights_files(path)
+    if not files:
+        return {"no weights file"}  # an empty folder, or weights in another format
     found = set()
     for f in files:
-        if f.name == "optimizer.safetensors":
-            continue
         purpose = "unstamped"
         with f.open("rb") as fh:
             n = int.from_bytes(fh.read(8), "little")
@@ -317,8 +326,9 @@ def audited_candidate(policy: ReleasePolicy, spec: Target) -> list[str]:
                 written.setdefault(str(digest), str(e.get("run")))
     out: list[str] = []
     for rel in spec.candidate:
-        base = policy.root / rel
-        weights = [base] if base.is_file() else sorted(base.rglob("*.safetensors"))
+        weights = weights_files(policy.root / rel)
+        if not weights:
+            out.append(f"{rel}: no weights file (*.safetensors) to link to a checkpoint event")
         for f in weights:
             name = f.relative_to(policy.root).as_posix()
             run = written.get(sha256_file(f))

@@ -6,8 +6,9 @@ committed (``[tool.harness] regressions``, default ``contracts/.regressions``), 
 replays what a laptop found. Each entry keeps the example's params, the run that found
 it and the digest of the strategy that generated it. An entry whose strategy has
 changed since (its digest differs: the strategy was narrowed, widened or rewritten) is
-*stale*: it is shown and not replayed, since the search may no longer be able to
-generate it; ``clear`` removes it once someone has looked.
+*stale*: it is still replayed (a known bug is never skipped), and a failure it causes
+says it is stale, so that someone can tell whether the narrowed strategy can still
+generate it and ``clear`` it if not.
 
 Writes take an exclusive lock on ``<store>/.lock`` and replace the file atomically, so
 concurrent runs and a run killed mid-write never leave a truncated store; a store file
@@ -16,6 +17,7 @@ that cannot be read is reported (``StoreProblem``), never taken for an empty one
 
 from __future__ import annotations
 
+import ast
 import datetime as _dt
 import fcntl
 import hashlib
@@ -23,6 +25,7 @@ import inspect
 import json
 import os
 import re
+import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -62,16 +65,18 @@ class Entry:
         return bool(self.strategy) and bool(current) and self.strategy != current
 
 
-def strategy_digest(spec: Any, factory: Any, strategy: Any) -> str:
-    """What generated an example: the property spec, the strategy's repr and the source
-    of the function that builds it (a ``@composite`` strategy's repr does not change when
-    its ranges do)."""
+def strategy_digest(spec: Any, factory: Any, strategy: Any = None) -> str:
+    """What generated an example: the strategy's name and the code of the function that
+    builds it, parsed (comments, blank lines and formatting do not count; a changed
+    range does, which a ``@composite`` strategy's repr would not show). Search settings
+    (``max_examples``, ``deadline_ms``) do not count: they change how much is tried,
+    not what can be generated. ``strategy`` is not used (its repr can hold addresses)."""
+    name = spec.get("strategy") if isinstance(spec, dict) else spec
     try:
-        source = inspect.getsource(factory)
-    except (OSError, TypeError):
-        source = ""
-    text = json.dumps(spec, sort_keys=True, default=repr) + "\0" + repr(strategy) + "\0" + source
-    return hashlib.sha256(text.encode()).hexdigest()
+        code = ast.dump(ast.parse(textwrap.dedent(inspect.getsource(factory))))
+    except (OSError, TypeError, SyntaxError):
+        code = getattr(factory, "__qualname__", repr(type(factory)))
+    return hashlib.sha256(f"{name}\0{code}".encode()).hexdigest()
 
 
 def store_file(store: Path, falsifier_id: str) -> Path:
@@ -118,9 +123,15 @@ def load(store: Path, falsifier_id: str) -> list[Entry]:
     return out
 
 
+_IGNORE = "# the lock and unfinished writes of the regression store (harness)\n.lock\n.*.tmp\n"
+
+
 @contextmanager
 def _locked(store: Path) -> Iterator[None]:
     store.mkdir(parents=True, exist_ok=True)
+    ignore = store / ".gitignore"  # the lock and temp files never make the tree dirty
+    if not ignore.exists():
+        ignore.write_text(_IGNORE)
     with open(store / ".lock", "a+b") as fh:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
         try:

@@ -194,15 +194,15 @@ def rerun_at_commit(
     echo: Any = print,
 ) -> int | None:
     """Rerun ``run_dir`` with the code of the commit it was made at: check that commit
-    out in a temporary git worktree and run ``harness rerun --here`` there. Returns its
-    exit code, or None when this checkout already is that commit, clean (rerun here).
+    out in a temporary git worktree (also when this checkout is at that commit: git
+    status can be blind to a change) and run ``harness rerun --here`` there. Returns its
+    exit code.
     Refuses a run made from a dirty tree or at a commit this repository does not have."""
     import os
     import subprocess
     import sys
     import tempfile
 
-    from harness.environment import git_state
     from harness.signing import PASSPHRASE_ENV, PIN_ENV
 
     recorded = meta.get("git")
@@ -227,9 +227,8 @@ def rerun_at_commit(
             f"{run_dir} was made at commit {commit[:12]}, which {root} does not have; "
             "fetch it, or rerun --here"
         )
-    now = git_state(root)
-    if now.get("commit") == commit and now.get("dirty") is False:
-        return None
+    # always from the commit's own tree, even when this checkout is at it: git status can
+    # be blind to a change (skip-worktree, an ignored file a check imports)
     subprocess.run(["git", "worktree", "prune"], cwd=root, capture_output=True)
     with tempfile.TemporaryDirectory(prefix="harness-rerun-") as tmp:
         tree = Path(tmp) / "tree"

@@ -124,7 +124,7 @@ def run_property(task: Task) -> Observed:
             f"strategy {spec['strategy']} returned {type(strategy).__name__}, "
             "not a Hypothesis strategy",
         )
-    digest = strategy_digest(spec, factory, strategy)
+    digest = strategy_digest(spec, factory)
     examples: list[dict[str, Any]] = []
     counter = {"n": 0}
     found: dict[str, Any] = {}
@@ -157,23 +157,24 @@ def run_property(task: Task) -> Observed:
                    **store_notes, **extra},
         )  # fmt: skip
 
-    # 1. replay saved counterexamples first (not the stale ones: another strategy made them)
+    # 1. replay saved counterexamples first
+    # (the stale ones too: a known bug is never skipped; a failure says it is stale)
     store_notes: dict[str, Any] = {}
     saved: list[Entry] = []
     if task.options.get("regressions_dir"):
         try:
             saved = load_regressions(Path(task.options["regressions_dir"]), f.id)
-        except StoreProblem as exc:
-            store_notes["store_problem"] = str(exc)
+        except StoreProblem as exc:  # never read as empty: the search is not run either
+            return Observed("failed", f"regression store unreadable: {exc}")
     stale = [e for e in saved if e.stale(digest)]
     if stale:
         store_notes["stale"] = len(stale)
-    for entry in saved:
-        if entry in stale:
-            continue
+    for n, entry in enumerate(saved, 1):
         outcome, example = attempt(entry.params)
         if outcome is InvariantOutcome.FAIL:
-            return finish(counterexample=example, replayed=True)
+            return finish(
+                counterexample=example, replayed=True, stale_entry=n if entry in stale else 0
+            )
 
     # 2. search
     db = DirectoryBasedExampleDatabase(

@@ -1,6 +1,6 @@
 """The regression store (issue 15, item 7): found counterexamples kept in a committable
-folder, written atomically under a lock, replayed first, stale ones shown and not
-replayed, and `harness regressions list|show|clear`."""
+folder, written atomically under a lock, replayed first (stale ones too, and a failure
+says it is stale), an unreadable store an ERROR, and `harness regressions list|show|clear`."""
 
 from __future__ import annotations
 
@@ -88,34 +88,46 @@ def test_a_found_counterexample_is_kept_in_the_committable_store_and_replayed(se
     listed = _cli(searched, "regressions", "list")
     assert listed.returncode == 0, listed.stderr
     assert "FALSIFY-DEMO-002 #1  replayed" in listed.stdout
-    assert "1 stored counterexample(s) in 1 file(s): 1 replayed, 0 stale" in listed.stdout
+    assert "1 stored counterexample(s) in 1 file(s), 0 of them stale" in listed.stdout
+    # the lock and unfinished writes never make the committed folder dirty
+    assert ".lock" in (searched.root / STORE).with_name(".gitignore").read_text()
 
 
-def test_a_counterexample_the_narrowed_strategy_cannot_make_is_stale_shown_not_replayed(
-    searched,
-):
+def test_a_stale_counterexample_is_still_replayed_and_its_failure_says_it_is_stale(searched):
     (searched.root / "strats.py").write_text(STRATS.format(lo=0))  # x >= 0 only now
     after = _run(searched)
-    assert after.outcome is FalsifierOutcome.SURVIVED
-    assert "1 stored counterexample(s) stale, not replayed" in after.message
+    # a known bug is never skipped: the example is replayed, and the reason says it is stale
+    assert after.outcome is FalsifierOutcome.REFUTED and after.detail["replayed"] is True
+    assert "stored counterexample #1 is stale" in after.message
+    assert "harness regressions clear FALSIFY-DEMO-002 1" in after.message
     listed = _cli(searched, "regressions", "list")
-    assert "FALSIFY-DEMO-002 #1  STALE (the strategy changed since; not replayed)" in listed.stdout
-    assert "0 replayed, 1 stale" in listed.stdout
+    assert "FALSIFY-DEMO-002 #1  STALE (the strategy changed since it was found" in listed.stdout
     cleared = _cli(searched, "regressions", "clear", "FALSIFY-DEMO-002", "1")
     assert cleared.returncode == 0 and "removed 1" in cleared.stdout
     assert not (searched.root / STORE).exists()
-    assert "stale" not in _run(searched).message
+    assert _run(searched).outcome is FalsifierOutcome.SURVIVED  # it cannot make x < 0 now
 
 
-def test_a_truncated_store_is_reported_never_read_as_empty(searched):
+def test_comments_and_search_settings_do_not_make_an_example_stale(searched):
+    (searched.root / "strats.py").write_text(
+        STRATS.format(lo=-5).replace("def ints():", "def ints():  # the inputs\n    # wide")
+    )
+    contract = searched.root / "contracts" / "c.yaml"
+    contract.write_text(contract.read_text().replace("max_examples: 40", "max_examples: 60"))
+    again = _run(searched)
+    assert again.outcome is FalsifierOutcome.REFUTED and again.detail["replayed"] is True
+    assert "stale" not in again.message
+
+
+def test_an_unreadable_store_is_an_error_never_read_as_empty(searched):
     path = searched.root / STORE
     path.write_text(path.read_text()[:40])
     after = _run(searched)
-    assert "regression store unreadable, nothing replayed" in after.message
-    # the search finds it again; the unreadable file is left for a person to look at
-    assert after.outcome is FalsifierOutcome.REFUTED
-    assert path.read_text().startswith(path.read_text()[:40])
+    assert after.outcome is FalsifierOutcome.ERROR
+    assert "regression store unreadable" in after.message and "not valid JSON" in after.message
+    assert "harness regressions clear FALSIFY-DEMO-002" in after.message
     listed = _cli(searched, "regressions", "list")
+    assert listed.returncode == 1
     assert "FALSIFY-DEMO-002: UNREADABLE" in listed.stdout and "not valid JSON" in listed.stdout
     shown = _cli(searched, "regressions", "show", "FALSIFY-DEMO-002")
     assert shown.returncode == 4 and "not valid JSON" in shown.stderr

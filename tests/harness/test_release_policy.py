@@ -443,3 +443,20 @@ def test_signoff_and_promote_take_latest_and_gc_never_deletes_what_they_name(rel
     (project.root / "release" / "promotions.jsonl").unlink()
     r = runner.invoke(cli, ["gc", "--keep", "0"])
     assert "(signed off)" in r.output and run_dir.is_dir()
+
+
+@pytest.mark.parametrize("content", [None, b"torch pickle bytes"])
+def test_a_candidate_folder_without_weights_passes_no_rule(audited_release, content):
+    """An empty folder, or one holding weights in another format (model.pt), is never a
+    candidate: neither its purpose nor its lifecycle can be shown."""
+    project, keys, run_dir = audited_release
+    _lifecycle(project)  # a verifying log; the candidate's weights then go away
+    (project.root / "model" / "model.safetensors").unlink()
+    if content is not None:
+        (project.root / "model" / "model.pt").write_bytes(content)
+    _sign_all(project, keys, run_dir)
+    with pytest.raises(PromotionRefused) as exc:
+        _promote(project, keys, run_dir)
+    reasons = " ".join(exc.value.reasons)
+    assert "candidate:" in reasons and "model (no weights file)" in reasons
+    assert "lifecycle:" in reasons and "model: no weights file (*.safetensors)" in reasons
