@@ -55,6 +55,7 @@ from harness.model import (
     RunResult,
 )
 from harness.plan import Plan, Task
+from harness.policy_paths import declared_audit_log, log_state
 from harness.procs import redact
 from harness.runs import MARKER, hold_run_lock
 from harness.signing import (
@@ -175,6 +176,12 @@ def test_result_statement(
     }
 
 
+def _public_state(log: Path) -> dict[str, Any]:
+    """The lifecycle log's event count and head, as the run records them."""
+    state = log_state(log)
+    return {"count": state["count"], "head": state["head"]}
+
+
 class EvidenceWriter(Listener):
     """The coordinator's bundle writer: the only process that writes the bundle.
 
@@ -269,6 +276,12 @@ class EvidenceWriter(Listener):
             "complete": False,
             "verdict": None,
         }
+        self._lifecycle_log = declared_audit_log(self.root)
+        if self._lifecycle_log is not None:  # a check must not write it: compared at the end
+            self.run_meta["lifecycle_log"] = {
+                "path": self._lifecycle_log.relative_to(self.root).as_posix(),
+                "before": _public_state(self._lifecycle_log),
+            }
         self._write_run_file("run.json", dumps_json(self.run_meta).encode())
         for k in contracts.contracts:  # the contract text exactly as run, for rerun
             rel = f"contracts/{_safe_rel(k.path)}"
@@ -358,6 +371,8 @@ class EvidenceWriter(Listener):
                 os.close(self._live)
                 self._live = None
 
+    _lifecycle_log: Path | None = None
+
     def _check_committed(self) -> None:
         """A run from a clean checkout must have run the commit's bytes: every source a
         check imported and every contract is compared with the commit's blob. One that
@@ -387,6 +402,8 @@ class EvidenceWriter(Listener):
         self._write_run_file("results.json", dumps_json(result.to_dict()).encode())
         self._write_run_file(SOURCES_FILE, dumps_json(self.sources.to_json()).encode())
         self._check_committed()
+        if self._lifecycle_log is not None:
+            self.run_meta["lifecycle_log"]["after"] = _public_state(self._lifecycle_log)
         self.run_meta.update(
             finished=result.finished,
             complete=not result.interrupted,

@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from harness.errors import UsageError
 from harness.fsutil import sha256_file
+from harness.policy_paths import POLICY_FILE
+from harness.policy_paths import inside_project as _inside
 
-POLICY_FILE = "release-policy.yaml"
 SIGNOFF_TYPE = "application/vnd.harness.signoff+json"
 
 
@@ -137,22 +139,6 @@ def load_policy(path: Path, root: Path) -> ReleasePolicy:
                 "or a symbolic link; name a path inside it"
             )
     return ReleasePolicy(path, root, roles, targets, audit_log)
-
-
-def _inside(root: Path, path: Path) -> bool:
-    """``path`` lies under ``root`` and no part of it below ``root`` is a symbolic link."""
-    try:
-        rel = path.absolute().relative_to(root.absolute())
-    except ValueError:
-        return False
-    if ".." in rel.parts:
-        return False
-    p = root
-    for part in rel.parts:
-        p = p / part
-        if p.is_symlink():
-            return False
-    return True
 
 
 def find_policy(root: Path) -> ReleasePolicy | None:
@@ -290,7 +276,35 @@ def valid_signoffs(
 # --------------------------------------------------------------------------- lifecycle
 
 
-def audited_candidate(policy: ReleasePolicy, spec: Target) -> list[str]:
+def anchors_broken(log: Path, anchors: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Each anchor (``count``, ``head`` of the lifecycle log when an earlier promotion
+    was signed, from the committed registry) must still be a prefix of the log: history
+    before a promotion cannot be rewritten without this saying so."""
+    import auditchain
+
+    try:
+        lines = [x for x in log.read_bytes().split(b"\n") if x]
+    except OSError:
+        lines = []
+    out = []
+    for a in anchors:
+        count, head = a.get("count"), a.get("head")
+        if not isinstance(count, int) or not isinstance(head, str) or count <= 0:
+            continue
+        if count > len(lines) or auditchain.line_hash(lines[count - 1]) != head:
+            out.append(
+                f"{log.name}: its first {count} events no longer end in the head the "
+                f"promotion of {a.get('run_id', '?')} signed (the log was rewritten)"
+            )
+    return out
+
+
+def audited_candidate(
+    policy: ReleasePolicy,
+    spec: Target,
+    anchors: Sequence[Mapping[str, Any]] = (),
+    during_run: Mapping[str, Any] | None = None,
+) -> list[str]:
     """Why the candidate's weights are not shown by the lifecycle audit log to come from
     an audited training run that data governance allowed (empty: they are).
 
@@ -298,7 +312,13 @@ def audited_candidate(policy: ReleasePolicy, spec: Target) -> list[str]:
     its sha256, in a ``checkpoint.write`` event, whose run's ``training.start`` names (by
     line hash) a ``data.training_decision`` event that allowed it. A checkpoint trained
     on data governance refused, trained around governance, or edited after it was
-    written has no such chain of events."""
+    written has no such chain of events.
+
+    The chain alone detects edits, not a forged log (anyone who can write the file can
+    append events that hash): ``anchors`` (the heads earlier promotions signed) fix the
+    history before each promotion, and ``during_run`` (the log's state at the start and
+    the end of the readiness run, recorded by the coordinator) refuses a log that
+    something the run started, a check, wrote to."""
     import auditchain
 
     log = policy.audit_log
@@ -307,6 +327,14 @@ def audited_candidate(policy: ReleasePolicy, spec: Target) -> list[str]:
     _, count, problems = auditchain.verify_chain(log)
     if problems:
         return [f"{log}: {problems[0]}"]
+    rewritten = anchors_broken(log, anchors)
+    if rewritten:
+        return rewritten
+    if during_run is not None and during_run.get("before") != during_run.get("after"):
+        return [
+            f"{log.name} changed during the readiness run ({during_run.get('before')} -> "
+            f"{during_run.get('after')}): something the run started (a check) wrote to it"
+        ]
     raw = log.read_bytes().split(b"\n")
     events = [json.loads(line) for line in raw if line]
     allowed = {

@@ -294,6 +294,7 @@ def promotion_rules(
     contracts: Collection[str] | None = None,
     require_policy: bool = False,
     evaluation: dict[str, Any] | None = None,
+    ledger: Path | None = None,
 ) -> list[Rule]:
     """Every rule a promotion of ``run_dir`` must pass. Only a signed, GO, full readiness
     run, of no selection, from a clean tree is promotable; with ``root`` (the candidate's
@@ -405,7 +406,7 @@ def promotion_rules(
             detail += f"; not GO: {', '.join(not_go[:5])}" + (" ..." if len(not_go) > 5 else "")
         rules.append(Rule("required criteria", not missing and not not_go, detail))
     if policy is not None:
-        rules += policy_rules(run_dir, policy, target, evaluation)
+        rules += policy_rules(run_dir, policy, target, evaluation, ledger)
     elif require_policy:
         rules.append(
             Rule(
@@ -418,8 +419,36 @@ def promotion_rules(
     return rules
 
 
+def _rel_to(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _ledger_records(ledger: Path | None) -> list[dict[str, Any]]:
+    """The promotion records of the registry (its chain and signatures are checked by
+    ``verify_ledger``; here only what they anchor is read)."""
+    if ledger is None or not ledger.is_file():
+        return []
+    out = []
+    for line in ledger.read_bytes().split(b"\n"):
+        try:
+            entry = json.loads(line)
+        except (ValueError, RecursionError):
+            continue
+        record = entry.get("record") if isinstance(entry, dict) else None
+        if isinstance(record, dict):
+            out.append(record)
+    return out
+
+
 def policy_rules(
-    run_dir: Path, policy: Any, target: str, evaluation: dict[str, Any] | None = None
+    run_dir: Path,
+    policy: Any,
+    target: str,
+    evaluation: dict[str, Any] | None = None,
+    ledger: Path | None = None,
 ) -> list[Rule]:
     """The release policy's rules for ``target``: the candidate (its artifacts exist and
     every weights file is stamped ``purpose: ship``: never an ablation, never unstamped)
@@ -451,7 +480,19 @@ def policy_rules(
         )
     ]
     if policy.audit_log is not None:
-        unaudited = audited_candidate(policy, spec)
+        meta = json.loads((run_dir / "run.json").read_text())  # sealed: the bundle verified
+        during = meta.get("lifecycle_log") if isinstance(meta, dict) else None
+        if not isinstance(during, dict) or during.get("path") != _rel_to(
+            policy.audit_log, policy.root
+        ):
+            during = {"before": "not recorded by the run", "after": None}
+        anchors = [
+            {**r["lifecycle"], "run_id": r.get("run_id")}
+            for r in _ledger_records(ledger)
+            if isinstance(r.get("lifecycle"), dict)
+            and r["lifecycle"].get("log") == _rel_to(policy.audit_log, policy.root)
+        ]
+        unaudited = audited_candidate(policy, spec, anchors, during)
         rules.append(
             Rule(
                 "lifecycle",
@@ -531,13 +572,23 @@ def promote(
         )
     judged: dict[str, Any] = {}
     problems = promotion_problems(
-        run_dir, allowed_keys, root, required, policy, name, evaluation=judged, **options
-    )
+        run_dir, allowed_keys, root, required, policy, name, evaluation=judged,
+        ledger=ledger, **options,
+    )  # fmt: skip
     if problems:
         raise PromotionRefused(problems)
     record = promotion_record(run_dir, name, signer.keyid, signer_name)
     if policy is not None:
         record.update(candidate=judged["candidate"], signoffs=judged["signoffs"])
+    if policy is not None and policy.audit_log is not None:  # signed: history up to here
+        from harness.policy_paths import log_state
+
+        state = log_state(policy.audit_log)
+        record["lifecycle"] = {
+            "log": _rel_to(policy.audit_log, policy.root),
+            "count": state["count"],
+            "head": state["head"],
+        }
     envelope = make_envelope(canonical_json(record), PROMOTION_TYPE, signer)
     log = AuditLog(ledger)
     try:

@@ -193,7 +193,9 @@ def stamped_purpose_of_files_only(path: Path) -> set[str]:
     return _REAL_STAMPED_PURPOSE(path) if path.is_file() else set()
 
 
-def audited_candidate_governance_only(policy: Any, spec: Any) -> list[str]:
+def audited_candidate_governance_only(
+    policy: Any, spec: Any, anchors: Any = (), during_run: Any = None
+) -> list[str]:
     """The lifecycle rule that checks the log verifies and that data governance allowed
     a training run, but never links the candidate's bytes to a checkpoint that an
     allowed run wrote: any checkpoint, trained anywhere, passes once one run was allowed

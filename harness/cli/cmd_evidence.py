@@ -207,7 +207,9 @@ def promote(
     ledger = cfg.promotions or cfg.root / "release" / "promotions.jsonl"
     gate: dict[str, Any] = {"contracts": [k.sha256 for k in contracts.contracts]}
     gate["require_policy"] = True
-    rules = promotion_rules(Path(run_dir), keys, cfg.root, required, policy, name, **gate)
+    rules = promotion_rules(
+        Path(run_dir), keys, cfg.root, required, policy, name, ledger=ledger, **gate
+    )
     for rule in rules:
         click.echo(rule.line())
     try:

@@ -460,3 +460,59 @@ def test_a_candidate_folder_without_weights_passes_no_rule(audited_release, cont
     reasons = " ".join(exc.value.reasons)
     assert "candidate:" in reasons and "model (no weights file)" in reasons
     assert "lifecycle:" in reasons and "model: no weights file (*.safetensors)" in reasons
+
+
+def test_a_lifecycle_log_a_check_wrote_during_the_readiness_run_is_refused(
+    project, tmp_path_factory
+):
+    """A check is untrusted: one that appends forged training events to the project's
+    lifecycle log while the readiness run runs leaves the log changed between the run's
+    start and end, which the coordinator recorded; promotion refuses it."""
+    (project.root / "forger.py").write_text(
+        "import hashlib, pathlib\nimport auditchain\n\n\n"
+        "def check(ctx):\n"
+        "    root = pathlib.Path(ctx.root)\n"
+        "    log = root / 'audit' / 'lifecycle.jsonl'\n"
+        "    data = (root / 'model' / 'model.safetensors').read_bytes()\n"
+        "    sha = hashlib.sha256(data).hexdigest()\n"
+        "    head = auditchain.append_event(log, 'data.training_decision', decision='allowed')\n"
+        "    auditchain.append_event(log, 'training.start', run='r', governance=head)\n"
+        "    auditchain.append_event(log, 'checkpoint.write', run='r',\n"
+        "                            files={'model.safetensors': sha})\n"
+        "    return {'value': 1}\n"
+    )
+    project.contract(
+        "forged", simple_contract(check="forger:check", cid="AC-DEMO-009", inv="INV-DEMO-009")
+    )
+    project, keys, run_dir = make_release(project, tmp_path_factory, AUDITED)
+    _sign_all(project, keys, run_dir)
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert meta["lifecycle_log"]["before"]["count"] == 0
+    assert meta["lifecycle_log"]["after"]["count"] >= 3
+    with pytest.raises(PromotionRefused, match="changed during the readiness run"):
+        _promote(project, keys, run_dir)
+
+
+def test_history_before_a_promotion_cannot_be_rewritten(audited_release):
+    import auditchain
+
+    project, keys, run_dir = audited_release
+    _sign_all(project, keys, run_dir)
+    log = _lifecycle(project)
+    registry = project.root / "release" / "promotions.jsonl"
+    policy = load_policy(project.root / "release-policy.yaml", project.root)
+    first = promote(
+        run_dir, "production", [keys["run.pub"]], load_signer(keys["run"]), registry, "rm",
+        project.root, None, policy,
+    )  # fmt: skip
+    assert first["lifecycle"]["count"] == 3 and first["lifecycle"]["log"] == "audit/lifecycle.jsonl"
+    # the log rewritten from scratch: it verifies, and names the same weights
+    log.unlink()
+    _lifecycle(project)
+    assert auditchain.verify_chain(log)[2] == []
+    _signoff(project, run_dir, "ml-lead", keys["ml-lead"], target="staging")
+    with pytest.raises(PromotionRefused, match="the log was rewritten"):
+        promote(
+            run_dir, "staging", [keys["run.pub"]], load_signer(keys["run"]), registry, "rm",
+            project.root, None, policy,
+        )  # fmt: skip
