@@ -21,6 +21,7 @@ child subreaper, so orphans of a killed worker come back to it and are killed.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import json
 import os
@@ -75,7 +76,13 @@ def serve(fd: int, coordinator: int, config: dict[str, Any]) -> None:
             loaded.append(name)
         except BaseException as exc:  # noqa: BLE001 - a preload is an optimisation only
             failed[name] = f"{type(exc).__name__}: {exc}"
+    from harness.sources import warm
     from harness.worker import child_main
+
+    if root:
+        warm(root)  # the preloads' source names, computed once for every worker
+    gc.collect()
+    gc.freeze()  # the preloaded heap is never scanned again: forks copy fewer pages
 
     _send(sock, {"op": "ready", "pid": os.getpid(), "preloaded": loaded, "failed": failed})
     workers: set[int] = set()

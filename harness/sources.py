@@ -105,7 +105,8 @@ def loaded_sources(root: str | Path, modules: Mapping[str, Any] | None = None) -
     """The project source files of the modules loaded in this process (``modules``:
     ``sys.modules``): sorted names relative to ``root``, at most ``MAX_SOURCES``."""
     real_root = Path(os.path.realpath(root))
-    envs = _Environments(real_root)
+    cache = _NAMES.setdefault(str(real_root), {})
+    envs: _Environments | None = None
     found: set[str] = set()
     for module in list((sys.modules if modules is None else modules).values()):
         try:
@@ -114,11 +115,26 @@ def loaded_sources(root: str | Path, modules: Mapping[str, Any] | None = None) -
             continue
         if not isinstance(file, str) or not file.endswith(".py"):
             continue
-        real = Path(os.path.realpath(os.path.join(real_root, file)))
-        name = _relative(real_root, real, envs)
+        if file in cache:
+            name = cache[file]
+        else:
+            envs = envs or _Environments(real_root)
+            real = Path(os.path.realpath(os.path.join(real_root, file)))
+            name = cache[file] = _relative(real_root, real, envs)
         if name is not None:
             found.add(name)
     return sorted(found)[:MAX_SOURCES]
+
+
+# module file -> its project name (or None), per project root: the fork server fills it
+# for its preloads (``warm``) and every worker it forks inherits it, so a check pays only
+# for the modules it imported itself
+_NAMES: dict[str, dict[str, str | None]] = {}
+
+
+def warm(root: str | Path) -> None:
+    """Name the modules loaded so far (in the fork server, before any fork)."""
+    loaded_sources(root)
 
 
 def _sha256_regular(path: Path) -> str | None:
