@@ -33,7 +33,7 @@ from typing import Any, Protocol
 
 from harness.plan import CheckDone, CheckStarted, ExecutorEvent, Observed, Task
 from harness.procs import scrubbed_environment
-from harness.worker import execute_task, log_files
+from harness.worker import execute_task, log_files, task_environment
 
 MAX_RESULT = 16 * 1024 * 1024  # bytes of one worker's JSON record
 MAX_CONTAINERS = 1_000_000  # lists and objects in one record (parsing is then bounded)
@@ -361,13 +361,17 @@ class LocalProcessExecutor:
 
 class InlineExecutor:
     """Runs tasks in this process, one after another (debugging; no isolation:
-    only for checks you trust). The record still goes through the wire format."""
+    only for checks you trust). The record still goes through the wire format.
+    Each task sees its ``env`` (check-env, pass-env, HARNESS_SCRATCH) as in a
+    forked worker, and this process's environment is restored after it."""
 
     def run(self, tasks: Iterable[Task]) -> Iterator[ExecutorEvent]:
         for task in tasks:
             yield CheckStarted(task)
             try:
-                observed = Observed.from_wire(execute_task(task).to_wire())
+                with task_environment(task):
+                    record = execute_task(task)
+                observed = Observed.from_wire(record.to_wire())
             except (TypeError, ValueError) as exc:
                 observed = Observed.failed(f"the result is not plain data: {exc}")
             yield CheckDone(task, observed, log_files(Path(task.check_dir)))

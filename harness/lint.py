@@ -3,7 +3,8 @@
 Schema, unique IDs, references, bindings (the callable imports, the pytest
 node id is collected, the program is on PATH), falsifier targets and
 strategies, every invariant attacked by at least one falsifier, and no
-skeleton ``TODO`` left in a field.
+skeleton ``TODO`` left in a field; in the release policy, every criterion a
+target names is one the contracts define (``lint_policy_criteria``).
 
 Warnings, for what loads fine and can only go wrong at run time: a waiver past
 its expiry date, an invariant no criterion lists (it never runs), an invariant
@@ -22,6 +23,7 @@ A file shows at most ``MAX_ERRORS_PER_FILE`` problems, then a count.
 from __future__ import annotations
 
 import datetime
+import difflib
 import re
 import sys
 from collections.abc import Iterable, Sequence
@@ -40,8 +42,9 @@ from harness.bindings import (
 from harness.errors import ContractError, Diagnostic
 from harness.falsify.faults import INJECTORS, injector_class
 from harness.judge import today_utc
-from harness.loader import cap_diagnostics, cross_check, keypath_text, load_files
+from harness.loader import cap_diagnostics, cross_check, display_path, keypath_text, load_files
 from harness.model import Contract, Falsifier, Location
+from harness.policy import ReleasePolicy
 from harness.yamlsrc import YamlSourceError, load_yaml, number_spelling
 
 TODO = re.compile(r"\bTODO(?:\b|_)")
@@ -76,6 +79,28 @@ def lint_paths(
     diags.extend(cap_diagnostics(found))
     diags.sort(key=lambda d: (d.file, d.line, d.col))
     return contracts, diags
+
+
+def lint_policy_criteria(policy: ReleasePolicy, contracts: Sequence[Contract]) -> list[Diagnostic]:
+    """Every criterion a target of the release policy names (``criteria:``) that none of
+    ``contracts`` defines, at its line in the policy file: ``harness promote`` to that
+    target would refuse it, so lint says so first."""
+    known = sorted({c.id for k in contracts for c in k.criteria})
+    out = []
+    for name, target in policy.targets.items():
+        for i, cid in enumerate(target.criteria or ()):
+            if cid in known:
+                continue
+            line, col = target.criteria_at[i] if i < len(target.criteria_at) else (1, 1)
+            near = difflib.get_close_matches(cid, known, n=1)
+            message = (
+                f"targets.{name}.criteria names {cid}, a criterion no contract defines "
+                f"(promote --to {name} refuses it)"
+            )
+            hint = f"did you mean {near[0]}?" if near else "fix the ID or drop it"
+            keypath = f"targets.{name}.criteria[{i}]"
+            out.append(Diagnostic(display_path(policy.path), line, col, message, keypath, hint))
+    return out
 
 
 #: what each skeleton field of ``harness new`` wants, by its key

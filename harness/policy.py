@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,8 @@ class Target:
     k: int
     candidate: tuple[str, ...]
     criteria: tuple[str, ...] | None = None  # None: every blocker of the contract set
+    # (line, col) of each of ``criteria`` in the policy file, for lint
+    criteria_at: tuple[tuple[int, int], ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)
@@ -126,8 +128,11 @@ def load_policy(path: Path, root: Path) -> ReleasePolicy:
                     "project or a symbolic link; name a path inside it"
                 )
         criteria = tuple(spec["criteria"]) if "criteria" in spec else None
+        criteria_at = tuple(
+            positions.of(("targets", name, "criteria", i)) for i in range(len(criteria or ()))
+        )
         targets[name] = Target(
-            name, tuple(signoffs["roles"]), k, tuple(spec["candidate"]), criteria
+            name, tuple(signoffs["roles"]), k, tuple(spec["candidate"]), criteria, criteria_at
         )
     audit_log = None
     if "audit-log" in data:

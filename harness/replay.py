@@ -195,9 +195,10 @@ def rerun_at_commit(
 ) -> int | None:
     """Rerun ``run_dir`` with the code of the commit it was made at: check that commit
     out in a temporary git worktree (also when this checkout is at that commit: git
-    status can be blind to a change) and run ``harness rerun --here`` there. Returns its
-    exit code.
-    Refuses a run made from a dirty tree or at a commit this repository does not have."""
+    status can be blind to a change) and run ``harness rerun --here`` there, from the
+    project's folder in it (``root`` may be a subfolder of the repository: a monorepo).
+    Returns its exit code. Refuses a run made from a dirty tree or at a commit this
+    repository does not have."""
     import os
     import subprocess
     import sys
@@ -229,6 +230,9 @@ def rerun_at_commit(
         )
     # always from the commit's own tree, even when this checkout is at it: git status can
     # be blind to a change (skip-worktree, an ignored file a check imports)
+    prefix = subprocess.run(  # the project's folder in the repository ("" at its top)
+        ["git", "rev-parse", "--show-prefix"], cwd=root, capture_output=True, text=True
+    ).stdout.strip()
     subprocess.run(["git", "worktree", "prune"], cwd=root, capture_output=True)
     with tempfile.TemporaryDirectory(prefix="harness-rerun-") as tmp:
         tree = Path(tmp) / "tree"
@@ -239,22 +243,29 @@ def rerun_at_commit(
         if added.returncode:
             last = (added.stderr.strip().splitlines() or ["git worktree add failed"])[-1]
             raise UsageError(f"cannot check out {commit[:12]} in a worktree: {last}")
+        project = tree / prefix if prefix else tree
         try:
+            if not (project / "pyproject.toml").is_file():
+                raise UsageError(
+                    f"commit {commit[:12]} has no {prefix or './'}pyproject.toml: the project "
+                    "was elsewhere in the repository then; rerun --here"
+                )
             echo(f"rerunning at the run's commit {commit[:12]} in a temporary worktree")
             env = dict(os.environ)
             if secrets.get("passphrase"):
                 env[PASSPHRASE_ENV] = secrets["passphrase"].decode()
             if secrets.get("pin"):
                 env[PIN_ENV] = secrets["pin"]
-            # the worktree's own packages first, ahead of an editable install's finder
+            # the worktree's project folder first (its packages), ahead of an editable
+            # install's finder
             code = (
                 "import sys; sys.path.insert(0, sys.argv.pop(1)); "
                 "from harness.cli import main; sys.exit(main())"
             )
-            cmd = [sys.executable, "-c", code, str(tree), "rerun", "--here", str(run_dir),
+            cmd = [sys.executable, "-c", code, str(project), "rerun", "--here", str(run_dir),
                    f"--evidence-dir={evidence}", *argv]  # fmt: skip
             with subprocess.Popen(
-                cmd, cwd=tree, env=env, stdout=subprocess.PIPE,
+                cmd, cwd=project, env=env, stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT, text=True,
             ) as proc:  # fmt: skip
                 assert proc.stdout is not None

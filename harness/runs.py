@@ -1,10 +1,11 @@
 """The run folders of an evidence directory: list them, name one, prune old ones.
 
 Every command that takes a run (``verify``, ``report``, ``rerun``, ``promote``,
-``signoff``, ``diff``) names it the same way, through ``resolve_run``: a path to
-the folder, a run id (or a unique prefix of one), ``latest`` (the newest run) or
-``previous`` (the one before it). ``harness gc`` deletes old runs and never one
-that a promotion or a sign-off names, nor one still being written.
+``signoff``, ``diff``) names it the same way, through ``resolve_run``: a path to the
+folder, a run id (or a unique prefix of one), ``latest`` (the newest complete run: one
+without the INCOMPLETE marker) or ``previous`` (the complete run before it). A killed or
+interrupted run is named by its id or folder. ``harness gc`` deletes old runs and never
+one that a promotion or a sign-off names, nor one still being written.
 """
 
 from __future__ import annotations
@@ -68,10 +69,7 @@ def resolve_run(evidence: Path, ref: str) -> Path:
             f"no run {ref!r}: {evidence} holds no runs yet (`harness run` makes the first)"
         )
     if ref in KEYWORDS:
-        need = 1 if ref == "latest" else 2
-        if len(runs) < need:
-            raise UsageError(f"no previous run: {evidence} holds only {runs[-1].name}")
-        return runs[-need]
+        return _newest_complete(evidence, runs, 1 if ref == "latest" else 2)
     exact = [r for r in runs if r.name == ref]
     matches = exact or [r for r in runs if r.name.startswith(ref)]
     if len(matches) == 1:
@@ -83,6 +81,25 @@ def resolve_run(evidence: Path, ref: str) -> Path:
             "give more of the run id"
         )
     raise UsageError(f"no run {ref!r} in {evidence} (`harness history` lists them)")
+
+
+def _newest_complete(evidence: Path, runs: list[Path], nth: int) -> Path:
+    """The ``nth`` newest run of ``runs`` (oldest first) whose bundle has no INCOMPLETE
+    marker (a run killed, interrupted or still being written has one)."""
+    complete = [r for r in runs if not (r / MARKER).exists()]
+    if len(complete) >= nth:
+        return complete[-nth]
+    incomplete = [r for r in runs if r not in complete]
+    if not complete:
+        raise UsageError(
+            f"no complete run in {evidence}, only {len(incomplete)} incomplete run(s) "
+            "(killed, interrupted or being written); name one by its id, e.g. "
+            f"{incomplete[-1].name} (`harness history` lists them)"
+        )
+    skipped = f" (and {len(incomplete)} incomplete, named only by id)" if incomplete else ""
+    raise UsageError(
+        f"no previous run: {evidence} holds one complete run, {complete[-1].name}{skipped}"
+    )
 
 
 def require_results(run_dir: Path) -> None:

@@ -17,6 +17,7 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,24 @@ from harness.evaluate import make_context, observe
 from harness.falsify import run_falsifier
 from harness.plan import SCRATCH, Observed, Task
 from harness.sources import loaded_sources
+
+
+@contextmanager
+def task_environment(task: Task) -> Iterator[None]:
+    """``task.env`` (check-env, pass-env, HARNESS_SCRATCH: ``plan.make_plan``) set in
+    ``os.environ`` for the block; afterwards the environment is as it was before, also
+    where the check changed it. A forked worker sets it for good (it exits after one
+    task); the inline executor runs tasks in the coordinator, so it uses this."""
+    before = dict(os.environ)
+    os.environ.update(task.env)
+    try:
+        yield
+    finally:
+        for name in set(os.environ) - set(before):
+            del os.environ[name]
+        for name, value in before.items():
+            if os.environ.get(name) != value:
+                os.environ[name] = value
 
 
 @contextmanager

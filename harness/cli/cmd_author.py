@@ -27,7 +27,7 @@ def lint(paths: tuple[str, ...], no_resolve: bool) -> int:
     for d in diags:
         click.echo(d.format(), err=d.severity == "error")
     errors = sum(d.severity == "error" for d in diags)
-    errors += _lint_policy(cfg.root)
+    errors += _lint_policy(cfg, contracts, whole_project=not paths)
     warnings = len(diags) - sum(d.severity == "error" for d in diags)
     n_items = sum(len(k.criteria) + len(k.invariants) + len(k.falsifiers) for k in contracts)
     click.echo(
@@ -36,17 +36,31 @@ def lint(paths: tuple[str, ...], no_resolve: bool) -> int:
     return int(ExitCode.USAGE_ERROR if errors else ExitCode.GO)
 
 
-def _lint_policy(root: Path) -> int:
-    """The release policy (docs/releasing.md) is linted with the contracts: 1 if broken."""
-    from harness.errors import UsageError
+def _lint_policy(cfg: Any, contracts: list[Any], whole_project: bool) -> int:
+    """The release policy (docs/releasing.md) is linted with the contracts: its criteria
+    against the project's contracts (as promote reads them; ``contracts`` are those when
+    ``whole_project``, else they are added to them). Returns its errors."""
+    from harness.errors import HarnessError, UsageError
+    from harness.lint import lint_policy_criteria
+    from harness.loader import load_files
     from harness.policy import find_policy
 
     try:
-        find_policy(root)
+        policy = find_policy(cfg.root)
     except UsageError as exc:
         click.echo(f"{exc}", err=True)
         return 1
-    return 0
+    if policy is None:
+        return 0
+    if not whole_project:
+        try:
+            contracts = [*contracts, *load_files(contract_paths((), cfg))[0]]
+        except HarnessError:  # no contracts configured: the ones given are all there are
+            pass
+    diags = lint_policy_criteria(policy, contracts)
+    for d in diags:
+        click.echo(d.format(), err=True)
+    return len(diags)
 
 
 # --------------------------------------------------------------------------- list/schema/explain

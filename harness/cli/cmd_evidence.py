@@ -1,7 +1,7 @@
 """Evidence commands: keygen, verify, promote, signoff, report, diff, history.
 
 A command that takes a run takes its folder, its run id, ``latest`` or ``previous``
-(``group.find_run``)."""
+(the newest complete runs; ``group.find_run``)."""
 
 from __future__ import annotations
 
@@ -124,8 +124,8 @@ def pubkey(sign_key: str, out: str | None) -> int:
 )
 @evidence_dir_option
 def verify(run: str, keys: tuple[str, ...], evidence_dir: str | None) -> int:
-    """Verify a run's bundle (RUN: its folder, run id, 'latest' or 'previous'):
-    digests, signatures, statements, audit chain, verdict."""
+    """Verify a run's bundle (RUN: its folder, run id, 'latest' or 'previous': the
+    newest complete runs): digests, signatures, statements, audit chain, verdict."""
     from harness.signing import load_public_key
     from harness.verify import verify_run
 
@@ -174,13 +174,13 @@ def promote(
     signer_name: str,
     evidence_dir: str | None,
 ) -> int:
-    """Promote a readiness run (RUN: its folder, run id, 'latest' or 'previous'):
-    refused unless it verifies under an allowed key, is GO, is a full run (never
-    --teeth, --fast or a selection) of every blocker criterion of this project's
-    contracts (or the criteria release-policy.yaml names for the target), and was made
-    from a clean checkout at this checkout's commit, with the policy's sign-offs (and,
-    when it names an audit-log, a candidate the lifecycle log shows trained under data
-    governance). Prints each rule PASS/FAIL."""
+    """Promote a readiness run (RUN: its folder, run id, 'latest' or 'previous': the
+    newest complete runs): refused unless it verifies under an allowed key, is GO, is a
+    full run (never --teeth, --fast or a selection) of every blocker criterion of this
+    project's contracts (or the criteria release-policy.yaml names for the target), and
+    was made from a clean checkout at this checkout's commit, with the policy's
+    sign-offs (and, when it names an audit-log, a candidate the lifecycle log shows
+    trained under data governance). Prints each rule PASS/FAIL."""
     from harness.cli.group import contract_paths
     from harness.loader import load_contract_set
     from harness.policy import find_policy
@@ -310,7 +310,8 @@ def signoff(
     allowed: tuple[str, ...],
     evidence_dir: str | None,
 ) -> int:
-    """Sign off a run (RUN: its folder, run id, 'latest' or 'previous') for a target as
+    """Sign off a run (RUN: its folder, run id, 'latest' or 'previous': the newest
+    complete runs) for a target as
     one role of the release policy: a signed statement over the run's verdict and the
     candidate's digests, kept beside the bundle. Refused unless the run verifies and the
     key is the role's committed key."""
@@ -387,7 +388,7 @@ def report(
     evidence_dir: str | None,
 ) -> int:
     """Render a finished run's evidence (RUN: its folder, run id, 'latest' or
-    'previous') as HTML, Markdown or SARIF."""
+    'previous': the newest complete runs) as HTML, Markdown or SARIF."""
     from harness.fsutil import atomic_write_json, atomic_write_text
     from harness.history import load_results
     from harness.reporters.html import render_html, signature_status
@@ -419,8 +420,9 @@ def report(
 @click.argument("run_b", default="latest")
 @evidence_dir_option
 def diff(run_a: str, run_b: str, evidence_dir: str | None) -> int:
-    """What changed between two runs (paths, run ids, 'latest' or 'previous').
-    Exits 1 when something regressed, 4 when a run has no results (killed mid-run)."""
+    """What changed between two runs (paths, run ids, 'latest' or 'previous': the newest
+    complete runs; a killed run by its id). Exits 1 when something regressed, 4 when a
+    run has no results (killed mid-run)."""
     from harness.history import diff_runs
 
     a, b = find_run(run_a, evidence_dir), find_run(run_b, evidence_dir)

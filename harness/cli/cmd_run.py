@@ -261,7 +261,7 @@ def run(
     "--evidence-dir",
     type=click.Path(file_okay=False),
     help="Where the rerun's bundle goes, and where RUN is looked up by run id, 'latest' "
-    "or 'previous' [[tool.harness] evidence-dir].",
+    "or 'previous' (the newest complete runs) [[tool.harness] evidence-dir].",
 )
 def rerun(
     run: str,
@@ -273,9 +273,9 @@ def rerun(
     here: bool,
     evidence_dir: str | None,
 ) -> int:
-    """Verify a run's bundle (RUN: its folder, run id, 'latest' or 'previous'), run it
-    again with the recorded seed, selection and contract text at the run's commit (in a
-    temporary git worktree), and compare."""
+    """Verify a run's bundle (RUN: its folder, run id, 'latest' or 'previous': the
+    newest complete runs), run it again with the recorded seed, selection and contract
+    text at the run's commit (in a temporary git worktree), and compare."""
     from harness.replay import compare_runs, environment_diff, load_recorded, require_verified
     from harness.reporters.terminal import TerminalReporter
     from harness.runner import RunRequest

@@ -53,14 +53,16 @@ def evidence_dir_option(command: Any) -> Any:
     return click.option(
         "--evidence-dir",
         type=click.Path(file_okay=False),
-        help="The evidence directory where run ids, 'latest' and 'previous' are looked "
-        "up [[tool.harness] evidence-dir].",
+        help="The evidence directory where run ids, 'latest' and 'previous' (the newest "
+        "complete runs; a killed run only by its id) are looked up "
+        "[[tool.harness] evidence-dir].",
     )(command)
 
 
 def find_run(ref: str, evidence_dir: str | None = None) -> Path:
     """The run folder a command was given: a path, a run id (or a unique prefix),
-    'latest' or 'previous' (``harness.runs.resolve_run``), shown relative to here."""
+    'latest' or 'previous' (the newest complete runs: ``harness.runs.resolve_run``),
+    shown relative to here."""
     from harness.runs import resolve_run
 
     evidence = Path(evidence_dir) if evidence_dir else config().evidence_dir

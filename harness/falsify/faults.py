@@ -16,7 +16,6 @@ contract as ``injector: "package.module:Class"`` (see ``Injector`` for the API).
 from __future__ import annotations
 
 import functools
-import inspect
 import json
 import os
 import random
@@ -63,8 +62,10 @@ class Injector:
       fault took effect; raise ``InjectionFailed`` when it could not.
     - Returning from ``inject`` records that the fault was injected
       (``self.injected``); ``InjectionFailed`` records why not (``self.failure``).
-      An override of ``inject`` is wrapped when the class is made, so it records
-      the same as the base does: there is nothing to call or set by hand. A
+      The ``inject`` a subclass resolves (its own, or one it inherits from a mixin;
+      a plain method, a ``staticmethod`` or a ``classmethod``) is wrapped once when
+      the class is made, so it records the same as the base does: there is nothing
+      to call or set by hand. A
       falsifier whose check never called ``inject``, or whose ``inject`` raised,
       is ERROR.
     - ``self.params``: the falsifier's ``fault.params``; ``self.rng``: a
@@ -87,9 +88,10 @@ class Injector:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        own = cls.__dict__.get("inject")
-        if inspect.isfunction(own) and not getattr(own, "_records_injection", False):
-            cls.inject = _recording(own)  # type: ignore[method-assign]
+        # the inject this class resolves (its own, a mixin's, a base's), whatever its kind
+        resolved = next(k.__dict__["inject"] for k in cls.__mro__ if "inject" in k.__dict__)
+        if not getattr(resolved, "_records_injection", False):  # wrapped once, here
+            cls.inject = _recording(resolved)  # type: ignore[method-assign]
 
     def inject(self, **target: Any) -> Any:
         """Inject the fault into ``target``; see the class docstring."""
@@ -102,13 +104,18 @@ class Injector:
         )
 
 
-def _recording(inject: Callable[..., Any]) -> Callable[..., Any]:
-    """``inject`` that records, on the injector, whether its fault was injected."""
+def _recording(inject: Any) -> Callable[..., Any]:
+    """``inject`` (a class attribute: a function, staticmethod, classmethod or any
+    other descriptor or callable) as a method that records, on the injector, whether
+    its fault was injected."""
+    function = inject.__func__ if isinstance(inject, (staticmethod, classmethod)) else inject
+    bind = getattr(type(inject), "__get__", None)
 
-    @functools.wraps(inject)
+    @functools.wraps(function)
     def recorded(self: Injector, *args: Any, **target: Any) -> Any:
+        call = bind(inject, self, type(self)) if bind is not None else inject
         try:
-            out = inject(self, *args, **target)
+            out = call(*args, **target)
         except InjectionFailed as exc:
             self.failure = str(exc)
             raise

@@ -7,6 +7,10 @@ pass) it is ``<skipped>`` with the reason, as pytest reports such a criterion xf
 so a CI test view never shows red for a run that passed. A criterion with a waiver
 that was used or has expired gets one more case, ``waiver``: skipped with the reason
 while it holds, a failure saying it expired once the criterion blocks again.
+
+A case's ``file`` is its contract file relative to the repository root (the git
+toplevel, else the project root) wherever the command runs, as in GitHub
+annotations and SARIF (``harness.reporters.locate``).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from harness.model import (
     RunResult,
     WaiverStatus,
 )
+from harness.reporters.locate import repo_path
 
 _BAD_INVARIANT = {
     InvariantOutcome.FAIL: "failure",
@@ -64,7 +69,11 @@ def _waiver_case(c: CriterionResult, fail_on: str, counts: dict[str, int]) -> ET
     if c.waiver is None or c.waiver.status is WaiverStatus.UNUSED:
         return None
     case = ET.Element(
-        "testcase", classname=c.criterion_id, name="waiver", time="0.000", file=c.location.file
+        "testcase",
+        classname=c.criterion_id,
+        name="waiver",
+        time="0.000",
+        file=repo_path(c.location.file),
     )
     first = f": {c.reasons[0]}" if c.reasons else ""
     if c.waived:
@@ -101,13 +110,14 @@ def junit_xml(result: RunResult) -> bytes:
         cases = []
         counts = {"failures": 0, "errors": 0, "skipped": 0}
         only_reported = reported_only(c, result.fail_on)
+        file = repo_path(c.location.file)
         for inv in c.invariants:
             case = ET.Element(
                 "testcase",
                 classname=c.criterion_id,
                 name=inv.invariant_id,
                 time=f"{inv.duration:.3f}",
-                file=c.location.file,
+                file=file,
             )
             tag = _BAD_INVARIANT.get(inv.outcome)
             if tag:
@@ -119,7 +129,7 @@ def junit_xml(result: RunResult) -> bytes:
                 classname=c.criterion_id,
                 name=f"{f.falsifier_id} ({f.kind} vs {f.target})",
                 time=f"{f.duration:.3f}",
-                file=c.location.file,
+                file=file,
             )
             tag = _BAD_FALSIFIER.get(f.outcome)
             if tag:

@@ -1,7 +1,7 @@
 """Where a contract line is, as CI tools want it: relative to the repository root.
 
-GitHub annotations and SARIF results name a file relative to the root of the
-checkout (the git toplevel), wherever ``harness run`` was started from; a project
+GitHub annotations, SARIF results and JUnit cases name a file relative to the root
+of the checkout (the git toplevel), wherever ``harness run`` was started from; a project
 that is not in git gets paths relative to its root (the nearest pyproject.toml).
 """
 

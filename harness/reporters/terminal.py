@@ -56,9 +56,17 @@ class TerminalReporter(Listener):
         self.total = 0
         self.done = 0
         self.plan: Plan | None = None
+        self.stream_gone = False
 
     def echo(self, text: str = "") -> None:
-        click.echo(text, file=self.stream, color=self.live or None)
+        """Print a line; once the stream's reader has gone (``| head``), nothing more:
+        the run goes on without its progress lines and seals its bundle."""
+        if self.stream_gone:
+            return
+        try:
+            click.echo(text, file=self.stream, color=self.live or None)
+        except BrokenPipeError:
+            self.stream_gone = True
 
     def run_started(self, info: RunInfo, contracts: ContractSet, plan: Plan) -> None:
         self.plan = plan

@@ -37,7 +37,11 @@ def writes_audit_log(ctx):
 
 
 def reads_env(ctx):
-    return {"value": os.environ.get(ctx.params["name"], ""), "scratch": str(ctx.scratch)}
+    value = os.environ.get(ctx.params["name"], "")
+    if ctx.params.get("leak"):  # what a system under test may do to its environment
+        os.environ["DEMO_LEAKED"] = "1"
+        os.environ.pop("DEMO_PASSED", None)
+    return {"value": value, "scratch": str(ctx.scratch)}
 '''
 
 
@@ -147,3 +151,55 @@ def test_a_malformed_check_env_is_a_one_line_usage_error(project, line, why):
 def test_this_repository_points_the_cores_audit_log_into_each_checks_scratch():
     root = Path(__file__).resolve().parents[2]
     assert load_config(root).check_env["KERNELS_AUDIT_LOG"] == "{scratch}/lifecycle-audit.jsonl"
+
+
+def test_the_inline_executor_sets_a_tasks_env_for_the_task_and_restores_it(envproject, monkeypatch):
+    """Library API: InlineExecutor applies check-env, pass-env and HARNESS_SCRATCH as a
+    forked worker does, for the task only; the coordinator's environment comes back,
+    also when a check changed it."""
+    import os
+
+    from harness.executor import InlineExecutor
+
+    monkeypatch.setenv("DEMO_PASSED", "from the coordinator")
+    monkeypatch.setenv("DEMO_AUDIT_LOG", "the coordinator's own")
+    monkeypatch.delenv("HARNESS_SCRATCH", raising=False)
+    before = dict(os.environ)
+    envproject.contract(
+        "a",
+        simple_contract(
+            check="envchecks:reads_env",
+            expect='value: {ne: ""}',
+            params="{name: DEMO_AUDIT_LOG}",
+            falsifiers="",
+        ),
+    )
+    envproject.contract(
+        "b",
+        simple_contract(
+            check="envchecks:reads_env",
+            expect="value: {eq: from the coordinator}",
+            params="{name: DEMO_PASSED, leak: true}",
+            falsifiers="",
+            cid="AC-TWO-001",
+            inv="INV-TWO-001",
+        )
+        .replace("    expect:", "    pass-env: [DEMO_PASSED]\n    expect:")
+        .replace("name: ac-two-001", "name: two"),
+    )
+    contracts = load_contract_set([envproject.root / "contracts"])
+    result = run_contracts(
+        contracts,
+        contracts.criteria,
+        jobs=1,
+        seed=1,
+        root=envproject.root,
+        executor=InlineExecutor(),
+        check_env={"DEMO_AUDIT_LOG": "{scratch}/audit.jsonl", "DEMO_ONLY_CHECKS": "x"},
+    )
+    by_id = {c.criterion_id: c.invariants[0] for c in result.criteria}
+    first, second = by_id["AC-DEMO-001"], by_id["AC-TWO-001"]
+    assert first.outcome is InvariantOutcome.PASS and second.outcome is InvariantOutcome.PASS
+    assert first.observations["value"] == f"{first.observations['scratch']}/audit.jsonl"
+    assert second.observations["value"] == "from the coordinator"
+    assert dict(os.environ) == before  # nothing the tasks set outlives them

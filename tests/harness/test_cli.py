@@ -299,6 +299,69 @@ def test_ctrl_c_stops_cleanly_marks_evidence_incomplete_and_exits_2(project):
     assert ps.stdout.strip() == ""
 
 
+def closed_pipe(project, *args: str) -> subprocess.CompletedProcess[str]:
+    """``harness ARGS`` whose stdout is a pipe nobody reads any more (``| head -1``
+    gone): every write to it fails with EPIPE. stderr is captured."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "harness.cli", *args],
+            cwd=project.root,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(project.root)},
+            timeout=120,
+        )
+    finally:
+        os.close(write_end)
+
+
+def test_a_closed_stdout_neither_stops_a_run_nor_changes_an_exit_code(project):
+    project.contract("c", simple_contract())
+    done = closed_pipe(project, "run", "-j", "1")
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    (run_dir,) = (p for p in (project.root / "evidence").iterdir() if p.name[0].isdigit())
+    assert not (run_dir / "INCOMPLETE").exists() and (run_dir / "verdict.json").is_file()
+    project.contract("c", simple_contract(expect="value: {eq: 2}"))
+    done = closed_pipe(project, "run", "-j", "1")
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    for args in (["history"], ["history", "--json"], ["list"], ["lint"]):
+        done = closed_pipe(project, *args)
+        assert done.returncode == 0 and done.stderr == "", (args, done.stderr)
+
+
+def test_the_terminal_reporter_stops_printing_when_its_stream_goes_away(project):
+    """Library use: a run whose terminal reporter's stream breaks goes on and seals."""
+    import io
+
+    from harness.loader import load_contract_set
+    from harness.reporters.terminal import TerminalReporter
+    from harness.runner import run_contracts
+
+    class Gone(io.StringIO):
+        writes = 0
+
+        def write(self, s: str) -> int:
+            Gone.writes += 1
+            raise BrokenPipeError(32, "Broken pipe")
+
+    project.contract("c", simple_contract())
+    contracts = load_contract_set([project.root / "contracts"])
+    result = run_contracts(
+        contracts,
+        contracts.criteria,
+        jobs=1,
+        evidence_root=project.root / "evidence",
+        root=project.root,
+        outputs=(TerminalReporter(Gone()),),
+    )
+    assert result.verdict.value == "GO" and Gone.writes == 1
+    run_dir = Path(result.evidence_dir)
+    assert not (run_dir / "INCOMPLETE").exists() and (run_dir / "verdict.json").is_file()
+
+
 def test_lint_api_returns_contracts_and_diagnostics(project):
     project.contract("c", simple_contract())
     contracts, diags = lint_paths([project.root / "contracts"], project.root)

@@ -43,7 +43,7 @@ from harness.reporters.sarif import information_uri
 from harness.reporters.terminal import TerminalReporter
 from harness.runner import run_contracts
 
-from .conftest import CHECKS, GIT, PYPROJECT, Project, simple_contract
+from .conftest import CHECKS, GIT, PYPROJECT, Project, commit_all, simple_contract
 
 
 def invoke(*args: str, **kw):
@@ -223,18 +223,39 @@ def _repo_with_project_below(tmp_path, monkeypatch):
     return repo, Project(root)
 
 
-def test_annotation_and_sarif_paths_are_relative_to_the_repository_root(tmp_path, monkeypatch):
+def junit_files(path) -> set[str | None]:
+    return {case.get("file") for case in ET.parse(path).getroot().iter("testcase")}
+
+
+def test_annotation_sarif_and_junit_paths_are_relative_to_the_repository_root(
+    tmp_path, monkeypatch
+):
     repo, project = _repo_with_project_below(tmp_path, monkeypatch)
     project.contract("c", simple_contract(expect="value: {ge: 10}"))
     for cwd in (repo / "ml", repo / "ml" / "contracts"):
         monkeypatch.chdir(cwd)
-        out = tmp_path / "r.sarif"
-        r = invoke("run", "-j", "1", "--no-evidence", "--output", "github", f"--output=sarif={out}")
+        out, xml = tmp_path / "r.sarif", tmp_path / "r.xml"
+        r = invoke("run", "-j", "1", "--no-evidence", "--output", "github",
+                   f"--output=sarif={out}", f"--output=junit={xml}")  # fmt: skip
         assert r.exit_code == 1 and "INV-DEMO-001 FAIL" in r.output, r.output
         assert "::error file=ml/contracts/c.yaml,line=11,col=5," in r.output, (cwd, r.output)
         results = json.loads(out.read_text())["runs"][0]["results"]
         uris = {x["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] for x in results}
         assert uris == {"ml/contracts/c.yaml"}, cwd
+        assert junit_files(xml) == {"ml/contracts/c.yaml"}, cwd
+
+
+def test_junit_paths_are_relative_to_the_repository_root_from_a_subfolder(
+    project, tmp_path, monkeypatch
+):
+    project.contract("c", simple_contract(expect="value: {ge: 10}"))
+    commit_all(project.root)
+    for cwd in (project.root, project.root / "contracts"):
+        monkeypatch.chdir(cwd)
+        xml = tmp_path / "r.xml"
+        r = invoke("run", "-j", "1", "--no-evidence", "--output", f"junit={xml}")
+        assert r.exit_code == 1, r.output
+        assert junit_files(xml) == {"contracts/c.yaml"}, cwd
 
 
 def test_annotation_paths_without_git_are_relative_to_the_project_root(project, monkeypatch):

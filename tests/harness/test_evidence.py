@@ -523,3 +523,36 @@ def subprocess_out(cmd, cwd):
     import subprocess
 
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True).stdout
+
+
+def test_rerun_at_the_runs_commit_runs_a_project_in_a_subfolder_of_the_repository(
+    project, keys, monkeypatch
+):
+    """A monorepo whose harness project is ``proj/``: the rerun at the run's commit runs
+    from ``proj/`` of the temporary worktree (its pyproject, its checks), not its top."""
+    from click.testing import CliRunner
+
+    from harness.cli import cli
+
+    from .conftest import Project, commit_all
+
+    sub = project.root / "proj"
+    sub.mkdir()
+    for name in ("pyproject.toml", "demochecks.py"):
+        (project.root / name).rename(sub / name)
+    (sub / "checks").mkdir()  # a package, as projects bind them: checks.clip:...
+    (sub / "checks" / "__init__.py").write_text("")
+    (sub / "checks" / "clip.py").write_text("def ok(ctx):\n    return {'value': 1}\n")
+    monkeypatch.chdir(sub)
+    proj = Project(sub)
+    proj.contract("a", simple_contract(check="checks.clip:ok"))
+    commit_all(project.root)
+    runner = CliRunner()
+    r = runner.invoke(cli, ["run", "-j", "1", "--seed", "4", "--sign-key", str(keys["priv"])])
+    assert r.exit_code == 0, r.output
+    (project.root / "elsewhere.txt").write_text("an unrelated change\n")
+    commit_all(project.root, "an unrelated commit")
+    r = runner.invoke(cli, ["rerun", "latest", "--key", str(keys["pub"]), "-j", "1"])
+    assert "in a temporary worktree" in r.output, r.output
+    assert r.exit_code == 0 and "rerun matches" in r.output, r.output
+    assert "cannot import" not in r.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import signal
 import struct
@@ -140,6 +141,33 @@ class OldStyle(Injector):
 
     def _inject(self, **target):
         Path(target["path"]).write_bytes(b"")
+
+
+class ZeroingMixin:
+    """inject defined on a mixin that is no Injector; the injector inherits it."""
+
+    def inject(self, path):
+        Path(path).write_bytes(bytes(len(Path(path).read_bytes())))
+        return path
+
+
+class MixedIn(ZeroingMixin, Injector):
+    name = "mixed_in"
+
+
+class StaticZero(Injector):
+    @staticmethod
+    def inject(path):
+        Path(path).write_bytes(bytes(len(Path(path).read_bytes())))
+        return path
+
+
+class ClassZero(Injector):
+    @classmethod
+    def inject(cls, path):
+        assert issubclass(cls, Injector)
+        Path(path).write_bytes(bytes(len(Path(path).read_bytes())))
+        return path
 '''
 
 
@@ -172,6 +200,33 @@ def test_the_older_inject_spelling_still_records(custom, tmp_path):
     assert inj.injected and p.read_bytes() == b""
 
 
+@pytest.mark.parametrize("name", ["MixedIn", "StaticZero", "ClassZero"])
+def test_an_inherited_static_or_class_inject_records_that_it_injected(custom, tmp_path, name):
+    p = data_file(tmp_path)
+    inj = make_injector(f"demoinjectors:{name}", {}, 1)
+    assert inj.inject(path=p) == p
+    assert inj.injected and not inj.failure and p.read_bytes() == bytes(100)
+    assert not make_injector(f"demoinjectors:{name}", {}, 1).injected  # per instance
+
+
+def test_an_inject_is_wrapped_once_and_a_mixin_is_left_alone(custom):
+    mixed, static, klass = (
+        type(make_injector(f"demoinjectors:{n}", {}, 1))
+        for n in ("MixedIn", "StaticZero", "ClassZero")
+    )
+    mixin = mixed.__mro__[1]
+    assert not getattr(mixin.inject, "_records_injection", False)  # untouched
+    for cls in (mixed, static, klass):
+        wrapped = vars(cls)["inject"]
+        assert wrapped._records_injection and inspect.isfunction(wrapped.__wrapped__)
+        assert not hasattr(wrapped.__wrapped__, "__wrapped__")
+
+    class Again(mixed):
+        pass
+
+    assert "inject" not in vars(Again)  # it inherits the wrapped one: no second wrapper
+
+
 def test_a_subclass_of_a_custom_injector_calling_super_records_once(tmp_path):
     from harness.falsify import Injector
 
@@ -201,6 +256,37 @@ def test_an_injector_with_no_injection_says_what_to_override():
     with pytest.raises(InjectionFailed, match=r"override inject\(self, \*\*target\) in"):
         inj.inject(path="x")
     assert not inj.injected and "no injection" in inj.failure
+
+
+@pytest.mark.parametrize("injector", ["MixedIn", "StaticZero", "ClassZero"])
+def test_an_inherited_static_or_class_inject_runs_end_to_end(custom, injector):
+    """An inject inherited from a mixin, a staticmethod or a classmethod: REFUTED, never
+    ERROR for "the check never called ctx.fault.inject()"."""
+    from harness.loader import load_contract_set
+    from harness.model import FalsifierOutcome
+    from harness.runner import run_contracts
+
+    from .conftest import simple_contract
+
+    fault = f"""
+falsifiers:
+  - id: FALSIFY-DEMO-001
+    title: zeros in the file must be noticed
+    kind: fault
+    target: INV-DEMO-001
+    fault: {{injector: "demoinjectors:{injector}"}}
+"""
+    custom.contract(
+        "c",
+        simple_contract(
+            check="demochecks:reads_file", expect="intact: {eq: true}", falsifiers=fault
+        ),
+    )
+    contracts = load_contract_set([custom.root / "contracts"])
+    result = run_contracts(contracts, contracts.criteria, jobs=1, seed=3, root=custom.root)
+    f = result.criteria[0].falsifiers[0]
+    assert f.outcome is FalsifierOutcome.REFUTED, f.message
+    assert f.detail["injected"] is True
 
 
 def test_a_custom_injector_written_the_documented_way_runs_end_to_end(custom):

@@ -209,6 +209,27 @@ def test_lint_reports_a_broken_policy_with_the_contracts(release):
     assert "1 errors" in r.output
 
 
+def test_lint_reports_a_policy_criterion_no_contract_defines_at_its_line(release):
+    project, _, _ = release
+    policy = POLICY.replace(
+        "    candidate: [model]\n  staging:",
+        "    candidate: [model]\n    criteria: [AC-DEMO-001, AC-NOPE-001]\n  staging:",
+    )
+    (project.root / "release-policy.yaml").write_text(policy)
+    line = policy.splitlines().index("    criteria: [AC-DEMO-001, AC-NOPE-001]") + 1
+    col = policy.splitlines()[line - 1].index("AC-NOPE-001") + 1
+    r = CliRunner().invoke(cli, ["lint"])
+    assert r.exit_code == 4, r.output
+    assert f"release-policy.yaml:{line}:{col}: error: " in r.output
+    assert "AC-NOPE-001" in r.output and "no contract defines" in r.output
+    assert "AC-DEMO-001 " not in r.output and "1 errors" in r.output
+    # linting one file still knows every criterion of the project's contracts
+    project.contract("b", simple_contract(cid="AC-TWO-001", inv="INV-TWO-001"))
+    (project.root / "release-policy.yaml").write_text(policy.replace("AC-NOPE", "AC-TWO"))
+    r = CliRunner().invoke(cli, ["lint", "contracts/a.yaml"])
+    assert r.exit_code == 0 and "0 errors" in r.output, r.output
+
+
 def test_promote_records_in_the_committed_registry_and_promotions_lists_it(release):
     project, keys, run_dir = release
     runner = CliRunner()

@@ -63,9 +63,9 @@ def kill_a_run_midway(project) -> Path:
                 break
             time.sleep(0.1)
         assert new, "the run never started"
-        # while it runs, gc leaves it alone (and the finished run, the newest complete)
+        # while it runs, gc leaves it alone (and the finished runs, the newest complete)
         for dry in (["--dry-run"], []):
-            r = invoke("gc", "--keep", "1", *dry)
+            r = invoke("gc", "--keep", str(max(len(before), 1)), *dry)
             assert f"kept    {new[0].name}  (being written by a run in progress)" in r.output
             assert new[0].is_dir() and all(p.is_dir() for p in before)
     finally:
@@ -151,7 +151,7 @@ def test_diff_and_report_against_a_killed_run_say_what_is_missing(project):
     (done,) = make_runs(project, 1)
     killed = kill_a_run_midway(project)
     assert (killed / "INCOMPLETE").exists() and not (killed / "results.json").exists()
-    r = invoke("diff", done.name, "latest")
+    r = invoke("diff", done.name, killed.name)
     assert r.exit_code == 4
     lines = [ln for ln in r.output.splitlines() if ln.strip()]
     assert len(lines) == 1, r.output
@@ -163,6 +163,39 @@ def test_diff_and_report_against_a_killed_run_say_what_is_missing(project):
     r = invoke("gc", "--keep", "1")
     assert r.exit_code == 0 and f"deleted {killed.name}" in r.output
     assert not killed.exists() and done.is_dir()
+
+
+def test_latest_and_previous_skip_a_killed_run_and_its_id_still_names_it(project):
+    older, newer = make_runs(project, 2)
+    killed = kill_a_run_midway(project)
+    assert runs(project.root / "evidence")[-1] == killed
+    r = invoke("diff", "previous", "latest")
+    assert r.exit_code == 0, r.output
+    assert f"diff {older.name} -> {newer.name}" in r.output
+    r = invoke("report", "latest", "--markdown", "r.md")
+    assert r.exit_code == 0 and (project.root / "r.md").is_file(), r.output
+    # by its id (or a prefix of it) the killed run is still named, and says what it lacks
+    r = invoke("report", killed.name[:22], "--markdown", "k.md")
+    assert r.exit_code == 4 and f"run {killed.name} is incomplete" in r.output
+
+
+def test_resolve_run_names_only_complete_runs_latest_and_previous(tmp_path):
+    ev = tmp_path / "ev"
+    names = ["20260101T000000.000Z-aaaaaa", "20260102T000000.000Z-bbbbbb"]
+    names += ["20260103T000000.000Z-cccccc"]
+    for name in names:
+        (ev / name).mkdir(parents=True)
+        (ev / name / "run.json").write_text("{}")
+    (ev / names[2] / "INCOMPLETE").write_text("killed\n")
+    assert resolve_run(ev, "latest").name == names[1]
+    assert resolve_run(ev, "previous").name == names[0]
+    assert resolve_run(ev, names[2]).name == names[2]  # named by its id, it is found
+    (ev / names[0] / "INCOMPLETE").write_text("")
+    with pytest.raises(UsageError, match="no previous run: .* one complete run"):
+        resolve_run(ev, "previous")
+    (ev / names[1] / "INCOMPLETE").write_text("")
+    with pytest.raises(UsageError, match=r"no complete run in .*, only 3 incomplete run\(s\)"):
+        resolve_run(ev, "latest")
 
 
 # --------------------------------------------------------------------------- gc
