@@ -402,6 +402,99 @@ def report(out):
     return "\n".join(lines)
 
 
+FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16")
+
+
+def machine_info():
+    """What explains a figure: the CPU and its vector flags, the BLAS of NumPy, numba and
+    PyTorch (with oneDNN), and the thread settings."""
+    info = {"cpu": "unknown", "flags": [], "logical_cpus": os.cpu_count()}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and info["cpu"] == "unknown":
+                info["cpu"] = value.strip()
+            elif key.strip() == "flags" and not info["flags"]:
+                have = set(value.split())
+                info["flags"] = [f for f in FLAGS if f in have]
+    except OSError:
+        pass
+    import numba
+    import numpy as np
+
+    try:
+        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        info["numpy_blas"] = f"{blas.get('name')} {blas.get('version', '')}".strip()
+    except Exception as exc:  # noqa: BLE001 - informational
+        info["numpy_blas"] = f"unknown ({type(exc).__name__})"
+    info["numpy"] = np.__version__
+    info["numba"] = numba.__version__
+    try:
+        from numba.np.ufunc import parallel as _parallel
+
+        info["numba_threading_layer"] = _parallel._get_threading_layer_name()  # noqa: SLF001
+    except Exception:  # noqa: BLE001 - before any parallel kernel ran, or an older numba
+        info["numba_threading_layer"] = "not started"
+    probe = (
+        "import torch, json; c = torch.__config__.show();"
+        "print(json.dumps({'torch': torch.__version__, 'mkl': torch.backends.mkl.is_available(),"
+        "'mkldnn': torch.backends.mkldnn.is_available(),"
+        "'blas': [t.split(': ')[-1].strip() for t in c.replace(chr(10), ',').split(',')"
+        " if t.split(': ')[-1].strip().startswith(('BLAS_INFO', 'LAPACK_INFO', 'USE_MKLDNN',"
+        " 'PERF_WITH_AVX'))]}))"
+    )
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    info["torch"] = json.loads(proc.stdout) if proc.returncode == 0 else "not importable"
+    info["threads_env"] = {
+        k: v for k, v in sorted(os.environ.items())
+        if k.endswith("_NUM_THREADS") or k in ("OPENBLAS_CORETYPE", "NUMBA_THREADING_LAYER")
+    }  # fmt: skip
+    return info
+
+
+def log_results(out):
+    """Append this run to ``benchmarks/results/<cpu>.json``, so that a change is judged
+    against figures from the same CPU model."""
+    import datetime as _dt
+    import re
+
+    cpu = out["machine"]["cpu"]
+    slug = re.sub(r"[^a-z0-9]+", "-", cpu.lower()).strip("-") or "unknown"
+    path = ROOT / "benchmarks" / "results" / f"{slug}.json"
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    try:
+        history = json.loads(path.read_text())
+    except (OSError, ValueError):
+        history = []
+    history.append({
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "commit": commit,
+        **out,
+    })  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(history, indent=1) + "\n")
+    return path
+
+
+def describe_machine(m):
+    torch = m["torch"]
+    torch_text = (
+        f"torch {torch['torch']} (MKL {torch['mkl']}, oneDNN {torch['mkldnn']}; "
+        + "; ".join(torch["blas"]) + ")"
+        if isinstance(torch, dict)
+        else f"torch {torch}"
+    )
+    flags = " ".join(m["flags"]) or "none of " + "/".join(FLAGS)
+    return (
+        f"CPU: {m['cpu']} ({m['logical_cpus']} logical; flags: {flags})\n"
+        f"numpy {m['numpy']} BLAS {m['numpy_blas']}; numba {m['numba']} (threading layer "
+        f"{m['numba_threading_layer']}); {torch_text}\n"
+        f"thread settings: {m['threads_env'] or 'none set'}"
+    )
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
@@ -409,6 +502,7 @@ def main(argv=None):
     ap.add_argument("--inner", type=int, default=5, help="LM steps per timed burst")
     ap.add_argument("--settle", type=float, default=0.2, help="seconds of rest between bursts")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--no-log", action="store_true", help="do not append to benchmarks/results/")
     args = ap.parse_args(argv)
     from kernels.parallel import engine_threads, set_blas_threads
 
@@ -419,9 +513,17 @@ def main(argv=None):
         "repeats": args.repeats,
         "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
     }
+    out["machine"] = machine_info()
     bench_all(args, out)
     bench_first_step(args, out)
-    print(json.dumps(out, indent=1) if args.json else report(out))
+    logged = None if args.no_log else log_results(out)
+    if args.json:
+        print(json.dumps(out, indent=1))
+    else:
+        print(describe_machine(out["machine"]))
+        print(report(out))
+        if logged is not None:
+            print(f"logged to {logged.relative_to(ROOT)} (compare runs of the same CPU model)")
 
 
 if __name__ == "__main__":
