@@ -330,6 +330,13 @@ def audit_trail(ctx: CheckContext) -> dict[str, Any]:
     }
 
 
+def _stamped_weights(note: str) -> bytes:
+    """A safetensors file with no tensors, stamped ``purpose: ship``: a candidate the
+    candidate rule accepts, so the sign-off rules are what this check judges."""
+    header = json.dumps({"__metadata__": {"purpose": "ship", "note": note}}).encode()
+    return len(header).to_bytes(8, "little") + header
+
+
 def signoff(ctx: CheckContext) -> dict[str, Any]:
     """Sign-off under a release policy (docs/releasing.md), with the roles' keys committed
     in ``params.keys`` (never made by this check): a promotion is refused with a missing
@@ -348,7 +355,8 @@ def signoff(ctx: CheckContext) -> dict[str, Any]:
     for n in names:
         shutil.copyfile(committed / f"{n}.key.pub", project / "keys" / f"{n}.pub")
     (project / "model").mkdir()
-    (project / "model" / "weights.bin").write_bytes(b"the release candidate\n")
+    weights = project / "model" / "model.safetensors"
+    weights.write_bytes(_stamped_weights("the release candidate"))
     (project / "release-policy.yaml").write_text(
         "version: 1\nroles:\n"
         + "".join(f"  {n}: keys/{n}.pub\n" for n in names)
@@ -391,10 +399,10 @@ def signoff(ctx: CheckContext) -> dict[str, Any]:
     signoff_path(run_dir, first, "production").write_bytes(moved)
     obs["refused_moved_to_another_role"] = refused()
     sign(first, role_key[first])
-    weights = project / "model" / "weights.bin"
-    weights.write_bytes(b"another candidate, same file name\n")  # changed after sign-off
+    # changed after sign-off: another candidate under the same file name
+    weights.write_bytes(_stamped_weights("another candidate, same file name"))
     obs["refused_other_candidate"] = refused()
-    weights.write_bytes(b"the release candidate\n")
+    weights.write_bytes(_stamped_weights("the release candidate"))
     record = promote(run_dir, "production", [run_pub], release, ledger, "rm", None, None, policy)
     obs.update(
         ledger_empty_after_refusals=len(ledger.read_text().splitlines()) == 1,
