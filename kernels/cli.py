@@ -320,10 +320,20 @@ def stamp_cmd(ckpt: str, architecture: str | None, hf_architecture: str | None,
               help="0: an ephemeral port (the bound URL is printed).")  # fmt: skip
 @click.option("--evidence", "evidence", default="evidence", show_default=True,
               type=click.Path(file_okay=False), help="Runs go to EVIDENCE/training/.")  # fmt: skip
-@click.option("--shutdown-timeout", default=60.0, show_default=True, type=float,
-              help="Seconds a running training run gets to reach a checkpoint on SIGTERM.")
-@click.option("--mock", "mocks", multiple=True, hidden=True,
-              help="Name a mock code path (there is none; MOCKS_DISABLED=1 refuses any).")
+@click.option(
+    "--shutdown-timeout",
+    default=60.0,
+    show_default=True,
+    type=float,
+    help="Seconds a running training run gets to reach a checkpoint on SIGTERM.",
+)
+@click.option(
+    "--mock",
+    "mocks",
+    multiple=True,
+    hidden=True,
+    help="Name a mock code path (there is none; MOCKS_DISABLED=1 refuses any).",
+)
 def serve_cmd(host: str, port: int, evidence: str, shutdown_timeout: float,
               mocks: tuple[str, ...]) -> None:  # fmt: skip
     """Serve the training API on HOST:PORT until SIGTERM (docs/service.md).

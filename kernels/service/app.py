@@ -79,8 +79,9 @@ class GenerateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     run_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-    checkpoint: str | None = Field(None, pattern=r"^ckpt-[0-9]{6}$",
-                                   description="Default: the run's latest checkpoint.")
+    checkpoint: str | None = Field(
+        None, pattern=r"^ckpt-[0-9]{6}$", description="Default: the run's latest checkpoint."
+    )
     prompt: str = Field("", max_length=4096)
     max_new_tokens: int = Field(32, ge=0, le=512)
     temperature: float = Field(0.0, ge=0.0, le=10.0)

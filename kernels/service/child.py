@@ -98,8 +98,10 @@ def run(run_dir: Path) -> int:
                 ckpt = run_dir / checkpoint_name(step)
                 if ckpt.is_dir():
                     linked = link_checkpoint(ckpt, run_dir / CHECKPOINTS)
-                    events.append("checkpoint", {"step": step, "name": linked.name,
-                                                 "path": f"{CHECKPOINTS}/{linked.name}"})
+                    events.append(
+                        "checkpoint",
+                        {"step": step, "name": linked.name, "path": f"{CHECKPOINTS}/{linked.name}"},
+                    )
 
             result = train(cfg, run_dir, progress=progress, stop=stop)
         except BaseException as exc:  # recorded, then the status says failed
@@ -117,8 +119,15 @@ def run(run_dir: Path) -> int:
             stopped_by=stopped_by, weights_sha256=result.weights_sha256,
             val_loss=result.val_loss,
         )  # fmt: skip
-        events.append("end", {"status": st["status"], "step": result.step,
-                              "stopped_by": stopped_by, "weights_sha256": result.weights_sha256})
+        events.append(
+            "end",
+            {
+                "status": st["status"],
+                "step": result.step,
+                "stopped_by": stopped_by,
+                "weights_sha256": result.weights_sha256,
+            },
+        )
     return 0
 
 

@@ -254,4 +254,3 @@ class RunStore:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-

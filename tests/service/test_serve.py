@@ -82,8 +82,9 @@ def test_serve_end_to_end_then_sigterm_exits_0_and_a_restart_lists_runs(tmp_path
         ready = wait_for(url, "/readyz", lambda s, b: s == 200)
         assert ready["mocks"] is False and ready["phase"] == "stage1"
 
-        status, headers, body = call(url, "POST", "/api/training/runs",
-                                     {"family": "mlp", "steps": 12, "batch_size": 16})
+        status, headers, body = call(
+            url, "POST", "/api/training/runs", {"family": "mlp", "steps": 12, "batch_size": 16}
+        )
         assert status == 201 and headers["location"].endswith(body["run_id"])
         assert headers["content-type"] == "application/json; charset=utf-8"
         run_id = body["run_id"]
