@@ -1,4 +1,4 @@
-"""``core``: train, resume, evaluate, generate from, inspect and stamp checkpoints.
+"""``core``: train, resume, evaluate, generate from, inspect and stamp checkpoints; serve.
 
 Thin click commands over ``kernels.train``, ``kernels.checkpoint`` and
 ``kernels.infer``; the harness mounts the group as ``harness core ...``.
@@ -309,6 +309,51 @@ def stamp_cmd(ckpt: str, architecture: str | None, hf_architecture: str | None,
         raise click.ClickException("nothing to stamp: give --architecture, --set KEY=VALUE, ...")
     path, digest = patch_stamps(ckpt, updates, out=output)
     click.echo(f"{path}: sha256 {digest}")
+
+
+# ---------------------------------------------------------------- serve
+
+
+@core.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="A loopback address.")
+@click.option("--port", default=0, show_default=True, type=click.IntRange(0, 65535),
+              help="0: an ephemeral port (the bound URL is printed).")  # fmt: skip
+@click.option("--evidence", "evidence", default="evidence", show_default=True,
+              type=click.Path(file_okay=False), help="Runs go to EVIDENCE/training/.")  # fmt: skip
+@click.option(
+    "--shutdown-timeout",
+    default=60.0,
+    show_default=True,
+    type=float,
+    help="Seconds a running training run gets to reach a checkpoint on SIGTERM.",
+)
+@click.option(
+    "--mock",
+    "mocks",
+    multiple=True,
+    hidden=True,
+    help="Name a mock code path (there is none; MOCKS_DISABLED=1 refuses any).",
+)
+def serve_cmd(host: str, port: int, evidence: str, shutdown_timeout: float,
+              mocks: tuple[str, ...]) -> None:  # fmt: skip
+    """Serve the training API on HOST:PORT until SIGTERM (docs/service.md).
+
+    Prints the bound URL on its first line. SIGTERM or SIGINT: stop accepting, let
+    each running training run finish its step and write a checkpoint, exit 0.
+    """
+    from kernels.service.app import MocksRefused
+    from kernels.service.server import NotLoopback, serve
+
+    def announce(url: str) -> None:
+        click.echo(url)
+        sys.stdout.flush()
+
+    try:
+        code = serve(evidence, host, port, announce=announce, mocks=mocks,
+                     shutdown_timeout_s=shutdown_timeout)  # fmt: skip
+    except (MocksRefused, NotLoopback, OSError) as exc:
+        raise click.ClickException(one_line(exc)) from None
+    raise click.exceptions.Exit(code)
 
 
 main = core

@@ -1,0 +1,371 @@
+"""The FastAPI application of the training service: ``create_app(evidence_root, ...)``.
+
+Routes (docs/service.md has a curl for each): ``POST /api/training/runs``, ``GET
+/api/training/runs``, ``GET|DELETE /api/training/runs/{run_id}``, ``GET
+/api/training/runs/{run_id}/metrics``, ``GET /api/events/training?run_id=...`` (SSE),
+``POST /api/generate``, ``GET /healthz``, ``GET /readyz``. Errors are RFC 9457
+``application/problem+json`` bodies; every response carries the seed's headers
+(``ResponseHeaders``). The runs themselves live in ``kernels.service.runs``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from kernels.errors import KernelsError
+from kernels.service.runs import TERMINAL, RunNotFound, RunStore
+
+PHASE = "stage1"
+JSON_TYPE = "application/json; charset=utf-8"
+PROBLEM_TYPE = "application/problem+json; charset=utf-8"
+SEED_HEADERS = {
+    "cache-control": "no-store",
+    "x-content-type-options": "nosniff",
+    "content-disposition": "inline",
+}
+# A model size is a preset of model overrides; None keeps the trainer's tiny preset.
+MODEL_SIZES: dict[str, dict[str, Any] | None] = {
+    "micro": {"n_layer": 1, "d_model": 32, "n_head": 2, "n_ctx": 32},
+    "tiny": None,
+}
+MLP_SIZES: dict[str, dict[str, Any] | None] = {"micro": {"hidden": [32]}, "tiny": None}
+DATASET_KINDS = {"mlp": "image-classification", "gpt2": "text-corpus", "llama": "text-corpus"}
+
+
+class MocksRefused(KernelsError, RuntimeError):
+    """``MOCKS_DISABLED=1`` and a mock or simulated code path is configured."""
+
+
+# ---------------------------------------------------------------- request bodies
+
+
+class TrainingRunRequest(BaseModel):
+    """A training run: the model family and size, the schedule, the seed, the dataset."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    family: Literal["gpt2", "llama", "mlp"]
+    model_size: Literal["micro", "tiny"] = "micro"
+    steps: int = Field(ge=1, le=100_000)
+    batch_size: int = Field(16, ge=1, le=4096)
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+    dataset: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$",
+                                description="A dataset of datasets/manifest.yaml; default: "
+                                "digits for mlp, pystdlib for gpt2/llama")  # fmt: skip
+    eval_every: int | None = Field(None, ge=1, description="Default: steps // 4 (at least 1).")
+    ckpt_every: int | None = Field(None, ge=1, description="Default: steps // 4 (at least 1).")
+    lr: float | None = Field(None, gt=0, le=1)
+
+
+class GenerateRequest(BaseModel):
+    """Text generated greedily (or sampled) with the KV cache from a run's checkpoint."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    run_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+    checkpoint: str | None = Field(
+        None, pattern=r"^ckpt-[0-9]{6}$", description="Default: the run's latest checkpoint."
+    )
+    prompt: str = Field("", max_length=4096)
+    max_new_tokens: int = Field(32, ge=0, le=512)
+    temperature: float = Field(0.0, ge=0.0, le=10.0)
+    top_k: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+
+
+def train_config_fields(req: TrainingRunRequest, dataset: str) -> dict[str, Any]:
+    """The ``TrainConfig`` fields of a request (what ``config.json`` records)."""
+    every = max(1, req.steps // 4)
+    sizes = MLP_SIZES if req.family == "mlp" else MODEL_SIZES
+    fields: dict[str, Any] = {
+        "family": req.family, "model": sizes[req.model_size], "seed": req.seed,
+        "steps": req.steps, "batch_size": req.batch_size, "dataset": dataset,
+        "eval_every": req.eval_every or every, "ckpt_every": req.ckpt_every or every,
+        "warmup": min(10, req.steps), "purpose": "ablation", "threads": 1,
+    }  # fmt: skip
+    if req.lr is not None:
+        fields["lr"] = req.lr
+    return fields
+
+
+# ---------------------------------------------------------------- problems and headers
+
+
+def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
+    """An RFC 9457 problem document with the seed's headers (set here too: a 500 leaves
+    through Starlette's outermost middleware, outside ``ResponseHeaders``)."""
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_TYPE.split(";")[0],
+                        headers={**SEED_HEADERS, "content-type": PROBLEM_TYPE})  # fmt: skip
+
+
+def field_name(loc: Sequence[Any]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "header", "path")]
+    return ".".join(parts) or "body"
+
+
+class ResponseHeaders:
+    """ASGI middleware: every response gets ``cache-control: no-store`` and
+    ``x-content-type-options: nosniff``; a JSON one (problem documents too) also
+    ``content-disposition: inline`` and an explicit ``charset=utf-8``."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Mapping[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)  # type: ignore[arg-type]
+                ctype = headers.get("content-type", "")
+                base = ctype.split(";")[0].strip()
+                if base in ("application/json", "application/problem+json"):
+                    headers["content-type"] = f"{base}; charset=utf-8"
+                    headers["content-disposition"] = "inline"
+                headers["cache-control"] = "no-store"
+                headers["x-content-type-options"] = "nosniff"
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+# ---------------------------------------------------------------- the application
+
+
+class Readiness:
+    """Readiness: the manifest's datasets verified against their digests and the
+    inference engine imported (numba kernels loaded), in a thread at start-up."""
+
+    def __init__(self, manifest: str | None) -> None:
+        self.manifest = manifest
+        self.ready = threading.Event()
+        self.error: str | None = None
+        self.datasets: dict[str, str] = {}
+        self.loaded_s: float | None = None
+
+    def load(self) -> None:
+        t0 = time.perf_counter()
+        try:
+            from kernels.data.manifest import verify_all
+
+            self.datasets = verify_all(self.manifest)
+            import kernels.infer  # noqa: F401  (numba kernels of generation)
+            import kernels.serving  # noqa: F401
+
+            bad = {k: v for k, v in self.datasets.items() if v != "ok"}
+            if bad:
+                self.error = "; ".join(f"{k}: {v}" for k, v in sorted(bad.items()))
+                return
+        except Exception as exc:  # reported by /readyz, which then stays 503
+            self.error = " ".join(str(exc).split()) or type(exc).__name__
+            return
+        self.loaded_s = time.perf_counter() - t0
+        self.ready.set()
+
+
+def create_app(
+    evidence_root: str | Path,
+    *,
+    manifest: str | Path | None = None,
+    policy: str | Path | None = None,
+    audit_log: str | Path | None = None,
+    mocks: Sequence[str] = (),
+    sse_ping_s: float = 15.0,
+    sse_poll_s: float = 0.1,
+    shutdown_timeout_s: float = 60.0,
+) -> FastAPI:
+    """The service over ``{evidence_root}/training``. ``manifest``, ``policy`` and
+    ``audit_log`` default as the core's (``$KERNELS_DATA_MANIFEST``, ...) and are handed
+    to each run's process. ``mocks`` names mock or simulated code paths: there are none,
+    and with ``MOCKS_DISABLED=1`` any named one refuses to build the app."""
+    if mocks and os.environ.get("MOCKS_DISABLED") == "1":
+        raise MocksRefused(
+            f"MOCKS_DISABLED=1 but mock or simulated paths are configured: "
+            f"{', '.join(mocks)}; remove them or unset MOCKS_DISABLED"
+        )
+    env = {}
+    for key, value in (("KERNELS_DATA_MANIFEST", manifest), ("KERNELS_DATA_POLICY", policy),
+                       ("KERNELS_AUDIT_LOG", audit_log)):  # fmt: skip
+        if value is not None:
+            env[key] = str(Path(value).resolve())
+    store = RunStore(Path(evidence_root) / "training", env=env)
+    readiness = Readiness(env.get("KERNELS_DATA_MANIFEST"))
+    status_body = {"mocks": bool(mocks), "phase": PHASE}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        threading.Thread(target=readiness.load, name="service-readiness", daemon=True).start()
+        yield
+        await asyncio.to_thread(store.shutdown, shutdown_timeout_s)
+
+    app = FastAPI(title="ml-contract-harness training service", version="0.1.0",
+                  lifespan=lifespan)  # fmt: skip
+    app.state.store = store
+    app.state.readiness = readiness
+    app.add_middleware(ResponseHeaders)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"field": field_name(e["loc"]), "message": e["msg"]} for e in exc.errors()]
+        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        return problem(422, "Invalid request", detail, errors=errors,
+                       field=errors[0]["field"] if errors else None)  # fmt: skip
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return problem(exc.status_code, str(exc.detail), str(exc.detail))
+
+    @app.exception_handler(RunNotFound)
+    async def unknown_run(request: Request, exc: RunNotFound) -> JSONResponse:
+        return problem(404, "Unknown training run", str(exc))
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        return problem(500, "Internal error", f"{type(exc).__name__}: {exc}")
+
+    # ------------------------------------------------------------ health
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, Any]:
+        return {"status": "ok", **status_body}
+
+    @app.get("/readyz")
+    def readyz() -> JSONResponse:
+        body = {"ready": readiness.ready.is_set(), **status_body,
+                "datasets": readiness.datasets, "error": readiness.error,
+                "loaded_s": readiness.loaded_s, "accepting": store.accepting}  # fmt: skip
+        code = 200 if readiness.ready.is_set() and store.accepting else 503
+        return JSONResponse(body, status_code=code)
+
+    # ------------------------------------------------------------ training runs
+
+    @app.post("/api/training/runs", status_code=201)
+    def start_run(req: TrainingRunRequest) -> JSONResponse:
+        from kernels.data.governance import decide
+        from kernels.data.manifest import load_manifest
+
+        known = load_manifest(env.get("KERNELS_DATA_MANIFEST")).datasets
+        default = "digits" if req.family == "mlp" else "pystdlib"
+        dataset = req.dataset or default
+        entry = known.get(dataset)
+        if entry is None or entry.kind != DATASET_KINDS[req.family]:
+            fits = sorted(k for k, e in known.items() if e.kind == DATASET_KINDS[req.family])
+            why = "not in the manifest" if entry is None else f"a {entry.kind} dataset"
+            detail = f"dataset: {dataset!r} is {why}; {req.family} trains on {', '.join(fits)}"
+            return problem(422, "Invalid request", detail, field="dataset",
+                           errors=[{"field": "dataset", "message": detail}])  # fmt: skip
+        decision = decide([dataset], manifest=env.get("KERNELS_DATA_MANIFEST"),
+                          policy=env.get("KERNELS_DATA_POLICY"),
+                          audit=env.get("KERNELS_AUDIT_LOG"))  # fmt: skip
+        if not decision.allowed:
+            return problem(403, "Refused by data governance", decision.reason,
+                           rule=decision.rule, dataset=dataset,
+                           audit_event=decision.event_hash)  # fmt: skip
+        if not store.accepting:
+            return problem(503, "Shutting down", "the service is stopping; no new runs")
+        fields = train_config_fields(req, dataset)
+        from kernels.train import TrainConfig
+
+        TrainConfig.from_dict(fields)  # the trainer's own checks, before anything starts
+        run_id = store.create(req.model_dump(), fields)
+        location = f"/api/training/runs/{run_id}"
+        return JSONResponse({"run_id": run_id, "status": "queued", "location": location},
+                            status_code=201, headers={"location": location})  # fmt: skip
+
+    @app.get("/api/training/runs")
+    def list_runs() -> dict[str, Any]:
+        return {"runs": [store.status(run_id) for run_id in store.run_ids()]}
+
+    @app.get("/api/training/runs/{run_id}")
+    def run_status(run_id: str) -> dict[str, Any]:
+        return store.status(run_id)
+
+    @app.get("/api/training/runs/{run_id}/metrics")
+    def run_metrics(run_id: str) -> dict[str, Any]:
+        metrics = store.metrics(run_id)
+        return {"run_id": run_id, "source": "metrics.jsonl", "count": len(metrics),
+                "metrics": metrics}  # fmt: skip
+
+    @app.delete("/api/training/runs/{run_id}", status_code=202)
+    def cancel_run(run_id: str) -> JSONResponse:
+        before = store.status(run_id)
+        if before["status"] in TERMINAL:
+            return JSONResponse(before, status_code=200)
+        return JSONResponse(store.cancel(run_id), status_code=202)
+
+    # ------------------------------------------------------------ events
+
+    @app.get("/api/events/training")
+    async def training_events(
+        run_id: str = Query(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"),
+        last_event_id: int | None = Header(None, alias="Last-Event-ID", ge=0),
+    ) -> EventSourceResponse:
+        store.run_dir(run_id)  # 404 before the stream starts
+
+        async def stream() -> AsyncIterator[ServerSentEvent]:
+            last = last_event_id or 0
+            while True:
+                batch = store.events(run_id, last)
+                for ev in batch:
+                    last = int(ev["id"])
+                    yield ServerSentEvent(data=json.dumps(ev["data"], sort_keys=True),
+                                          event=ev["event"], id=str(last))  # fmt: skip
+                if batch:
+                    continue
+                if store.status(run_id)["status"] in TERMINAL and not store.events(run_id, last):
+                    return
+                await asyncio.sleep(sse_poll_s)
+
+        return EventSourceResponse(stream(), ping=sse_ping_s)
+
+    # ------------------------------------------------------------ generation
+
+    @app.post("/api/generate")
+    def generate(req: GenerateRequest) -> dict[str, Any]:
+        from kernels.checkpoint import CheckpointError
+        from kernels.serving import generate_from_checkpoint
+
+        run_dir = store.run_dir(req.run_id)
+        if req.checkpoint is not None:
+            ckpt = run_dir / "checkpoints" / req.checkpoint
+            if not ckpt.is_dir():
+                return problem(404, "Unknown checkpoint",
+                               f"run {req.run_id} has no checkpoint {req.checkpoint}")  # fmt: skip
+        else:
+            latest = store.latest_checkpoint(req.run_id)
+            if latest is None:
+                return problem(409, "No checkpoint yet",
+                               f"run {req.run_id} has not written a checkpoint yet")  # fmt: skip
+            ckpt = latest
+        t0 = time.perf_counter()
+        try:
+            text = generate_from_checkpoint(ckpt, req.prompt, req.max_new_tokens,
+                                            req.temperature, req.top_k, req.seed)  # fmt: skip
+        except CheckpointError as exc:
+            detail = " ".join(str(exc).split())
+            return problem(422, "Cannot generate", detail, field="run_id",
+                           errors=[{"field": "run_id", "message": detail}])  # fmt: skip
+        return {"run_id": req.run_id, "checkpoint": ckpt.name, "prompt": req.prompt,
+                "text": text, "kv_cache": True,
+                "latency_s": round(time.perf_counter() - t0, 6)}  # fmt: skip
+
+    return app

@@ -1,0 +1,143 @@
+"""One training run of the service: ``python -m kernels.service.child RUN_DIR``.
+
+Reads ``RUN_DIR/config.json`` (written by ``RunStore.create``), trains with
+``kernels.train.train`` into RUN_DIR, and as each step completes appends a ``step``
+event (the metrics line the trainer has just written) to ``events.jsonl``, and after a
+checkpoint a ``checkpoint`` event once the checkpoint is linked into ``checkpoints/``.
+SIGTERM (the service's DELETE or its shutdown) is the trainer's kill switch: the step in
+progress finishes, a complete checkpoint of it is written, and the run ends
+``cancelled``. The last event is ``end`` with the final status; the status file is
+written before it, so a reader that sees ``end`` sees the final status.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from kernels.service.runs import (
+    CHECKPOINTS,
+    CONFIG,
+    EVENTS,
+    METRICS,
+    STATUS,
+    atomic_write_json,
+    complete_lines,
+    read_json,
+)
+
+
+class EventLog:
+    """``events.jsonl``: one JSON line per event, ids 1, 2, ... (the line numbers); this
+    process is its only writer. On a restart the ids continue after the last line."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.next_id = len(complete_lines(path)) + 1
+
+    def append(self, event: str, data: dict[str, Any]) -> None:
+        line = json.dumps({"id": self.next_id, "event": event, "data": data}, sort_keys=True)
+        with open(self.path, "a") as fh:  # one write of a whole line, then flushed
+            fh.write(line + "\n")
+        self.next_id += 1
+
+
+def link_checkpoint(src: Path, dest_root: Path) -> Path:
+    """Hard-link (or copy, across file systems) a complete checkpoint folder into
+    ``checkpoints/`` through a staging folder renamed into place: never a symlink, never
+    half there. The trainer replaces files by rename, so a link keeps the bytes it saw."""
+    dest = dest_root / src.name
+    if dest.is_dir():
+        return dest
+    dest_root.mkdir(exist_ok=True)
+    stage = dest_root / f".{src.name}.{os.getpid()}.partial"
+    shutil.rmtree(stage, ignore_errors=True)
+
+    def link_or_copy(a: str, b: str) -> None:
+        try:
+            os.link(a, b)
+        except OSError:
+            shutil.copy2(a, b)
+
+    shutil.copytree(src, stage, copy_function=link_or_copy)
+    os.replace(stage, dest)
+    return dest
+
+
+def set_status(run_dir: Path, **fields: Any) -> dict[str, Any]:
+    st = {**read_json(run_dir / STATUS), **fields}
+    atomic_write_json(run_dir / STATUS, st)
+    return st
+
+
+def run(run_dir: Path) -> int:
+    from kernels.train import StopFlag, stop_on_signals
+
+    stop = StopFlag()
+    with stop_on_signals(stop):  # before the heavy imports: a DELETE at once still stops
+        from kernels.checkpoint import checkpoint_name
+        from kernels.train import TrainConfig, train
+
+        events = EventLog(run_dir / EVENTS)
+        set_status(run_dir, status="running", pid=os.getpid(), started_at=time.time())
+        try:
+            cfg = TrainConfig.from_dict(read_json(run_dir / CONFIG)["train_config"])
+
+            def progress(step: int, steps: int, record: Any) -> None:
+                metrics = complete_lines(run_dir / METRICS)
+                if events.next_id == 1:
+                    for line in metrics[:-1]:  # the step-0 evaluation, before step 1
+                        events.append("step", line)
+                events.append("step", metrics[-1] if metrics else dict(record))
+                ckpt = run_dir / checkpoint_name(step)
+                if ckpt.is_dir():
+                    linked = link_checkpoint(ckpt, run_dir / CHECKPOINTS)
+                    events.append(
+                        "checkpoint",
+                        {"step": step, "name": linked.name, "path": f"{CHECKPOINTS}/{linked.name}"},
+                    )
+
+            result = train(cfg, run_dir, progress=progress, stop=stop)
+        except BaseException as exc:  # recorded, then the status says failed
+            traceback.print_exc()
+            message = " ".join(str(exc).split()) or type(exc).__name__
+            set_status(run_dir, status="failed", error=message, finished_at=time.time())
+            events.append("end", {"status": "failed", "error": message})
+            return 1
+        status = "cancelled" if result.stopped else "succeeded"
+        stopped_by = read_json(run_dir / STATUS).get("stopped_by") or (
+            stop.signal_name if result.stopped else None
+        )
+        st = set_status(
+            run_dir, status=status, finished_at=time.time(), step=result.step,
+            stopped_by=stopped_by, weights_sha256=result.weights_sha256,
+            val_loss=result.val_loss,
+        )  # fmt: skip
+        events.append(
+            "end",
+            {
+                "status": st["status"],
+                "step": result.step,
+                "stopped_by": stopped_by,
+                "weights_sha256": result.weights_sha256,
+            },
+        )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m kernels.service.child RUN_DIR", file=sys.stderr)
+        return 2
+    return run(Path(args[0]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
