@@ -176,12 +176,6 @@ def test_result_statement(
     }
 
 
-def _public_state(log: Path) -> dict[str, Any]:
-    """The lifecycle log's event count and head, as the run records them."""
-    state = log_state(log)
-    return {"count": state["count"], "head": state["head"]}
-
-
 class EvidenceWriter(Listener):
     """The coordinator's bundle writer: the only process that writes the bundle.
 
@@ -280,7 +274,7 @@ class EvidenceWriter(Listener):
         if self._lifecycle_log is not None:  # a check must not write it: compared at the end
             self.run_meta["lifecycle_log"] = {
                 "path": self._lifecycle_log.relative_to(self.root).as_posix(),
-                "before": _public_state(self._lifecycle_log),
+                "before": log_state(self._lifecycle_log),
             }
         self._write_run_file("run.json", dumps_json(self.run_meta).encode())
         for k in contracts.contracts:  # the contract text exactly as run, for rerun
@@ -403,7 +397,7 @@ class EvidenceWriter(Listener):
         self._write_run_file(SOURCES_FILE, dumps_json(self.sources.to_json()).encode())
         self._check_committed()
         if self._lifecycle_log is not None:
-            self.run_meta["lifecycle_log"]["after"] = _public_state(self._lifecycle_log)
+            self.run_meta["lifecycle_log"]["after"] = log_state(self._lifecycle_log)
         self.run_meta.update(
             finished=result.finished,
             complete=not result.interrupted,

@@ -281,16 +281,14 @@ def valid_signoffs(
 # --------------------------------------------------------------------------- lifecycle
 
 
-def anchors_broken(log: Path, anchors: Sequence[Mapping[str, Any]]) -> list[str]:
+def anchors_broken(
+    name: str, lines: Sequence[bytes], anchors: Sequence[Mapping[str, Any]]
+) -> list[str]:
     """Each anchor (``count``, ``head`` of the lifecycle log when an earlier promotion
-    was signed, from the committed registry) must still be a prefix of the log: history
-    before a promotion cannot be rewritten without this saying so."""
+    was signed, from the committed registry) must still be a prefix of the log's
+    ``lines``: history before a promotion cannot be rewritten without this saying so."""
     import auditchain
 
-    try:
-        lines = [x for x in log.read_bytes().split(b"\n") if x]
-    except OSError:
-        lines = []
     out = []
     for a in anchors:
         count, head = a.get("count"), a.get("head")
@@ -298,7 +296,7 @@ def anchors_broken(log: Path, anchors: Sequence[Mapping[str, Any]]) -> list[str]
             continue
         if count > len(lines) or auditchain.line_hash(lines[count - 1]) != head:
             out.append(
-                f"{log.name}: its first {count} events no longer end in the head the "
+                f"{name}: its first {count} events no longer end in the head the "
                 f"promotion of {a.get('run_id', '?')} signed (the log was rewritten)"
             )
     return out
@@ -329,10 +327,17 @@ def audited_candidate(
     log = policy.audit_log
     if log is None:
         return []
-    _, count, problems = auditchain.verify_chain(log)
+    try:  # read once: what is verified is what is judged
+        data = log.read_bytes()
+    except OSError as exc:
+        return [f"{log}: cannot read: {exc.strerror}"]
+    if len(data) > auditchain.MAX_LOG:
+        return [f"{log}: larger than the {auditchain.MAX_LOG >> 20} MiB an audit log may have"]
+    _, _, problems = auditchain.verify_lines(data)
     if problems:
         return [f"{log}: {problems[0]}"]
-    rewritten = anchors_broken(log, anchors)
+    raw = data.split(b"\n")[:-1]  # it verified: every line ends with a newline
+    rewritten = anchors_broken(log.name, raw, anchors)
     if rewritten:
         return rewritten
     if during_run is not None and during_run.get("before") != during_run.get("after"):
@@ -340,11 +345,10 @@ def audited_candidate(
             f"{log.name} changed during the readiness run ({during_run.get('before')} -> "
             f"{during_run.get('after')}): something the run started (a check) wrote to it"
         ]
-    raw = log.read_bytes().split(b"\n")
-    events = [json.loads(line) for line in raw if line]
+    events = [json.loads(line) for line in raw]
     allowed = {
         auditchain.line_hash(line)
-        for line, e in zip(raw, events, strict=False)
+        for line, e in zip(raw, events, strict=True)
         if e.get("event") == "data.training_decision" and e.get("decision") == "allowed"
     }
     governed = {

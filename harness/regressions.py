@@ -65,12 +65,12 @@ class Entry:
         return bool(self.strategy) and bool(current) and self.strategy != current
 
 
-def strategy_digest(spec: Any, factory: Any, strategy: Any = None) -> str:
+def strategy_digest(spec: Any, factory: Any) -> str:
     """What generated an example: the strategy's name and the code of the function that
     builds it, parsed (comments, blank lines and formatting do not count; a changed
     range does, which a ``@composite`` strategy's repr would not show). Search settings
     (``max_examples``, ``deadline_ms``) do not count: they change how much is tried,
-    not what can be generated. ``strategy`` is not used (its repr can hold addresses)."""
+    not what can be generated. The strategy's repr is not used: it can hold addresses."""
     name = spec.get("strategy") if isinstance(spec, dict) else spec
     try:
         code = ast.dump(ast.parse(textwrap.dedent(inspect.getsource(factory))))

@@ -594,11 +594,9 @@ def promote(
     if policy is not None and policy.audit_log is not None:  # signed: history up to here
         from harness.policy_paths import log_state
 
-        state = log_state(policy.audit_log)
         record["lifecycle"] = {
             "log": _rel_to(policy.audit_log, policy.root),
-            "count": state["count"],
-            "head": state["head"],
+            **log_state(policy.audit_log),
         }
     envelope = make_envelope(canonical_json(record), PROMOTION_TYPE, signer)
     log = AuditLog(ledger)

@@ -46,8 +46,7 @@ def _live(ids: list[str]) -> tuple[set[str], dict[str, str]]:
             continue
         try:
             factory = resolve_allowed(f.spec["strategy"], cfg.allowed_packages, "strategy")
-            strategy = factory() if callable(factory) else factory
-            digests[fid] = store_mod.strategy_digest(f.spec, factory, strategy)
+            digests[fid] = store_mod.strategy_digest(f.spec, factory)
         except Exception:  # noqa: BLE001 - unresolvable here: status unknown
             digests[fid] = ""
     return set(declared), digests
