@@ -319,6 +319,11 @@ class EvidenceWriter(Listener):
                 outcome=result.outcome.value,
             )
 
+    def service_started(self, key: str, record: Mapping[str, object]) -> None:
+        if self.audit:
+            self.audit.append("service_started", service=key, url=record.get("url"),
+                              ready_s=record.get("ready_s"), error=record.get("error"))  # fmt: skip
+
     def service_stopped(self, key: str, record: Mapping[str, object], log: Path) -> None:
         """The service's log (capped, redacted) as ``services/<key>.log``, sealed with
         the run's files; what it was in ``run.json``."""

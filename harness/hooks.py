@@ -57,6 +57,10 @@ class Listener:
     def falsifier_finished(self, result: FalsifierResult) -> None:
         """Fires when a falsifier has run (KILLED, MISSED, SURVIVED, REFUTED, ERROR)."""
 
+    def service_started(self, key: str, record: Mapping[str, object]) -> None:
+        """Fires when a service the run started is ready (``record["ready_s"]``) or
+        failed to become ready (``record["error"]``), before the checks that use it."""
+
     def service_stopped(self, key: str, record: Mapping[str, object], log: Path) -> None:
         """Fires when a service the run started (``harness.services``) has been
         stopped, after the checks: what it was (``record``) and its log file."""
@@ -94,6 +98,10 @@ class Dispatcher(Listener):
     def falsifier_finished(self, result: FalsifierResult) -> None:
         for lst in self.listeners:
             lst.falsifier_finished(result)
+
+    def service_started(self, key: str, record: Mapping[str, object]) -> None:
+        for lst in self.listeners:
+            lst.service_started(key, record)
 
     def service_stopped(self, key: str, record: Mapping[str, object], log: Path) -> None:
         for lst in self.listeners:

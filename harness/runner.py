@@ -267,6 +267,8 @@ def run(request: RunRequest) -> RunResult:
                 root,
                 memory=request.limits.memory,
             )
+            for inst in running.values():
+                events.service_started(inst.service.key, inst.record())
             order, refused = _hand_services(order, running)
             tasks_by_key.update({t.key: t for t in order})
             for task, reason in refused:

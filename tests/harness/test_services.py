@@ -146,6 +146,7 @@ def test_a_shared_service_is_started_handed_to_checks_logged_and_stopped(svcproj
     svcproject.contract("svc", contract())
     r = CliRunner().invoke(cli, ["run", "-j", "2", "--seed", "1"])
     assert r.exit_code == 0, r.output
+    assert "service svc.demo: ready at http://127.0.0.1:" in r.output
     run_dir = next((svcproject.root / "evidence").glob("2*"))
     results = json.loads((run_dir / "results.json").read_text())
     crit = results["criteria"][0]
