@@ -328,13 +328,20 @@ def stamp_cmd(ckpt: str, architecture: str | None, hf_architecture: str | None,
     help="Seconds a running training run gets to reach a checkpoint on SIGTERM.",
 )
 @click.option(
+    "--sse-ping",
+    default=15.0,
+    show_default=True,
+    type=click.FloatRange(min=0.05),
+    help="Seconds between the keep-alive comments of an idle event stream.",
+)
+@click.option(
     "--mock",
     "mocks",
     multiple=True,
     hidden=True,
     help="Name a mock code path (there is none; MOCKS_DISABLED=1 refuses any).",
 )
-def serve_cmd(host: str, port: int, evidence: str, shutdown_timeout: float,
+def serve_cmd(host: str, port: int, evidence: str, shutdown_timeout: float, sse_ping: float,
               mocks: tuple[str, ...]) -> None:  # fmt: skip
     """Serve the training API on HOST:PORT until SIGTERM (docs/service.md).
 
@@ -350,7 +357,7 @@ def serve_cmd(host: str, port: int, evidence: str, shutdown_timeout: float,
 
     try:
         code = serve(evidence, host, port, announce=announce, mocks=mocks,
-                     shutdown_timeout_s=shutdown_timeout)  # fmt: skip
+                     shutdown_timeout_s=shutdown_timeout, sse_ping_s=sse_ping)  # fmt: skip
     except (MocksRefused, NotLoopback, OSError) as exc:
         raise click.ClickException(one_line(exc)) from None
     raise click.exceptions.Exit(code)

@@ -148,6 +148,30 @@ class ResponseHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+# ---------------------------------------------------------------- events
+
+
+async def training_event_stream(
+    store: RunStore, run_id: str, after: int, poll_s: float
+) -> AsyncIterator[ServerSentEvent]:
+    """The SSE events of a run after id ``after`` (a reconnect's ``Last-Event-ID``): each
+    line of its ``events.jsonl`` with the line number as its id, polled every ``poll_s``
+    seconds until the run has ended and every event is sent. The keep-alive comments
+    come from ``EventSourceResponse`` (``ping``), between any two of these."""
+    last = after
+    while True:
+        batch = store.events(run_id, last)
+        for ev in batch:
+            last = int(ev["id"])
+            yield ServerSentEvent(data=json.dumps(ev["data"], sort_keys=True),
+                                  event=ev["event"], id=str(last))  # fmt: skip
+        if batch:
+            continue
+        if store.status(run_id)["status"] in TERMINAL and not store.events(run_id, last):
+            return
+        await asyncio.sleep(poll_s)
+
+
 # ---------------------------------------------------------------- the application
 
 
@@ -320,22 +344,8 @@ def create_app(
         last_event_id: int | None = Header(None, alias="Last-Event-ID", ge=0),
     ) -> EventSourceResponse:
         store.run_dir(run_id)  # 404 before the stream starts
-
-        async def stream() -> AsyncIterator[ServerSentEvent]:
-            last = last_event_id or 0
-            while True:
-                batch = store.events(run_id, last)
-                for ev in batch:
-                    last = int(ev["id"])
-                    yield ServerSentEvent(data=json.dumps(ev["data"], sort_keys=True),
-                                          event=ev["event"], id=str(last))  # fmt: skip
-                if batch:
-                    continue
-                if store.status(run_id)["status"] in TERMINAL and not store.events(run_id, last):
-                    return
-                await asyncio.sleep(sse_poll_s)
-
-        return EventSourceResponse(stream(), ping=sse_ping_s)
+        stream = training_event_stream(store, run_id, last_event_id or 0, sse_poll_s)
+        return EventSourceResponse(stream, ping=sse_ping_s)
 
     # ------------------------------------------------------------ generation
 
