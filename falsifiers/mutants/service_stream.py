@@ -2,14 +2,14 @@
 contracts/service.yaml, AC-SVC-004 and AC-SVC-005).
 
 Each is a way a real SSE endpoint or a real run manager has got it wrong: ids
-numbered per connection (a reconnect then repeats or skips), a resume offset one
-past the client's last id, a poll that sleeps on the event loop (no keep-alive
-can go out while it waits), a DELETE that SIGKILLs the trainer and writes the
-cancelled status itself, and a shutdown that signals the trainers but does not
-wait for them. The service checks run the service in a process of its own, which
-applies these patches (``harness.falsify.patching.patch_environment``); the
-targets are the module-level names ``kernels.service.app`` looks up at call time
-(``training_event_stream``, ``RunStore``).
+numbered per connection (a reconnect then repeats or skips), a poll that sleeps on
+the event loop (no keep-alive can go out while it waits), a DELETE that SIGKILLs the
+trainer and writes the cancelled status itself, and a shutdown that signals the
+trainers but does not wait for them. The service checks run the service in a
+process of its own, which applies these patches
+(``harness.falsify.patching.patch_environment``); the targets are the module-level
+names ``kernels.service.app`` looks up at call time (``training_event_stream``,
+``RunStore``).
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from kernels.service.runs import (
     TERMINAL,
     RunStore,
     atomic_write_json,
-    complete_lines,
     read_json,
 )
 
@@ -78,17 +77,6 @@ async def blocking_poll(
         if store.status(run_id)["status"] in TERMINAL and not store.events(run_id, last):
             return
         time.sleep(poll_s)
-
-
-class ResumeOnePastStore(RunStore):
-    """``events(after)`` starts one line past ``after`` ("skip the event the client
-    already has": but ids are line numbers from 1, so line ``after`` is already the
-    next one). Every poll that finds new events drops the first of them, and a
-    reconnect loses the event right after ``Last-Event-ID``
-    (kernels.service.app:RunStore, RunStore.events)."""
-
-    def events(self, run_id: str, after: int = 0) -> list[dict[str, Any]]:
-        return complete_lines(self.run_dir(run_id) / "events.jsonl", max(after, 0) + 1)
 
 
 # ---------------------------------------------------------------- the kill switch
