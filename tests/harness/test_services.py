@@ -263,3 +263,15 @@ def test_no_service_process_outlives_the_run(svcproject):
     result = run(svcproject, jobs=2)
     assert result.criteria[0].verdict.value == "GO"
     assert service_processes() == []
+
+
+def test_lint_names_a_service_program_or_module_that_is_not_there(svcproject):
+    svcproject.contract("svc", contract().replace("-m, demoserve", "-m, demoserv"))
+    r = CliRunner().invoke(cli, ["lint"])
+    assert r.exit_code == 4, r.output
+    assert "svc.yaml:" in r.output and "service 'demo': module 'demoserv' not found" in r.output
+    svcproject.contract("svc", contract().replace('"{python}", -m, demoserve', "no-such-prog"))
+    r = CliRunner().invoke(cli, ["lint"])
+    assert "service 'demo': program 'no-such-prog' is not on PATH" in r.output, r.output
+    svcproject.contract("svc", contract())
+    assert CliRunner().invoke(cli, ["lint"]).exit_code == 0
