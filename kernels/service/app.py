@@ -256,7 +256,11 @@ def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
     return JSONResponse(body, status_code=status, media_type=PROBLEM_TYPE.split(";")[0])
 
 
-def field_name(loc: Sequence[Any]) -> str:
+def field_name(loc: Sequence[Any], kind: str = "") -> str:
+    """The dotted field of a validation error's ``loc``; a body that is not JSON at all
+    is ``body`` (its ``loc`` ends with a character offset, which names no field)."""
+    if kind == "json_invalid":
+        return "body"
     parts = [str(p) for p in loc if p not in ("body", "query", "header", "path")]
     return ".".join(parts) or "body"
 
@@ -292,7 +296,8 @@ class ResponseHeaders:
 async def invalid_request(request: Request, exc: Exception) -> JSONResponse:
     """A body, query or header the route's schema refuses: 422, naming each field."""
     assert isinstance(exc, RequestValidationError)
-    errors = [{"field": field_name(e["loc"]), "message": e["msg"]} for e in exc.errors()]
+    errors = [{"field": field_name(e["loc"], e.get("type", "")), "message": e["msg"]}
+              for e in exc.errors()]  # fmt: skip
     detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
     return problem(422, "Invalid request", detail, errors=errors,
                    field=errors[0]["field"] if errors else None)  # fmt: skip
