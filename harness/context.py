@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import shutil
 import time
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from harness.errors import SkipCheck
+from harness.services import ServiceUnavailable, env_prefix
 
 
 class CheckContext:
@@ -23,7 +25,9 @@ class CheckContext:
     - ``ctx.attach(path_or_bytes, name)``: copy a file into the evidence;
     - ``ctx.metric(name, value, **labels)``: record a metric line;
     - ``ctx.skip(reason)``: a declared precondition is unmet (SKIP, never a pass);
-    - ``ctx.fault``: the fault injector when a fault falsifier runs, else None.
+    - ``ctx.fault``: the fault injector when a fault falsifier runs, else None;
+    - ``ctx.service(name)``: the base URL of a service the invariant names in
+      ``services:`` (``http://127.0.0.1:PORT``); ``ctx.service_dir(name)`` its folder.
     """
 
     def __init__(
@@ -85,6 +89,24 @@ class CheckContext:
             line["hex"] = value.hex()
         line.update(labels)
         self.metrics.append(line)
+
+    def service(self, name: str) -> str:
+        """The base URL (no trailing slash) of the service ``name``, started by the
+        harness for this check (``services:`` in the contract)."""
+        return self._service_var(name, "URL")
+
+    def service_dir(self, name: str) -> Path:
+        """The folder of the service ``name`` (its ``{dir}``): its own files."""
+        return Path(self._service_var(name, "DIR"))
+
+    def _service_var(self, name: str, what: str) -> str:
+        value = os.environ.get(env_prefix(name) + what)
+        if not value:
+            raise ServiceUnavailable(
+                f"{self.check_id} has no service {name!r}: name it in the invariant's "
+                f"`services: [{name}]` and declare it under `services:` in the contract"
+            )
+        return value
 
     def skip(self, reason: str) -> NoReturn:
         raise SkipCheck(reason)

@@ -68,6 +68,7 @@ from harness.signing import (
 from harness.sources import SOURCES_FILE, RecordedSources
 
 _Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+MAX_SERVICE_LOG = 10 * 1024**2  # bytes of a service's log kept in the evidence
 
 
 def float_repr(value: Any) -> Any:
@@ -318,6 +319,30 @@ class EvidenceWriter(Listener):
                 outcome=result.outcome.value,
             )
 
+    def service_started(self, key: str, record: Mapping[str, object]) -> None:
+        if self.audit:
+            self.audit.append("service_started", service=key, url=record.get("url"),
+                              ready_s=record.get("ready_s"), error=record.get("error"))  # fmt: skip
+
+    def service_stopped(self, key: str, record: Mapping[str, object], log: Path) -> None:
+        """The service's log (capped, redacted) as ``services/<key>.log``, sealed with
+        the run's files; what it was in ``run.json``."""
+        if self.run_dir is None:
+            return
+        data, size = read_capped(log, MAX_SERVICE_LOG)
+        data = redact(data, self.redactions)
+        if size > MAX_SERVICE_LOG:
+            data += f"\n[harness: log truncated: kept {MAX_SERVICE_LOG} of {size} bytes]\n".encode()
+        rel = f"services/{_safe_rel(key)}.log"
+        self._write_run_file(rel, data, durable=False)
+        self.run_meta.setdefault("services", {})[key] = {**record, "log": rel}
+        if self.audit:
+            self.audit.append(
+                "service_stopped",
+                service=key,
+                **{k: v for k, v in record.items() if k in ("url", "error", "exit_code")},
+            )
+
     def criterion_finished(self, result: CriterionResult) -> None:
         assert self.run_dir is not None and self.contracts is not None
         self._restore_marker()
@@ -523,7 +548,7 @@ class EvidenceWriter(Listener):
             return
         src = Path(task.check_dir)
         cap = task.limits.output
-        for name in ("stdout", "stderr"):
+        for name in sorted(r.logs):
             data, size = read_capped(src / f"{name}.txt", cap)
             if not size:  # an empty log says nothing
                 continue

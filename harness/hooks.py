@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -56,6 +57,14 @@ class Listener:
     def falsifier_finished(self, result: FalsifierResult) -> None:
         """Fires when a falsifier has run (KILLED, MISSED, SURVIVED, REFUTED, ERROR)."""
 
+    def service_started(self, key: str, record: Mapping[str, object]) -> None:
+        """Fires when a service the run started is ready (``record["ready_s"]``) or
+        failed to become ready (``record["error"]``), before the checks that use it."""
+
+    def service_stopped(self, key: str, record: Mapping[str, object], log: Path) -> None:
+        """Fires when a service the run started (``harness.services``) has been
+        stopped, after the checks: what it was (``record``) and its log file."""
+
     # -- report ------------------------------------------------------------
     def criterion_finished(self, result: CriterionResult) -> None:
         """Fires when every invariant and falsifier of a criterion is done."""
@@ -89,6 +98,14 @@ class Dispatcher(Listener):
     def falsifier_finished(self, result: FalsifierResult) -> None:
         for lst in self.listeners:
             lst.falsifier_finished(result)
+
+    def service_started(self, key: str, record: Mapping[str, object]) -> None:
+        for lst in self.listeners:
+            lst.service_started(key, record)
+
+    def service_stopped(self, key: str, record: Mapping[str, object], log: Path) -> None:
+        for lst in self.listeners:
+            lst.service_stopped(key, record, log)
 
     def criterion_finished(self, result: CriterionResult) -> None:
         for lst in self.listeners:

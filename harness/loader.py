@@ -29,8 +29,10 @@ from harness.model import (
     Falsifier,
     Invariant,
     Location,
+    Service,
     Waiver,
 )
+from harness.services import PLACEHOLDER, PLACEHOLDERS
 from harness.yamlsrc import Positions, YamlSourceError, load_yaml, number_spelling
 
 SCHEMA_FILE = "contract-v1.json"
@@ -435,6 +437,21 @@ def _build(
         )
         for i, c in enumerate(data.get("criteria", []))
     )
+    meta = data["contract"]
+    services = tuple(
+        Service(
+            name=name,
+            contract=meta["name"],
+            command=tuple(str(a) for a in svc["command"]),
+            location=loc(("services", name)),
+            ready=svc.get("ready"),
+            env=tuple((str(k), str(v)) for k, v in (svc.get("env") or {}).items()),
+            start_timeout=float(svc.get("start_timeout", 60)),
+            stop_timeout=float(svc.get("stop_timeout", 20)),
+        )
+        for name, svc in (data.get("services") or {}).items()
+    )
+    by_name = {s.name: s for s in services}
     invariants = []
     for i, inv in enumerate(data.get("invariants", [])):
         chk = inv["check"]
@@ -455,6 +472,7 @@ def _build(
                 statement=inv.get("statement", ""),
                 tags=tuple(inv.get("tags", ())),
                 declared=inv,
+                services=tuple(by_name[n] for n in inv.get("services", ()) if n in by_name),
             )
         )
     falsifiers = tuple(
@@ -471,7 +489,6 @@ def _build(
         )
         for i, f in enumerate(data.get("falsifiers", []))
     )
-    meta = data["contract"]
     return Contract(
         name=meta["name"],
         title=meta["title"],
@@ -483,6 +500,7 @@ def _build(
         falsifiers=falsifiers,
         owner=meta.get("owner", ""),
         description=meta.get("description", ""),
+        services=services,
     )
 
 
@@ -563,6 +581,8 @@ def cross_check(contracts: Sequence[Contract]) -> list[Diagnostic]:
                 first[item.id] = item.location
     invariant_ids = {i.id for k in contracts for i in k.invariants}
     for k in contracts:
+        diags.extend(_service_diagnostics(k))
+    for k in contracts:
         for c in k.criteria:
             for ref in c.invariants:
                 if ref not in invariant_ids:
@@ -570,6 +590,49 @@ def cross_check(contracts: Sequence[Contract]) -> list[Diagnostic]:
         for f in k.falsifiers:
             if f.target not in invariant_ids:
                 diags.append(_unresolved(f.location, f.id, f.target, invariant_ids))
+    return diags
+
+
+def _service_diagnostics(k: Contract) -> list[Diagnostic]:
+    """Every service an invariant names is declared in its contract; a service's
+    command and env use only the placeholders the harness fills in."""
+    diags = []
+    known = {s.name for s in k.services}
+    for inv in k.invariants:
+        for name in inv.declared.get("services", ()):
+            if name not in known:
+                near = difflib.get_close_matches(name, sorted(known), n=1)
+                hint = (
+                    f"did you mean {near[0]}?"
+                    if near
+                    else "declare it under `services:` at the top of this contract"
+                )
+                diags.append(
+                    Diagnostic(
+                        inv.location.file,
+                        inv.location.line,
+                        inv.location.col,
+                        f"{inv.id} uses service '{name}', which {k.path} does not declare",
+                        f"{inv.id}.services",
+                        hint,
+                    )
+                )
+    for svc in k.services:
+        for text in (*svc.command, *(v for _, v in svc.env)):
+            for field_name in PLACEHOLDER.findall(text):
+                if field_name not in PLACEHOLDERS:
+                    diags.append(
+                        Diagnostic(
+                            svc.location.file,
+                            svc.location.line,
+                            svc.location.col,
+                            f"service '{svc.name}': unknown placeholder {{{field_name}}} in "
+                            f"{text!r}",
+                            f"services.{svc.name}",
+                            "the harness fills in {python}, {port} and {dir}; write {{ for a "
+                            "literal brace",
+                        )
+                    )
     return diags
 
 

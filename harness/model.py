@@ -103,6 +103,29 @@ class Invariant:
     statement: str = ""
     tags: tuple[str, ...] = ()
     declared: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)  # as in YAML
+    services: tuple[Service, ...] = ()  # the contract's services its check talks to
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    """A live service a contract's checks talk to (``services:``): the harness starts
+    it on a free loopback port, waits for ``ready``, hands checks its base URL and
+    stops it (``harness.services``). ``command`` and ``env`` values may use
+    ``{python}``, ``{port}`` and ``{dir}``."""
+
+    name: str
+    contract: str  # the contract's name: a service belongs to one contract
+    command: tuple[str, ...]
+    location: Location
+    ready: str | None = None  # a path polled with GET until 2xx; None: until it accepts
+    env: tuple[tuple[str, str], ...] = ()
+    start_timeout: float = 60.0
+    stop_timeout: float = 20.0
+
+    @property
+    def key(self) -> str:
+        """Unique in a run: ``contract.name``."""
+        return f"{self.contract}.{self.name}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +184,7 @@ class Contract:
     falsifiers: tuple[Falsifier, ...]
     owner: str = ""
     description: str = ""
+    services: tuple[Service, ...] = ()
 
     def items(self) -> tuple[Criterion | Invariant | Falsifier, ...]:
         return (*self.criteria, *self.invariants, *self.falsifiers)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import __version__, regressions
+from harness import __version__, regressions, services
 from harness.dask_executor import DaskExecutor
 from harness.errors import Interrupted, UsageError
 from harness.evidence import EvidenceWriter
@@ -159,6 +159,16 @@ def run(request: RunRequest) -> RunResult:
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
         raise
+    shared = _shared_services(plan.tasks)
+    remote = request.executor_name == "dask" and request.scheduler and request.executor is None
+    if shared and remote:
+        shutil.rmtree(scratch, ignore_errors=True)
+        names = ", ".join(sorted(shared))
+        raise UsageError(
+            f"the selection uses services ({names}), which listen on this machine's loopback "
+            "only, out of reach of a remote Dask cluster: run it with --executor local, or "
+            "--executor dask without --scheduler (a LocalCluster here)"
+        )
     tasks_by_key = {t.key: t for t in plan.tasks}
     # the source files workers name, digested here (never by a worker), once per run
     sources = SourceDigests(root, exclude=[evidence_root] if evidence_root is not None else [])
@@ -246,8 +256,29 @@ def run(request: RunRequest) -> RunResult:
             finished[c.id] = result
             events.criterion_finished(result)
 
+    running: dict[str, services.Instance] = {}
     try:
         complete_ready()
+        if shared:  # started once, before the first check; the checks get their URLs
+            running = services.start_all(
+                list(shared.values()),
+                scratch / "services",
+                scrubbed_environment(os.environ, request.pass_env),
+                root,
+                memory=request.limits.memory,
+            )
+            for inst in running.values():
+                events.service_started(inst.service.key, inst.record())
+            order, refused = _hand_services(order, running)
+            tasks_by_key.update({t.key: t for t in order})
+            for task, reason in refused:
+                result = _judged(task, Observed.failed(reason), {})
+                done[task.key] = result
+                if isinstance(result, InvariantResult):
+                    events.invariant_finished(result)
+                else:
+                    events.falsifier_finished(result)
+            complete_ready()
         for event in executor.run(order):
             if isinstance(event, CheckStarted):
                 events.check_started(event.task.key, event.task.kind)
@@ -266,6 +297,9 @@ def run(request: RunRequest) -> RunResult:
         interrupted = True
     finally:
         executor.shutdown(kill=interrupted)
+        for inst in running.values():  # before anything is signed
+            services.stop(inst)
+            events.service_stopped(inst.service.key, inst.record(), inst.log)
         _end_strays(before)  # nothing a check started outlives the checks
     ordered = tuple(finished[c.id] for c in plan.criteria if c.id in finished)
     verdict = release_verdict(ordered) if not interrupted else Verdict.UNPROVEN
@@ -323,6 +357,43 @@ def _executor(request: RunRequest, scratch: Path) -> Executor:
         root=request.root,
         log_dir=scratch,
     )
+
+
+def _shared_services(tasks: Sequence[Task]) -> dict[str, services.Service]:
+    """The services the run starts once: those of every task but the mutants (a
+    mutant's worker starts a private instance with the mutant applied)."""
+    out: dict[str, services.Service] = {}
+    for t in tasks:
+        if t.kind != "mutant":
+            for svc in t.invariant.services:
+                out.setdefault(svc.key, svc)
+    return out
+
+
+def _hand_services(
+    tasks: Sequence[Task], running: Mapping[str, services.Instance]
+) -> tuple[list[Task], list[tuple[Task, str]]]:
+    """Each task that uses shared services, with their URLs and folders in its
+    environment; those whose service is not running are refused with its reason."""
+    ready: list[Task] = []
+    refused: list[tuple[Task, str]] = []
+    for t in tasks:
+        if t.kind == "mutant" or not t.invariant.services:
+            ready.append(t)
+            continue
+        env = dict(t.env)
+        failed = []
+        for svc in t.invariant.services:
+            inst = running[svc.key]
+            if inst.error:
+                failed.append(inst.failure())
+            else:
+                env.update(services.service_env(svc.name, inst.url, inst.folder))
+        if failed:
+            refused.append((t, "; ".join(failed)))
+        else:
+            ready.append(dataclasses.replace(t, env=env))
+    return ready, refused
 
 
 def _judged(

@@ -22,9 +22,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from harness import procs
+from harness import procs, services
 from harness.evaluate import make_context, observe
 from harness.falsify import run_falsifier
+from harness.falsify.patching import patch_environment
 from harness.plan import SCRATCH, Observed, Task
 from harness.sources import loaded_sources
 
@@ -75,13 +76,53 @@ def captured_output(check_dir: Path) -> Any:
 
 
 def log_files(check_dir: Path) -> dict[str, str]:
-    """The check's non-empty log files: ``{"stdout": path, "stderr": path}``."""
+    """The check's non-empty log files: ``{"stdout": path, "stderr": path}``, and
+    the log of each private service instance (``service-<name>``)."""
     out = {}
-    for name in ("stdout", "stderr"):
+    names = ["stdout", "stderr"]
+    try:
+        names += sorted(p.stem for p in check_dir.glob("service-*.txt"))
+    except OSError:
+        pass
+    for name in names:
         f = check_dir / f"{name}.txt"
-        if f.is_file() and f.stat().st_size > 0:
+        if f.is_file() and not f.is_symlink() and f.stat().st_size > 0:
             out[name] = str(f)
     return out
+
+
+@contextmanager
+def private_services(task: Task) -> Iterator[str]:
+    """For a mutant of an invariant that uses services: a private instance of each,
+    started here with the mutant's patches applied inside it, its URL and folder in
+    this process's environment for the block, stopped afterwards. Yields "" or, when
+    one did not become ready, the reason (the task is then an ERROR)."""
+    f = task.falsifier
+    if f is None or f.kind != "mutant" or not task.invariant.services:
+        yield ""
+        return
+    check_dir = Path(task.check_dir)
+    env = patch_environment(f.spec.get("patch") or {}, os.environ, task.allowed, task.root)
+    started = [
+        services.launch(
+            svc,
+            check_dir / SCRATCH / f"service-{svc.name}",
+            check_dir / f"service-{svc.name}.txt",
+            env,
+            task.root,
+        )
+        for svc in task.invariant.services
+    ]
+    try:
+        services.wait_ready(started)
+        failed = [i.failure() for i in started if i.error]
+        for inst in started:
+            if not inst.error:
+                os.environ.update(services.service_env(inst.service.name, inst.url, inst.folder))
+        yield "; ".join(failed)
+    finally:
+        for inst in started:
+            services.stop(inst)
 
 
 def execute_task(task: Task) -> Observed:
@@ -95,7 +136,13 @@ def execute_task(task: Task) -> Observed:
     with captured_output(check_dir):
         t0 = time.perf_counter()
         try:
-            observed = run_falsifier(task) if task.falsifier else observe(task, make_context(task))
+            with private_services(task) as failed:
+                if failed:
+                    observed = Observed("failed", failed)
+                elif task.falsifier:
+                    observed = run_falsifier(task)
+                else:
+                    observed = observe(task, make_context(task))
         except MemoryError:
             observed = Observed("raised", _memory_message(task))
         except Exception as exc:  # the machinery broke: ERROR, never a pass

@@ -9,6 +9,7 @@ with its summary; in a terminal the progress lines are the report."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from typing import IO
 
 import click
@@ -75,6 +76,12 @@ class TerminalReporter(Listener):
             f"harness run {info.run_id}: {self.total} criteria, {len(plan.tasks)} checks, "
             f"profile {info.profile}, seed {info.seed}, {info.jobs} workers"
         )
+
+    def service_started(self, key: str, record: Mapping[str, object]) -> None:
+        if record.get("error"):
+            self.echo(f"service {key}: {record['error']}")
+        else:
+            self.echo(f"service {key}: ready at {record['url']} in {record['ready_s']} s")
 
     def criterion_finished(self, result: CriterionResult) -> None:
         self.done += 1
