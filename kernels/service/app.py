@@ -217,11 +217,25 @@ class Generation(BaseModel):
 
 
 PROBLEM_STATUSES = {
+    400: "The body could not be read (it is not UTF-8)",
     403: "Refused by data governance (names the rule and the dataset)",
     404: "Unknown training run (or checkpoint)",
     409: "The run has no checkpoint yet",
     422: "Invalid request (names the field)",
     503: "The service is shutting down",
+}
+
+
+# One event of the stream, as OpenAPI 3.1 describes a text/event-stream item: its id (a
+# number, increasing), its type, and its data (a JSON document).
+SSE_EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "event", "data"],
+    "properties": {
+        "id": {"type": "string", "pattern": "^[0-9]+$"},
+        "event": {"type": "string", "enum": ["step", "checkpoint", "end"]},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+    },
 }
 
 
@@ -452,7 +466,7 @@ def create_app(
     # ------------------------------------------------------------ training runs
 
     @app.post("/api/training/runs", status_code=201, response_model=RunCreated,
-              responses=problems(403, 422, 503))  # fmt: skip
+              responses=problems(400, 403, 422, 503))  # fmt: skip
     def start_run(req: TrainingRunRequest) -> JSONResponse:
         from kernels.data.governance import decide
         from kernels.data.manifest import load_manifest
@@ -513,7 +527,7 @@ def create_app(
 
     @app.get("/api/events/training", response_class=EventSourceResponse, responses={
         200: {"description": "Server-Sent Events: step, checkpoint, end (each with an id)",
-              "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+              "content": {"text/event-stream": {"schema": SSE_EVENT_SCHEMA}}},
         **problems(404, 422)})  # fmt: skip
     async def training_events(
         run_id: str = Query(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"),
@@ -539,7 +553,8 @@ def create_app(
 
     # ------------------------------------------------------------ generation
 
-    @app.post("/api/generate", response_model=Generation, responses=problems(404, 409, 422))
+    @app.post("/api/generate", response_model=Generation,
+              responses=problems(400, 404, 409, 422))  # fmt: skip
     def generate(req: GenerateRequest) -> dict[str, Any]:
         from kernels.checkpoint import CheckpointError
         from kernels.serving import generate_from_checkpoint
