@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime
 import difflib
+import importlib.util
 import re
 import sys
 from collections.abc import Iterable, Sequence
@@ -43,7 +44,7 @@ from harness.errors import ContractError, Diagnostic
 from harness.falsify.faults import INJECTORS, injector_class
 from harness.judge import today_utc
 from harness.loader import cap_diagnostics, cross_check, display_path, keypath_text, load_files
-from harness.model import Contract, Falsifier, Location
+from harness.model import Contract, Falsifier, Location, Service
 from harness.policy import ReleasePolicy
 from harness.yamlsrc import YamlSourceError, load_yaml, number_spelling
 
@@ -336,6 +337,8 @@ def _bindings(
                 )
         for f in k.falsifiers:
             out.extend(_falsifier_bindings(f, allowed))
+        for svc in k.services:
+            out.extend(_service_command(svc, root))
     for node, problem in resolve_pytest(sorted(node_ids), root, allowed).items():
         for loc in node_ids[node]:
             out.append(
@@ -347,6 +350,31 @@ def _bindings(
                 )
             )
     return out
+
+
+def _service_command(svc: Service, root: Path) -> list[Diagnostic]:
+    """A service's program exists; ``{python} -m MODULE`` names a module that is there."""
+    argv = svc.command
+    where = f"services.{svc.name}.command"
+    if argv[0] != "{python}":
+        try:
+            resolve_command(argv[:1], root)
+        except BindingError as exc:
+            return [_diag(svc.location, f"service '{svc.name}': {exc}", where,
+                          "install the program, or start it with {python}")]  # fmt: skip
+        return []
+    if len(argv) > 2 and argv[1] == "-m":
+        module = argv[2]
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError) as exc:
+            found, why = False, f"{type(exc).__name__}: {exc}"
+        else:
+            why = "not found"
+        if not found:
+            return [_diag(svc.location, f"service '{svc.name}': module {module!r} {why}", where,
+                          "fix the module name (run from the project root)")]  # fmt: skip
+    return []
 
 
 def _holds(owner: object, attr: str, obj: object) -> bool:

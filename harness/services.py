@@ -40,8 +40,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -177,6 +175,9 @@ def _answers(inst: Instance) -> tuple[bool, str]:
                 return True, "accepts connections"
         except OSError as exc:
             return False, f"port closed ({exc.strerror or exc})"
+    import urllib.error  # here: this module is imported where no service is started
+    import urllib.request
+
     try:
         with urllib.request.urlopen(inst.url + path, timeout=2) as r:  # noqa: S310 - loopback
             return 200 <= r.status < 300, f"GET {path} answered {r.status}"

@@ -232,6 +232,16 @@ def run(
 )
 @click.option("-j", "--jobs", type=click.IntRange(min=1), help="Worker processes [cores].")
 @click.option(
+    "--executor",
+    type=click.Choice(["local", "dask"]),
+    help="Where the checks run, as for `harness run` [[tool.harness] executor, else local].",
+)
+@click.option(
+    "--scheduler",
+    metavar="ADDRESS",
+    help="The Dask scheduler to rerun on (implies --executor dask) [[tool.harness] scheduler].",
+)
+@click.option(
     "--sign-key",
     type=click.Path(dir_okay=False),
     help="Sign the rerun's evidence (a PEM file or a pkcs11: URI) "
@@ -267,6 +277,8 @@ def rerun(
     run: str,
     criteria: tuple[str, ...],
     jobs: int | None,
+    executor: str | None,
+    scheduler: str | None,
     sign_key: str | None,
     keys: tuple[str, ...],
     unverified: bool,
@@ -287,6 +299,7 @@ def rerun(
     pin = take_pin()
     _coordinator_setup()
     cfg = config()
+    executor_name, chosen_scheduler = _executor_choice(executor, scheduler, cfg)
     old_dir = find_run(run, evidence_dir)
     run_dir = str(old_dir)
     if unverified:
@@ -307,6 +320,8 @@ def rerun(
 
         argv = [*(f"--criterion={c}" for c in criteria)]
         argv += [f"--jobs={jobs}"] if jobs else []
+        argv += [f"--executor={executor}"] if executor else []  # only when asked: an older
+        argv += [f"--scheduler={scheduler}"] if scheduler else []  # commit may not know them
         # the keys this checkout verified with, not the old commit's configuration
         argv += [f"--key={Path(k).resolve()}" for k in ([] if unverified else key_paths)]
         argv += ["--unverified"] if unverified else []
@@ -362,6 +377,8 @@ def rerun(
         regressions=cfg.regressions,
         preload=cfg.preload,
         limits=cfg.limits,
+        executor_name=executor_name,
+        scheduler=chosen_scheduler,
     )
     new = run_request(request)
     diffs = compare_runs(contracts, old, new)

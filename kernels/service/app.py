@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from fastapi import FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette import EventSourceResponse, ServerSentEvent
@@ -89,6 +90,161 @@ class GenerateRequest(BaseModel):
     seed: int = Field(0, ge=0, le=2**32 - 1)
 
 
+# ---------------------------------------------------------------- response bodies
+# Each documents a body the service sends, in /openapi.json (the contract's checks and
+# its OpenAPI property search validate the live responses against these schemas).
+
+RunStatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+class FieldError(BaseModel):
+    """One invalid field of a request and what is wrong with it."""
+
+    field: str = Field(description="Dotted path of the field ('body' for the whole body).")
+    message: str
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem document (``application/problem+json``): every error."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str = Field(description="'about:blank': the status says what happened.")
+    title: str
+    status: int = Field(ge=400, le=599)
+    detail: str
+    field: str | None = Field(None, description="422: the (first) invalid field.")
+    errors: list[FieldError] | None = Field(None, description="422: every invalid field.")
+    rule: str | None = Field(None, description="403: the governance rule that refused.")
+    dataset: str | None = Field(None, description="403: the refused dataset.")
+    audit_event: str | None = Field(
+        None, description="403: the hash of the governance decision's audit event."
+    )
+
+
+class Health(BaseModel):
+    """``/healthz``: the process is up; nothing here is mocked or simulated."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["ok"]
+    mocks: bool
+    phase: str
+
+
+class ReadinessReport(BaseModel):
+    """``/readyz``: 200 once the datasets verified and the engine loaded, else 503."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ready: bool
+    mocks: bool
+    phase: str
+    datasets: dict[str, str] = Field(description="Each manifest dataset: 'ok' or why not.")
+    error: str | None
+    loaded_s: float | None = Field(description="Seconds the loading took; null until ready.")
+    accepting: bool = Field(description="False once the service is shutting down.")
+
+
+class RunCreated(BaseModel):
+    """A training run was accepted (its process is starting)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run_id: str
+    status: Literal["queued"]
+    location: str
+
+
+class RunStatus(BaseModel):
+    """A run's status, with its progress counted from its own files."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run_id: str
+    status: RunStatusName
+    step: int = Field(ge=0, description="The last step in metrics.jsonl.")
+    steps: int | None = Field(description="The steps the run was asked for.")
+    metrics_count: int = Field(ge=0, description="Lines in metrics.jsonl.")
+    checkpoint_count: int = Field(ge=0, description="Checkpoints in checkpoints/.")
+    created_at: float | None
+    started_at: float | None
+    finished_at: float | None
+    stopped_by: str | None = Field(description="'DELETE' or 'shutdown' for a cancelled run.")
+    error: str | None
+
+
+class RunList(BaseModel):
+    """Every run in the evidence folder, oldest first."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    runs: list[RunStatus]
+
+
+class MetricLine(BaseModel):
+    """One line of the trainer's metrics.jsonl, as it wrote it (step 0: the initial
+    evaluation; eval steps add ``val_loss`` and, for a classifier, ``val_accuracy``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    step: int = Field(ge=0)
+    __pydantic_extra__: dict[str, float | str]
+
+
+class RunMetrics(BaseModel):
+    """The lines of the run's own metrics.jsonl (never generated for the response)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run_id: str
+    source: Literal["metrics.jsonl"]
+    count: int = Field(ge=0)
+    metrics: list[MetricLine]
+
+
+class Generation(BaseModel):
+    """Text generated from a run's checkpoint with the KV cache."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run_id: str
+    checkpoint: str
+    prompt: str
+    text: str
+    kv_cache: bool
+    latency_s: float = Field(ge=0)
+
+
+PROBLEM_STATUSES = {
+    400: "The body could not be read (it is not UTF-8)",
+    403: "Refused by data governance (names the rule and the dataset)",
+    404: "Unknown training run (or checkpoint)",
+    409: "The run has no checkpoint yet",
+    422: "Invalid request (names the field)",
+    503: "The service is shutting down",
+}
+
+
+# One event of the stream, as OpenAPI 3.1 describes a text/event-stream item: its id (a
+# number, increasing), its type, and its data (a JSON document).
+SSE_EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "event", "data"],
+    "properties": {
+        "id": {"type": "string", "pattern": "^[0-9]+$"},
+        "event": {"type": "string", "enum": ["step", "checkpoint", "end"]},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+    },
+}
+
+
+def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The ``responses=`` of a route's problem statuses (``openapi_document`` files their
+    schema under ``application/problem+json``)."""
+    return {code: {"model": Problem, "description": PROBLEM_STATUSES[code]} for code in statuses}
+
+
 def train_config_fields(req: TrainingRunRequest, dataset: str) -> dict[str, Any]:
     """The ``TrainConfig`` fields of a request (what ``config.json`` records)."""
     every = max(1, req.steps // 4)
@@ -108,14 +264,17 @@ def train_config_fields(req: TrainingRunRequest, dataset: str) -> dict[str, Any]
 
 
 def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
-    """An RFC 9457 problem document with the seed's headers (set here too: a 500 leaves
-    through Starlette's outermost middleware, outside ``ResponseHeaders``)."""
+    """An RFC 9457 problem document (``Problem``); ``ResponseHeaders`` adds the seed's
+    headers and the charset on its way out, as to every other response."""
     body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
-    return JSONResponse(body, status_code=status, media_type=PROBLEM_TYPE.split(";")[0],
-                        headers={**SEED_HEADERS, "content-type": PROBLEM_TYPE})  # fmt: skip
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_TYPE.split(";")[0])
 
 
-def field_name(loc: Sequence[Any]) -> str:
+def field_name(loc: Sequence[Any], kind: str = "") -> str:
+    """The dotted field of a validation error's ``loc``; a body that is not JSON at all
+    is ``body`` (its ``loc`` ends with a character offset, which names no field)."""
+    if kind == "json_invalid":
+        return "body"
     parts = [str(p) for p in loc if p not in ("body", "query", "header", "path")]
     return ".".join(parts) or "body"
 
@@ -146,6 +305,61 @@ class ResponseHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+async def invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    """A body, query or header the route's schema refuses: 422, naming each field."""
+    assert isinstance(exc, RequestValidationError)
+    errors = [{"field": field_name(e["loc"], e.get("type", "")), "message": e["msg"]}
+              for e in exc.errors()]  # fmt: skip
+    detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+    return problem(422, "Invalid request", detail, errors=errors,
+                   field=errors[0]["field"] if errors else None)  # fmt: skip
+
+
+async def http_error(request: Request, exc: Exception) -> JSONResponse:
+    """Starlette's own errors (an unknown path: 404, a wrong method: 405) as problems."""
+    assert isinstance(exc, StarletteHTTPException)
+    return problem(exc.status_code, str(exc.detail), str(exc.detail))
+
+
+async def unknown_run(request: Request, exc: Exception) -> JSONResponse:
+    return problem(404, "Unknown training run", str(exc))
+
+
+async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+    """A 500 leaves through Starlette's outermost middleware, outside ``ResponseHeaders``:
+    the seed's headers are set here."""
+    response = problem(500, "Internal error", f"{type(exc).__name__}: {exc}")
+    response.headers.update({**SEED_HEADERS, "content-type": PROBLEM_TYPE})
+    return response
+
+
+def openapi_document(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's OpenAPI document with the service's real error bodies: each problem
+    status under ``application/problem+json`` (FastAPI files every model under
+    ``application/json``), and no ``HTTPValidationError`` (the service never sends
+    FastAPI's default 422 body: ``invalid_request`` answers with a problem)."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    doc = get_openapi(title=app.title, version=app.version, routes=app.routes,
+                      description=app.description)  # fmt: skip
+    problem_ref = "#/components/schemas/Problem"
+    for item in doc.get("paths", {}).values():
+        for operation in item.values():
+            responses = operation.get("responses", {})
+            for code, response in list(responses.items()):
+                content = response.get("content", {})
+                schema = content.get("application/json", {}).get("schema", {})
+                if schema.get("$ref") == problem_ref:
+                    content["application/problem+json"] = content.pop("application/json")
+                elif schema.get("$ref", "").endswith("/HTTPValidationError"):
+                    del responses[code]  # a route whose parameters cannot be invalid
+    schemas = doc.get("components", {}).get("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    app.openapi_schema = doc
+    return doc
 
 
 # ---------------------------------------------------------------- events
@@ -247,32 +461,25 @@ def create_app(
     app.state.readiness = readiness
     app.add_middleware(ResponseHeaders)
 
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"field": field_name(e["loc"]), "message": e["msg"]} for e in exc.errors()]
-        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
-        return problem(422, "Invalid request", detail, errors=errors,
-                       field=errors[0]["field"] if errors else None)  # fmt: skip
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return problem(exc.status_code, str(exc.detail), str(exc.detail))
-
-    @app.exception_handler(RunNotFound)
-    async def unknown_run(request: Request, exc: RunNotFound) -> JSONResponse:
-        return problem(404, "Unknown training run", str(exc))
-
-    @app.exception_handler(Exception)
-    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
-        return problem(500, "Internal error", f"{type(exc).__name__}: {exc}")
+    app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RunNotFound, unknown_run)
+    app.add_exception_handler(Exception, internal_error)
+    app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]
 
     # ------------------------------------------------------------ health
 
-    @app.get("/healthz")
+    @app.get("/healthz", response_model=Health)
     def healthz() -> dict[str, Any]:
         return {"status": "ok", **status_body}
 
-    @app.get("/readyz")
+    @app.get(
+        "/readyz",
+        response_model=ReadinessReport,
+        responses={
+            503: {"model": ReadinessReport, "description": "Not ready yet, or shutting down"}
+        },
+    )
     def readyz() -> JSONResponse:
         body = {"ready": readiness.ready.is_set(), **status_body,
                 "datasets": readiness.datasets, "error": readiness.error,
@@ -282,7 +489,8 @@ def create_app(
 
     # ------------------------------------------------------------ training runs
 
-    @app.post("/api/training/runs", status_code=201)
+    @app.post("/api/training/runs", status_code=201, response_model=RunCreated,
+              responses=problems(400, 403, 422, 503))  # fmt: skip
     def start_run(req: TrainingRunRequest) -> JSONResponse:
         from kernels.data.governance import decide
         from kernels.data.manifest import load_manifest
@@ -315,21 +523,24 @@ def create_app(
         return JSONResponse({"run_id": run_id, "status": "queued", "location": location},
                             status_code=201, headers={"location": location})  # fmt: skip
 
-    @app.get("/api/training/runs")
+    @app.get("/api/training/runs", response_model=RunList)
     def list_runs() -> dict[str, Any]:
         return {"runs": [store.status(run_id) for run_id in store.run_ids()]}
 
-    @app.get("/api/training/runs/{run_id}")
+    @app.get("/api/training/runs/{run_id}", response_model=RunStatus, responses=problems(404))
     def run_status(run_id: str) -> dict[str, Any]:
         return store.status(run_id)
 
-    @app.get("/api/training/runs/{run_id}/metrics")
-    def run_metrics(run_id: str) -> dict[str, Any]:
-        metrics = store.metrics(run_id)
-        return {"run_id": run_id, "source": "metrics.jsonl", "count": len(metrics),
-                "metrics": metrics}  # fmt: skip
+    @app.get("/api/training/runs/{run_id}/metrics", response_model=RunMetrics,
+             responses=problems(404))  # fmt: skip
+    def run_metrics(run_id: str) -> JSONResponse:
+        metrics = store.metrics(run_id)  # the lines as they are: no model re-serializes them
+        return JSONResponse({"run_id": run_id, "source": "metrics.jsonl",
+                             "count": len(metrics), "metrics": metrics})  # fmt: skip
 
-    @app.delete("/api/training/runs/{run_id}", status_code=202)
+    @app.delete("/api/training/runs/{run_id}", status_code=202, response_model=RunStatus,
+                responses={200: {"model": RunStatus, "description": "The run had already ended"},
+                           **problems(404)})  # fmt: skip
     def cancel_run(run_id: str) -> JSONResponse:
         before = store.status(run_id)
         if before["status"] in TERMINAL:
@@ -338,7 +549,10 @@ def create_app(
 
     # ------------------------------------------------------------ events
 
-    @app.get("/api/events/training")
+    @app.get("/api/events/training", response_class=EventSourceResponse, responses={
+        200: {"description": "Server-Sent Events: step, checkpoint, end (each with an id)",
+              "content": {"text/event-stream": {"schema": SSE_EVENT_SCHEMA}}},
+        **problems(404, 422)})  # fmt: skip
     async def training_events(
         run_id: str = Query(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"),
         last_event_id: int | None = Header(None, alias="Last-Event-ID", ge=0),
@@ -349,7 +563,8 @@ def create_app(
 
     # ------------------------------------------------------------ generation
 
-    @app.post("/api/generate")
+    @app.post("/api/generate", response_model=Generation,
+              responses=problems(400, 404, 409, 422))  # fmt: skip
     def generate(req: GenerateRequest) -> dict[str, Any]:
         from kernels.checkpoint import CheckpointError
         from kernels.serving import generate_from_checkpoint

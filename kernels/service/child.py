@@ -140,4 +140,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run the code of the imported module, not this ``__main__`` copy of it: a name
+    # replaced in ``kernels.service.child`` (a mutant's patch, applied at interpreter
+    # start) then is the name the run looks up
+    from kernels.service import child
+
+    sys.exit(child.main())

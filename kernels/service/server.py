@@ -34,7 +34,9 @@ def loopback_socket(host: str, port: int) -> socket.socket:
     if not loopback:
         raise NotLoopback(f"--host {host!r}: the service binds to loopback only (127.0.0.1, ::1)")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets whose proto says TCP,
+    # and without it every keep-alive request waits out a delayed ACK (40 ms)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(128)

@@ -397,3 +397,24 @@ def test_the_coordinator_never_imports_distributed():
     code = "import sys, harness.runner, harness.dask_executor; print('distributed' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_rerun_runs_on_dask_when_asked(demo, scheduler):
+    from click.testing import CliRunner
+
+    from harness.cli import cli
+
+    demo.contract("c", simple_contract())
+    result = run_contracts(
+        *(lambda cs: (cs, cs.criteria))(load_contract_set([demo.root / "contracts"])),
+        jobs=1, seed=7, root=demo.root, evidence_root=demo.root / "evidence",
+    )  # fmt: skip
+    assert result.verdict is Verdict.GO
+    r = CliRunner().invoke(
+        cli, ["rerun", result.evidence_dir, "--here", "--unverified", "--scheduler", scheduler]
+    )
+    assert r.exit_code == 0, r.output
+    assert "rerun matches" in r.output
+    newest = sorted((demo.root / "evidence").glob("2*"))[-1]
+    meta = json.loads((newest / "run.json").read_text())
+    assert meta["executor"]["name"] == "dask" and meta["executor"]["scheduler"] == scheduler

@@ -77,7 +77,7 @@ def doubles(ctx):
         value = json.loads(r.read())["value"]
     with urllib.request.urlopen(base + "/env") as r:
         env = json.loads(r.read())
-    return {"value": value, "env_mode": env.get("DEMO_MODE", ""),
+    return {"value": value, "env_mode": env.get("DEMO_MODE", ""), "env_names": sorted(env),
             "dir_exists": ctx.service_dir("demo").is_dir()}
 
 
@@ -226,10 +226,7 @@ def test_services_are_refused_with_a_remote_dask_scheduler(svcproject):
         run(svcproject, executor_name="dask", scheduler="tcp://192.0.2.1:8786")
 
 
-def test_no_service_process_outlives_the_run(svcproject):
-    svcproject.contract("svc", contract())
-    result = run(svcproject, jobs=2)
-    assert result.criteria[0].verdict.value == "GO"
+def service_processes() -> list[str]:
     left = []
     for proc in Path("/proc").iterdir():
         try:
@@ -237,4 +234,44 @@ def test_no_service_process_outlives_the_run(svcproject):
                 left.append(proc.name)
         except OSError:
             continue
-    assert left == []
+    return left
+
+
+def test_the_service_gets_no_secret_and_is_gone_before_the_key_is_read(
+    svcproject, monkeypatch, tmp_path
+):
+    """A service runs the code under test: it must not see the coordinator's secrets,
+    and it must have ended before the signing key is loaded."""
+    monkeypatch.setenv("DEMO_API_TOKEN", "s3cr3t-value-123456")
+    svcproject.contract("svc", contract())
+    seen: list[list[str]] = []
+
+    def load_signer():
+        seen.append(service_processes())
+        return None
+
+    result = run(svcproject, jobs=2, evidence_root=tmp_path / "ev", signer=load_signer)
+    crit = result.criteria[0]
+    assert crit.verdict.value == "GO", crit.reasons
+    assert "DEMO_API_TOKEN" not in crit.invariants[0].observations["env_names"]
+    assert crit.invariants[0].observations["env_names"] == ["DEMO_MODE"]
+    assert seen == [[]]  # the signer was asked for once, with no service left running
+
+
+def test_no_service_process_outlives_the_run(svcproject):
+    svcproject.contract("svc", contract())
+    result = run(svcproject, jobs=2)
+    assert result.criteria[0].verdict.value == "GO"
+    assert service_processes() == []
+
+
+def test_lint_names_a_service_program_or_module_that_is_not_there(svcproject):
+    svcproject.contract("svc", contract().replace("-m, demoserve", "-m, demoserv"))
+    r = CliRunner().invoke(cli, ["lint"])
+    assert r.exit_code == 4, r.output
+    assert "svc.yaml:" in r.output and "service 'demo': module 'demoserv' not found" in r.output
+    svcproject.contract("svc", contract().replace('"{python}", -m, demoserve', "no-such-prog"))
+    r = CliRunner().invoke(cli, ["lint"])
+    assert "service 'demo': program 'no-such-prog' is not on PATH" in r.output, r.output
+    svcproject.contract("svc", contract())
+    assert CliRunner().invoke(cli, ["lint"]).exit_code == 0

@@ -96,6 +96,7 @@ def test_not_json_is_a_422_problem(client):
     r = client.post("/api/training/runs", content=b"{", headers=headers)
     assert r.status_code == 422
     assert_seed_headers(r, problem=True)
+    assert r.json()["field"] == "body" and r.json()["errors"][0]["field"] == "body"
 
 
 def test_governance_refusal_is_403_naming_the_rule(evidence, tmp_path):

@@ -130,3 +130,21 @@ def test_serve_end_to_end_then_sigterm_exits_0_and_a_restart_lists_runs(tmp_path
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_the_listening_socket_is_tcp_so_connections_get_nodelay():
+    """asyncio sets TCP_NODELAY on an accepted connection only when the socket's proto
+    is IPPROTO_TCP; with proto 0, every request after the first on a keep-alive
+    connection waited out the client's delayed ACK (about 40 ms)."""
+    import socket
+
+    from kernels.service.server import loopback_socket
+
+    sock = loopback_socket("127.0.0.1", 0)
+    client = socket.create_connection(sock.getsockname()[:2])
+    conn, _ = sock.accept()
+    try:
+        assert sock.proto == socket.IPPROTO_TCP and conn.proto == socket.IPPROTO_TCP
+    finally:
+        for s in (conn, client, sock):
+            s.close()
