@@ -437,3 +437,27 @@ def test_placeholders_next_to_literal_braces(hosproject):
     hosproject.contract("hos", contract(env="{CFG: '{{\"port\": {prot}}}'}"))
     with pytest.raises(ContractError, match=r"unknown placeholder \{prot\}"):
         load_contract_set([hosproject.root / "contracts"])
+
+
+def test_lint_finds_a_service_module_without_importing_its_package(hosproject):
+    """`{python} -m pkg.serve`: lint looks for the module, and runs no code of a
+    package outside the allowed packages (not even its __init__) to do it."""
+    from click.testing import CliRunner
+
+    from harness.cli import cli
+
+    pyproject = hosproject.root / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text() + 'allowed-packages = ["hoschecks"]\n')
+    (hosproject.root / "evilpkg").mkdir()
+    (hosproject.root / "evilpkg" / "__init__.py").write_text(
+        "open('IMPORTED', 'w').write('lint ran evilpkg')\n"
+    )
+    (hosproject.root / "evilpkg" / "serve.py").write_text("")
+    body = contract(falsifiers=False).replace("-m, hosserve", "-m, evilpkg.serve")
+    hosproject.contract("hos", body)
+    out = CliRunner().invoke(cli, ["lint"]).output
+    assert "service 'demo'" not in out, out
+    hosproject.contract("hos", body.replace("evilpkg.serve", "evilpkg.nothere"))
+    out = CliRunner().invoke(cli, ["lint"]).output
+    assert "service 'demo': module 'evilpkg.nothere' not found" in out, out
+    assert not (hosproject.root / "IMPORTED").exists()
