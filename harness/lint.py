@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime
 import difflib
+import importlib.machinery
 import importlib.util
 import re
 import sys
@@ -366,7 +367,7 @@ def _service_command(svc: Service, root: Path) -> list[Diagnostic]:
     if len(argv) > 2 and argv[1] == "-m":
         module = argv[2]
         try:
-            found = importlib.util.find_spec(module) is not None
+            found = _module_found(module)
         except (ImportError, ValueError) as exc:
             found, why = False, f"{type(exc).__name__}: {exc}"
         else:
@@ -375,6 +376,23 @@ def _service_command(svc: Service, root: Path) -> list[Diagnostic]:
             return [_diag(svc.location, f"service '{svc.name}': module {module!r} {why}", where,
                           "fix the module name (run from the project root)")]  # fmt: skip
     return []
+
+
+def _module_found(name: str) -> bool:
+    """Whether the module ``name`` is there, importing nothing: ``find_spec`` of
+    ``pkg.mod`` would run ``pkg/__init__.py``, code of a package that need not be
+    an allowed one (lint runs none of those)."""
+    parent = name.rpartition(".")[0]
+    if not parent or parent in sys.modules:  # nothing left to import to find it
+        return importlib.util.find_spec(name) is not None
+    parts = name.split(".")
+    spec = importlib.util.find_spec(parts[0])  # a top-level name imports nothing
+    for i in range(1, len(parts)):
+        if spec is None or spec.submodule_search_locations is None:
+            return False
+        where = list(spec.submodule_search_locations)
+        spec = importlib.machinery.PathFinder.find_spec(".".join(parts[: i + 1]), where)
+    return spec is not None
 
 
 def _holds(owner: object, attr: str, obj: object) -> bool:

@@ -32,7 +32,7 @@ from harness.model import (
     Service,
     Waiver,
 )
-from harness.services import PLACEHOLDER, PLACEHOLDERS
+from harness.services import PLACEHOLDERS, placeholders
 from harness.yamlsrc import Positions, YamlSourceError, load_yaml, number_spelling
 
 SCHEMA_FILE = "contract-v1.json"
@@ -231,6 +231,8 @@ def _schema_diagnostic(file: str, err: Any, pos: Positions) -> Diagnostic:
             hint = "IDs look like AC-AREA-001, INV-AREA-001, FALSIFY-AREA-001"
         elif "python" in path or "strategy" in path or "patch" in path:
             hint = "write a dotted module path, a colon, then the name: pkg.module:function"
+        elif len(path) == 3 and path[0] == "services" and path[2] == "ready":
+            hint = "a URL path from the root, like /ready or /health?deep=1 (a space is %20)"
         elif "waiver" in path:
             hint = _waiver_hint(path)
             what = _WAIVER_PATTERNS.get(str(path[-1]), "")
@@ -619,7 +621,7 @@ def _service_diagnostics(k: Contract) -> list[Diagnostic]:
                 )
     for svc in k.services:
         for text in (*svc.command, *(v for _, v in svc.env)):
-            for field_name in PLACEHOLDER.findall(text):
+            for field_name in placeholders(text):
                 if field_name not in PLACEHOLDERS:
                     diags.append(
                         Diagnostic(

@@ -26,6 +26,7 @@ from typing import Any
 _PR_SET_PDEATHSIG = 1
 _PR_SET_DUMPABLE = 4
 _PR_SET_CHILD_SUBREAPER = 36
+_PR_GET_CHILD_SUBREAPER = 37
 
 
 _LIBC: list[Any] = []
@@ -54,8 +55,20 @@ def set_parent_death_signal(sig: int = signal.SIGKILL) -> bool:
     return _prctl(_PR_SET_PDEATHSIG, int(sig))
 
 
-def become_subreaper() -> bool:
-    return _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+def become_subreaper(on: bool = True) -> bool:
+    return _prctl(_PR_SET_CHILD_SUBREAPER, int(on))
+
+
+def is_subreaper() -> bool:
+    """Whether orphans of this process's descendants are re-parented to it."""
+    if not sys.platform.startswith("linux"):
+        return False
+    flag = ctypes.c_int(0)
+    try:
+        ok = int(_libc().prctl(_PR_GET_CHILD_SUBREAPER, ctypes.byref(flag), 0, 0, 0)) == 0
+    except (OSError, AttributeError, TypeError):
+        return False
+    return ok and bool(flag.value)
 
 
 def make_undumpable() -> bool:

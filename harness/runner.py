@@ -56,7 +56,9 @@ from harness.plan import (
 from harness.procs import (
     NEVER_PASS,
     REDACT_MIN_LENGTH,
+    become_subreaper,
     children,
+    is_subreaper,
     kill_tree,
     make_undumpable,
     scrubbed_environment,
@@ -257,19 +259,24 @@ def run(request: RunRequest) -> RunResult:
             events.criterion_finished(result)
 
     running: dict[str, services.Instance] = {}
+    # orphans of checks and services (a daemon in a new session) come back here, and
+    # are killed with the rest (``_end_strays``), for a library caller too
+    reaper = is_subreaper()
+    become_subreaper()
     try:
         complete_ready()
         if shared:  # started once, before the first check; the checks get their URLs
-            running = services.start_all(
+            services.start_all(
                 list(shared.values()),
                 scratch / "services",
                 scrubbed_environment(os.environ, request.pass_env),
                 root,
                 memory=request.limits.memory,
+                into=running,  # a Ctrl-C meanwhile still stops what started
             )
             for inst in running.values():
                 events.service_started(inst.service.key, inst.record())
-            order, refused = _hand_services(order, running)
+            order, refused = _hand_services(order, running, redactions)
             tasks_by_key.update({t.key: t for t in order})
             for task, reason in refused:
                 result = _judged(task, Observed.failed(reason), {})
@@ -285,7 +292,11 @@ def run(request: RunRequest) -> RunResult:
                 continue
             task = tasks_by_key.get(event.task.key, event.task)
             events.check_sources(task.key, sources.digests(event.observed.sources))
-            result = _judged(task, event.observed, _log_names(task, event.logs), event.notes)
+            observed = event.observed
+            gone = _services_down(task, running, redactions)
+            if gone:  # what a check got while its service was gone is no evidence
+                observed = Observed.failed(gone, observed.duration)
+            result = _judged(task, observed, _log_names(task, event.logs), event.notes)
             _save_counterexample(task, result, run_id)
             done[task.key] = result
             if isinstance(result, InvariantResult):
@@ -297,10 +308,14 @@ def run(request: RunRequest) -> RunResult:
         interrupted = True
     finally:
         executor.shutdown(kill=interrupted)
-        for inst in running.values():  # before anything is signed
-            services.stop(inst)
-            events.service_stopped(inst.service.key, inst.record(), inst.log)
-        _end_strays(before)  # nothing a check started outlives the checks
+        try:
+            services.stop_all(running.values())  # all at once, before anything is signed
+            for inst in running.values():
+                events.service_stopped(inst.service.key, inst.record(), inst.log)
+        finally:
+            _end_strays(before)  # nothing a check or a service started outlives them
+            if not reaper:
+                become_subreaper(False)
     ordered = tuple(finished[c.id] for c in plan.criteria if c.id in finished)
     verdict = release_verdict(ordered) if not interrupted else Verdict.UNPROVEN
     run_result = RunResult(
@@ -371,29 +386,40 @@ def _shared_services(tasks: Sequence[Task]) -> dict[str, services.Service]:
 
 
 def _hand_services(
-    tasks: Sequence[Task], running: Mapping[str, services.Instance]
+    tasks: Sequence[Task],
+    running: Mapping[str, services.Instance],
+    redactions: Mapping[str, str],
 ) -> tuple[list[Task], list[tuple[Task, str]]]:
     """Each task that uses shared services, with their URLs and folders in its
-    environment; those whose service is not running are refused with its reason."""
+    environment; those whose service is not running are refused with its reason
+    (its log's tail redacted of ``redactions``)."""
     ready: list[Task] = []
     refused: list[tuple[Task, str]] = []
     for t in tasks:
         if t.kind == "mutant" or not t.invariant.services:
             ready.append(t)
             continue
+        failed = services.down([running[svc.key] for svc in t.invariant.services], redactions)
+        if failed:
+            refused.append((t, failed))
+            continue
         env = dict(t.env)
-        failed = []
         for svc in t.invariant.services:
             inst = running[svc.key]
-            if inst.error:
-                failed.append(inst.failure())
-            else:
-                env.update(services.service_env(svc.name, inst.url, inst.folder))
-        if failed:
-            refused.append((t, "; ".join(failed)))
-        else:
-            ready.append(dataclasses.replace(t, env=env))
+            env.update(services.service_env(svc.name, inst.url, inst.folder))
+        ready.append(dataclasses.replace(t, env=env))
     return ready, refused
+
+
+def _services_down(
+    task: Task, running: Mapping[str, services.Instance], redactions: Mapping[str, str]
+) -> str:
+    """Why a shared service ``task`` used is no longer up when its result arrives
+    (it exited during the run), or "" (a mutant's are its own: ``worker``)."""
+    if task.kind == "mutant" or not running:
+        return ""
+    used = [running[svc.key] for svc in task.invariant.services if svc.key in running]
+    return services.down(used, redactions)
 
 
 def _judged(

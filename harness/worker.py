@@ -92,37 +92,41 @@ def log_files(check_dir: Path) -> dict[str, str]:
 
 
 @contextmanager
-def private_services(task: Task) -> Iterator[str]:
+def private_services(task: Task) -> Iterator[list[services.Instance]]:
     """For a mutant of an invariant that uses services: a private instance of each,
-    started here with the mutant's patches applied inside it, its URL and folder in
-    this process's environment for the block, stopped afterwards. Yields "" or, when
-    one did not become ready, the reason (the task is then an ERROR)."""
+    started here with the mutant's patches applied inside it (after the service's own
+    ``env``, which cannot unplug them), its URL and folder in this process's
+    environment for the block, stopped afterwards. Yields the instances
+    (``services.down`` says which is not up, and why: the task is then an ERROR)."""
     f = task.falsifier
     if f is None or f.kind != "mutant" or not task.invariant.services:
-        yield ""
+        yield []
         return
     check_dir = Path(task.check_dir)
-    env = patch_environment(f.spec.get("patch") or {}, os.environ, task.allowed, task.root)
+    patches = f.spec.get("patch") or {}
+
+    def patched(env: dict[str, str]) -> dict[str, str]:
+        return patch_environment(patches, env, task.allowed, task.root)
+
     started = [
         services.launch(
             svc,
             check_dir / SCRATCH / f"service-{svc.name}",
             check_dir / f"service-{svc.name}.txt",
-            env,
+            os.environ,
             task.root,
+            finish_env=patched,
         )
         for svc in task.invariant.services
     ]
     try:
         services.wait_ready(started)
-        failed = [i.failure() for i in started if i.error]
         for inst in started:
             if not inst.error:
                 os.environ.update(services.service_env(inst.service.name, inst.url, inst.folder))
-        yield "; ".join(failed)
+        yield started
     finally:
-        for inst in started:
-            services.stop(inst)
+        services.stop_all(started)
 
 
 def execute_task(task: Task) -> Observed:
@@ -135,14 +139,20 @@ def execute_task(task: Task) -> Observed:
     (check_dir / SCRATCH).mkdir(parents=True, exist_ok=True)
     with captured_output(check_dir):
         t0 = time.perf_counter()
+        # what a service's log may quote: the secrets this process was given to pass on
+        redactions = procs.secret_values(os.environ)
         try:
-            with private_services(task) as failed:
+            with private_services(task) as started:
+                failed = services.down(started, redactions)
                 if failed:
                     observed = Observed("failed", failed)
                 elif task.falsifier:
                     observed = run_falsifier(task)
                 else:
                     observed = observe(task, make_context(task))
+                gone = "" if failed else services.down(started, redactions)
+                if gone:  # what the check got while its service was gone is no evidence
+                    observed = Observed("failed", gone)
         except MemoryError:
             observed = Observed("raised", _memory_message(task))
         except Exception as exc:  # the machinery broke: ERROR, never a pass
