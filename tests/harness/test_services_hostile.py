@@ -102,6 +102,7 @@ def main():
 SERVE = "import hostile\n\nhostile.main()\n"
 
 CHECKS = '''
+import time
 import urllib.request
 
 
@@ -116,6 +117,7 @@ def exits(ctx):
         urllib.request.urlopen(ctx.service("demo") + "/exit").read()
     except OSError:
         pass
+    time.sleep(0.3)  # the socket closes a moment before the process is gone
     return {"value": 42}
 
 
