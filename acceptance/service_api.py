@@ -203,6 +203,7 @@ def endpoints(ctx: CheckContext) -> dict[str, Any]:
     timeout = float(p.get("run_timeout_s", 60))
     runs, one = "/api/training/runs", "/api/training/runs/{run_id}"
     metrics, events = "/api/training/runs/{run_id}/metrics", "/api/events/training"
+    resume = "/api/training/runs/{run_id}/resume"
     probes: list[Probe] = []
     with client(ctx.service(SERVICE)) as http, ThreadPoolExecutor(1) as pool:
         doc_response = http.get("/openapi.json")
@@ -246,7 +247,7 @@ def endpoints(ctx: CheckContext) -> dict[str, Any]:
         probe("GET", "/readyz", (200,))
         probe("GET", one, (200,), url=at)
         unknown = f"run-unknown-{secrets.token_hex(4)}"
-        for method, route in (("GET", one), ("GET", metrics), ("DELETE", one)):
+        for method, route in (("GET", one), ("GET", metrics), ("DELETE", one), ("POST", resume)):
             probe(method, route, (404,), url=route.replace("{run_id}", unknown))
         probe("GET", events, (404,), url=f"{events}?run_id={unknown}")
         probe("POST", "/api/generate", (404,), json={"run_id": unknown})
@@ -270,6 +271,7 @@ def endpoints(ctx: CheckContext) -> dict[str, Any]:
         probe("POST", "/api/generate", (404,), json={"run_id": run_id, "checkpoint": "ckpt-999999"})
         probe("GET", events, (200,), url=f"{events}?run_id={run_id}")
         probe("DELETE", one, (200,), url=at)  # already ended: 200, unchanged
+        probe("POST", resume, (409,), url=resume.replace("{run_id}", run_id))  # it succeeded
 
         # a dataset the data policy refuses: 403 naming the rule (the thread's service)
         refuse = refused.result()

@@ -5,9 +5,11 @@ docs/service.md).
 
 Modules: ``runs`` (the run store: evidence layout, status, events, the child processes;
 standard library only), ``child`` (``python -m kernels.service.child RUN_DIR``: one
-training run), ``app`` (the FastAPI application, ``create_app``), ``server`` (uvicorn on a
-loopback port, ``serve``). FastAPI, uvicorn and sse-starlette (the ``service`` extra) are
-imported only by ``app`` and ``server``: ``import kernels.service`` needs none of them.
+training run), ``generation`` (loaded checkpoints kept for ``/api/generate``), ``router``
+(a canary router over two service processes; standard library only), ``app`` (the
+FastAPI application, ``create_app``), ``server`` (uvicorn on a loopback port,
+``serve``). FastAPI, uvicorn and sse-starlette (the ``service`` extra) are imported only
+by ``app`` and ``server``: ``import kernels.service`` needs none of them.
 """
 
 from __future__ import annotations

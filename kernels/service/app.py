@@ -30,7 +30,8 @@ from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kernels.errors import KernelsError
-from kernels.service.runs import TERMINAL, RunNotFound, RunStore
+from kernels.service import generation
+from kernels.service.runs import TERMINAL, RunNotFound, RunNotResumable, RunStore
 
 PHASE = "stage1"
 JSON_TYPE = "application/json; charset=utf-8"
@@ -170,7 +171,9 @@ class RunStatus(BaseModel):
     created_at: float | None
     started_at: float | None
     finished_at: float | None
-    stopped_by: str | None = Field(description="'DELETE' or 'shutdown' for a cancelled run.")
+    stopped_by: str | None = Field(
+        description="'DELETE', 'shutdown' or 'service-lost' for a cancelled run."
+    )
     error: str | None
 
 
@@ -233,7 +236,7 @@ SSE_EVENT_SCHEMA: dict[str, Any] = {
     "required": ["id", "event", "data"],
     "properties": {
         "id": {"type": "string", "pattern": "^[0-9]+$"},
-        "event": {"type": "string", "enum": ["step", "checkpoint", "end"]},
+        "event": {"type": "string", "enum": ["step", "checkpoint", "resume", "end"]},
         "data": {"type": "string", "contentMediaType": "application/json"},
     },
 }
@@ -547,10 +550,26 @@ def create_app(
             return JSONResponse(before, status_code=200)
         return JSONResponse(store.cancel(run_id), status_code=202)
 
+    @app.post("/api/training/runs/{run_id}/resume", status_code=202, response_model=RunStatus,
+              responses={**problems(404, 503), 409: {"model": Problem, "description":
+                         "The run is still running, or it succeeded"}})  # fmt: skip
+    def resume_run(run_id: str) -> JSONResponse:
+        """Continue a failed (e.g. interrupted) or cancelled run from its latest
+        checkpoint: 202 and its status; 409 while it runs or once it succeeded."""
+        store.run_dir(run_id)  # 404 first
+        if not store.accepting:
+            return problem(503, "Shutting down", "the service is stopping; no run resumes")
+        try:
+            st = store.resume(run_id)
+        except RunNotResumable as exc:
+            return problem(409, "Cannot resume", str(exc))
+        location = f"/api/training/runs/{run_id}"
+        return JSONResponse(st, status_code=202, headers={"location": location})
+
     # ------------------------------------------------------------ events
 
     @app.get("/api/events/training", response_class=EventSourceResponse, responses={
-        200: {"description": "Server-Sent Events: step, checkpoint, end (each with an id)",
+        200: {"description": "Server-Sent Events: step, checkpoint, resume, end (each with an id)",
               "content": {"text/event-stream": {"schema": SSE_EVENT_SCHEMA}}},
         **problems(404, 422)})  # fmt: skip
     async def training_events(
@@ -567,7 +586,6 @@ def create_app(
               responses=problems(400, 404, 409, 422))  # fmt: skip
     def generate(req: GenerateRequest) -> dict[str, Any]:
         from kernels.checkpoint import CheckpointError
-        from kernels.serving import generate_from_checkpoint
 
         run_dir = store.run_dir(req.run_id)
         if req.checkpoint is not None:
@@ -583,7 +601,7 @@ def create_app(
             ckpt = latest
         t0 = time.perf_counter()
         try:
-            text = generate_from_checkpoint(ckpt, req.prompt, req.max_new_tokens,
+            text = generation.generate_text(ckpt, req.prompt, req.max_new_tokens,
                                             req.temperature, req.top_k, req.seed)  # fmt: skip
         except CheckpointError as exc:
             detail = " ".join(str(exc).split())

@@ -21,6 +21,7 @@ standard library: the web framework lives in ``app``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -38,6 +39,8 @@ from kernels.errors import KernelsError
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 STATUSES = ("queued", "running", *TERMINAL)
+RESUMABLE = ("failed", "cancelled")  # ended without finishing: POST .../resume continues it
+PARENT_ENV = "KERNELS_SERVICE_PID"  # the service's pid, which a run's child watches
 CONFIG = "config.json"
 STATUS = "status.json"
 EVENTS = "events.jsonl"
@@ -48,6 +51,10 @@ LOG = "service.log"
 
 class RunNotFound(KernelsError, LookupError):
     """No run of that id in the evidence folder."""
+
+
+class RunNotResumable(KernelsError, RuntimeError):
+    """The run cannot resume now: it is still running, or it has succeeded."""
 
 
 def atomic_write_json(path: Path, data: Mapping[str, Any]) -> None:
@@ -182,25 +189,57 @@ class RunStore:
             self.start(run_id, path)
         return run_id
 
-    def start(self, run_id: str, path: Path) -> None:
+    def start(self, run_id: str, path: Path, resume: bool = False) -> None:
         env = {**os.environ, **self.env}
+        # the child watches this process and stops at a checkpoint once it is gone
+        env[PARENT_ENV] = str(os.getpid())
         with open(path / LOG, "ab") as log:
             proc = subprocess.Popen(
-                [self.python, "-m", "kernels.service.child", str(path)],
+                [self.python, "-m", "kernels.service.child", str(path),
+                 *(["--resume"] if resume else [])],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
                 start_new_session=True,  # the service forwards signals; a ^C reaches it only
             )  # fmt: skip
         self.procs[run_id] = proc
         threading.Thread(target=self.reap, args=(run_id, proc), daemon=True).start()
 
+    def resume(self, run_id: str) -> dict[str, Any]:
+        """Continue a run that ended without finishing (``failed``, e.g. interrupted, or
+        ``cancelled``) from its trainer's latest checkpoint, with the optimizer, RNG and
+        data cursor saved there (the trainer's own resume: the same bytes as a run never
+        stopped). ``RunNotResumable`` for a run that is still going or has succeeded."""
+        path = self.run_dir(run_id)
+        with self.lock:
+            if not self.accepting:
+                raise RunNotResumable("the service is shutting down; no run resumes now")
+            proc = self.procs.get(run_id)
+            ending = read_json(path / STATUS).get("status") in RESUMABLE
+            if ending and proc is not None and proc.poll() is None:  # writing its last event
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(5.0)
+            before = self.status(run_id)
+            if before["status"] not in RESUMABLE or (proc is not None and proc.poll() is None):
+                why = "finished" if before["status"] == "succeeded" else "still running"
+                raise RunNotResumable(f"run {run_id} is {why}; only a failed or cancelled run "
+                                      "resumes")  # fmt: skip
+            previous = read_json(path / STATUS)
+            previous.pop("previous", None)  # one level of history: the attempt resumed
+            atomic_write_json(path / STATUS, {"status": "queued", "queued_at": time.time(),
+                                              "resume": True, "previous": previous})  # fmt: skip
+            self.start(run_id, path, resume=True)
+        return self.status(run_id)
+
     def reap(self, run_id: str, proc: subprocess.Popen[bytes]) -> None:
         """Wait for a child; one that ended without writing its final status failed."""
         code = proc.wait()
         path = self.root / run_id
-        if read_json(path / STATUS).get("status") not in TERMINAL:
+        with self.lock:  # a resumed run has a process of its own by now: leave it be
+            mine = self.procs.get(run_id) is proc
+        if mine and read_json(path / STATUS).get("status") not in TERMINAL:
             self.mark_failed(run_id, f"the training process exited with status {code}")
         with self.lock:
-            self.procs.pop(run_id, None)
+            if self.procs.get(run_id) is proc:
+                self.procs.pop(run_id, None)
 
     def mark_failed(self, run_id: str, error: str) -> dict[str, Any]:
         path = self.root / run_id

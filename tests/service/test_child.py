@@ -13,7 +13,7 @@ from harness.falsify.patching import patch_environment
 REPO = Path(__file__).resolve().parents[2]
 
 
-def marker_run(run_dir: Path) -> int:
+def marker_run(run_dir: Path, resume: bool = False) -> int:
     (Path(run_dir) / "patched").write_text("yes")
     return 0
 
