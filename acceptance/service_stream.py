@@ -58,6 +58,7 @@ from acceptance.service_client import (
     wait_status,
 )
 from harness.context import CheckContext
+from kernels.service.runs import read_json
 
 # ---------------------------------------------------------------- an SSE connection
 
@@ -163,14 +164,6 @@ def json_lines(path: Path) -> list[dict[str, Any]]:
     except OSError:
         return []
     return [json.loads(line) for line in text.split("\n")[:-1] if line.strip()]
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def checkpoint_steps(run: Path) -> dict[int, str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 import warnings
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ with warnings.catch_warnings():  # starlette asks for httpx2; httpx still works
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
+from acceptance.service_client import parse_sse  # noqa: E402,F401  (the checks' own parser)
 from kernels.service.app import create_app  # noqa: E402
 
 SEED_HEADERS = {
@@ -33,24 +33,6 @@ def assert_seed_headers(response: Any, problem: bool = False) -> None:
     assert response.headers["content-type"] == f"{kind}; charset=utf-8"
     for key, value in SEED_HEADERS.items():
         assert response.headers.get(key) == value, key
-
-
-def parse_sse(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
-    """Events (id, event, data) and comments ({"comment": ...}) of an SSE stream."""
-    event: dict[str, Any] = {}
-    for line in lines:
-        line = line.rstrip("\r\n")
-        if not line:
-            if event:
-                if "data" in event:
-                    event["data"] = json.loads(event["data"])
-                yield event
-            event = {}
-        elif line.startswith(":"):
-            yield {"comment": line[1:].strip()}
-        else:
-            key, _, value = line.partition(":")
-            event[key] = value[1:] if value.startswith(" ") else value
 
 
 def wait_ready(client: Any, timeout: float = 30.0) -> None:
