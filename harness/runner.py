@@ -258,6 +258,14 @@ def run(request: RunRequest) -> RunResult:
             finished[c.id] = result
             events.criterion_finished(result)
 
+    def record(task: Task, result: InvariantResult | FalsifierResult) -> None:
+        done[task.key] = result
+        if isinstance(result, InvariantResult):
+            events.invariant_finished(result)
+        else:
+            events.falsifier_finished(result)
+        complete_ready()
+
     running: dict[str, services.Instance] = {}
     # orphans of checks and services (a daemon in a new session) come back here, and
     # are killed with the rest (``_end_strays``), for a library caller too
@@ -279,13 +287,7 @@ def run(request: RunRequest) -> RunResult:
             order, refused = _hand_services(order, running, redactions)
             tasks_by_key.update({t.key: t for t in order})
             for task, reason in refused:
-                result = _judged(task, Observed.failed(reason), {})
-                done[task.key] = result
-                if isinstance(result, InvariantResult):
-                    events.invariant_finished(result)
-                else:
-                    events.falsifier_finished(result)
-            complete_ready()
+                record(task, _judged(task, Observed.failed(reason), {}))
         for event in executor.run(order):
             if isinstance(event, CheckStarted):
                 events.check_started(event.task.key, event.task.kind)
@@ -298,12 +300,7 @@ def run(request: RunRequest) -> RunResult:
                 observed = Observed.failed(gone, observed.duration)
             result = _judged(task, observed, _log_names(task, event.logs), event.notes)
             _save_counterexample(task, result, run_id)
-            done[task.key] = result
-            if isinstance(result, InvariantResult):
-                events.invariant_finished(result)
-            else:
-                events.falsifier_finished(result)
-            complete_ready()
+            record(task, result)
     except KeyboardInterrupt:
         interrupted = True
     finally:

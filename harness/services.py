@@ -238,7 +238,6 @@ def wait_ready(instances: Sequence[Instance], interval: float = 0.1) -> None:
     """Poll every instance until it is ready, has exited, or is past its
     ``start_timeout``; a failed one gets its ``error`` (and is stopped)."""
     waiting = [i for i in instances if not i.error and i.proc is not None]
-    last: dict[int, str] = {}
     while waiting:
         for inst in list(waiting):
             assert inst.proc is not None
@@ -250,7 +249,6 @@ def wait_ready(instances: Sequence[Instance], interval: float = 0.1) -> None:
                 continue
             left = inst.service.start_timeout - (time.monotonic() - inst.started)
             ok, said = _answers(inst, min(PROBE_TIMEOUT, max(0.1, left)))
-            last[id(inst)] = said
             elapsed = time.monotonic() - inst.started
             if ok:
                 inst.ready_s = elapsed
