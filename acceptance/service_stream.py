@@ -322,19 +322,27 @@ def stream_and_reconnect(ctx: CheckContext) -> dict[str, Any]:
     with client(url) as http:
         run_id = start_run(http, ctx.params["run"])
         deadline = time.monotonic() + timeout
-        first = SSEConnection(url, run_id)
-        t0 = first.opened
-        got: list[dict[str, Any]] = []
-        for item in first.items(deadline):
-            got.append(item)
-            if sum(1 for x in got if x["kind"] == "event") == first_n:
-                break
-        last_id = max((x["id"] for x in got if x["kind"] == "event" and x["ok"]), default=0)
-        if ctx.fault is not None:
-            ctx.fault.inject(stream=first)  # reads part of the next event, then RST
-        else:
-            first.close()
-        running = http.get(f"/api/training/runs/{run_id}").json()["status"] not in TERMINAL
+        # a micro run can end within one poll of the stream: the trainer is held once it
+        # has written more than the first events (a fault reads into the next one), so
+        # the drop happens while the run is training
+        pid = trainer_pid(runs / run_id, timeout)
+        wait_for(lambda: len(json_lines(runs / run_id / "metrics.jsonl")) >= first_n + 2,
+                 timeout, f"the first {first_n + 2} steps of {run_id}", 0.002)  # fmt: skip
+        with held(pid):
+            first = SSEConnection(url, run_id)
+            t0 = first.opened
+            got: list[dict[str, Any]] = []
+            for item in first.items(deadline):
+                got.append(item)
+                if sum(1 for x in got if x["kind"] == "event") == first_n:
+                    break
+            last_id = max((x["id"] for x in got if x["kind"] == "event" and x["ok"]), default=0)
+            if ctx.fault is not None:
+                ctx.fault.inject(stream=first)  # reads part of the next event, then RST
+            else:
+                first.close()
+            status = http.get(f"/api/training/runs/{run_id}").json()["status"]
+            running = status not in TERMINAL
         second = SSEConnection(url, run_id, last_event_id=last_id)
         rest = list(second.items(deadline))
         wait_status(http, run_id, lambda st: st["status"] in TERMINAL, timeout)
