@@ -72,7 +72,10 @@ def serve(fd: int, coordinator: int, config: dict[str, Any]) -> None:
     loaded, failed = [], {}
     for name in ["harness.worker", *config.get("preload", [])]:
         try:
-            importlib.import_module(name)
+            module, _, function = name.partition(":")
+            imported = importlib.import_module(module)
+            if function:  # "module:function": called once, e.g. to load JIT caches
+                getattr(imported, function)()
             loaded.append(name)
         except BaseException as exc:  # noqa: BLE001 - a preload is an optimisation only
             failed[name] = f"{type(exc).__name__}: {exc}"

@@ -377,3 +377,35 @@ def test_longest_first_starts_unknown_then_the_longest_checks(project, tmp_path)
     order = [t.key for t in longest_first(plan.tasks, durations)]
     assert order == ["FALSIFY-TWO-001", "FALSIFY-DEMO-001", "INV-TWO-001", "INV-DEMO-001"]
     assert last_durations(tmp_path / "nothing") == {}
+
+
+def test_a_preload_named_module_function_is_called_once_before_every_check(project):
+    # "module:function" in [tool.harness] preload: the fork server imports the module and
+    # calls the function (kernels.warm:warm loads numba's compiled kernels), so every
+    # forked check starts with what it left; one that fails is reported, never fatal
+    (project.root / "warmmod.py").write_text(
+        "import os\nCALLS = []\n\ndef warm():\n    CALLS.append(os.getpid())\n\n"
+        "def broken():\n    raise RuntimeError('no cache here')\n"
+    )
+    (project.root / "warmchecks.py").write_text(
+        "import warmmod\n\ndef warmed(ctx):\n    return {'calls': len(warmmod.CALLS)}\n"
+    )
+    project.contract("c", simple_contract(check="warmchecks:warmed", expect="calls: {eq: 1}"))
+    contracts = load_contract_set([project.root / "contracts"])
+    inv = contracts.invariants["INV-DEMO-001"]
+    from harness.judge import judge_task
+    from harness.plan import CheckDone, Task
+
+    ex = LocalProcessExecutor(jobs=1, preload=["warmmod:warm", "warmmod:broken"])
+    try:
+        tasks = [
+            Task(k, inv, None, 1, str(project.root / "checks" / k), 30, str(project.root))
+            for k in ("INV-DEMO-001", "INV-DEMO-001b")
+        ]
+        done = [judge_task(e.task, e.observed) for e in ex.run(tasks) if isinstance(e, CheckDone)]
+        info = ex.server_info
+    finally:
+        ex.shutdown()
+    assert [r.outcome for r in done] == [InvariantOutcome.PASS] * 2, [r.message for r in done]
+    assert "warmmod:warm" in info["preloaded"]
+    assert "no cache here" in info["failed"]["warmmod:broken"]
