@@ -37,6 +37,7 @@ from harness.dask_bridge import RETRY, FrameError, recv_frame, send_frame
 from harness.dask_worker import MAX_TRANSFER, size_text
 from harness.errors import UsageError
 from harness.executor import MAX_RESULT, parse_record
+from harness.fsutil import write_new
 from harness.plan import MAX_SIZE, CheckDone, CheckStarted, ExecutorEvent, Observed, Task, safe_name
 from harness.procs import NEVER_PASS
 from harness.worker import log_files
@@ -227,7 +228,7 @@ class DaskExecutor:
                     data = blob(index)
                     if not isinstance(size, int) or size < len(data):
                         raise ValueError(f"the {name} log's size is not a size")
-                    _write_new(check_dir / f"{name}.txt", data, min(size, MAX_SIZE))
+                    write_new(check_dir / f"{name}.txt", data, min(size, MAX_SIZE))
             declared = {a.split("/")[0] for a in observed.artifacts}
             written: set[str] = set()
             for rel, index in artifacts:
@@ -242,7 +243,7 @@ class DaskExecutor:
                         f"{str(rel)[:200]!r}",
                         observed.duration,
                     )
-                _write_new(check_dir / "artifacts" / rel, blob(index))
+                write_new(check_dir / "artifacts" / rel, blob(index))
                 written.add(rel)
         except (OSError, ValueError, TypeError) as exc:
             return Observed.failed(f"the Dask worker's reply cannot be used: {exc}")
@@ -269,18 +270,3 @@ class DaskExecutor:
                 bridge.wait(timeout=10)
         if sock is not None:
             sock.close()
-
-
-def _write_new(path: Path, data: bytes, size: int | None = None) -> None:
-    """Write ``data`` to a new file at ``path`` (never through a link, never over a
-    file); ``size`` larger than the data extends it, sparse, to the size the worker's
-    file had (a log cut at the output limit keeps its true size for the note)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-    try:
-        with os.fdopen(fd, "wb", closefd=False) as fh:
-            fh.write(data)
-        if size is not None and size > len(data):
-            os.ftruncate(fd, size)
-    finally:
-        os.close(fd)

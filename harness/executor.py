@@ -15,6 +15,7 @@ most ``MAX_RESULT`` bytes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
@@ -31,6 +32,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any, Protocol
 
+from harness.fsutil import write_new
 from harness.plan import CheckDone, CheckStarted, ExecutorEvent, Observed, Task
 from harness.procs import scrubbed_environment
 from harness.worker import execute_task, log_files, task_environment
@@ -84,11 +86,67 @@ def _death_reason(status: int | None) -> str:
     return f"worker process exited without a result (exit code {os.WEXITSTATUS(status)})"
 
 
+@dataclass(eq=False)  # hashed by identity: wait() returns the ready ones
+class _Log:
+    """A worker's stdout or stderr, read from its pipe as it fills: the first ``cap``
+    bytes kept, every byte counted. Nothing reaches the disk for a check that prints
+    nothing; the rest is written to the check folder when the check ends."""
+
+    name: str
+    fd: int
+    cap: int
+    data: bytearray = field(default_factory=bytearray)
+    size: int = 0
+    open: bool = True
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def drain(self) -> None:
+        """Read what the pipe holds now (never blocks); closed at end of file."""
+        while self.open:
+            try:
+                chunk = os.read(self.fd, 1 << 16)
+            except BlockingIOError:
+                return
+            except OSError:
+                chunk = b""
+            if not chunk:
+                self.close()
+                return
+            self.size += len(chunk)
+            room = self.cap - len(self.data)
+            if room > 0:
+                self.data += chunk[:room]
+
+    def close(self) -> None:
+        if self.open:
+            self.open = False
+            os.close(self.fd)
+
+    def save(self, check_dir: Path) -> None:
+        """``check_dir/<name>.txt``: the bytes kept, extended (sparse) to the true size
+        so that the note on a cut log can say how much there was."""
+        if not self.size:
+            return
+        path = check_dir / f"{self.name}.txt"
+        for _ in range(2):
+            try:
+                write_new(path, bytes(self.data), self.size)
+                return
+            except FileExistsError:  # the check made one: ours replaces it
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            except OSError:
+                return
+
+
 @dataclass
 class _Running:
     task: Task
     sock: socket.socket
     started: float
+    logs: list[_Log] = field(default_factory=list)
     pid: int | None = None
     data: bytearray = field(default_factory=bytearray)
     eof: bool = False
@@ -198,16 +256,27 @@ class LocalProcessExecutor:
             if self.server is None or self.server.poll() is not None:
                 self._start_server(task.root)
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            pipes = [os.pipe(), os.pipe()]  # the worker's stdout and stderr
             task_id = self._next_id
             self._next_id += 1
             try:
-                self._send(("run", task_id, task), [theirs.fileno()])
+                self._send(("run", task_id, task), [theirs.fileno(), pipes[0][1], pipes[1][1]])
+            except BaseException:
+                for r, _ in pipes:
+                    os.close(r)
+                raise
             finally:
                 theirs.close()
+                for _, w in pipes:
+                    os.close(w)
         except (OSError, ForkServerError, pickle.PicklingError) as exc:
             return f"cannot start: {exc}"
         ours.setblocking(False)
-        self._running[task_id] = _Running(task, ours, time.monotonic())
+        logs = []
+        for name, (r, _) in zip(("stdout", "stderr"), pipes, strict=True):
+            os.set_blocking(r, False)
+            logs.append(_Log(name, r, task.limits.output))
+        self._running[task_id] = _Running(task, ours, time.monotonic(), logs)
         return ""
 
     def _collect(self) -> Iterator[ExecutorEvent]:
@@ -216,6 +285,7 @@ class LocalProcessExecutor:
         deadlines += [r.eof_at + 2.0 for r in self._running.values() if r.eof]
         timeout = max(0.0, min(deadlines) - now) if deadlines else None
         waitables: list[Any] = [r.sock for r in self._running.values() if not r.eof]
+        waitables += [log for r in self._running.values() for log in r.logs if log.open]
         if self.control is not None:
             waitables.append(self.control)
         ready = set(wait(waitables, timeout=timeout)) if waitables else set()
@@ -223,6 +293,9 @@ class LocalProcessExecutor:
             self._read_control()
         now = time.monotonic()
         for task_id, run in list(self._running.items()):
+            for log in run.logs:
+                if log in ready:
+                    log.drain()
             if run.sock in ready and not run.eof:
                 self._read_result(run, now)
             if run.pid is not None and run.pid in self._exits:
@@ -241,10 +314,18 @@ class LocalProcessExecutor:
                 if not run.exited:
                     self._kill(run)  # it sent its record: nothing of it may go on running
                 run.sock.close()
+                self._save_logs(run)
                 del self._running[task_id]
                 if run.pid is not None:
                     self._by_pid.pop(run.pid, None)
                 yield CheckDone(run.task, done, log_files(Path(run.task.check_dir)))
+
+    def _save_logs(self, run: _Running) -> None:
+        """What the worker (and what it started) wrote before it ended, to its folder."""
+        for log in run.logs:
+            log.drain()  # the worker is gone: the pipe holds all it wrote
+            log.close()
+            log.save(Path(run.task.check_dir))
 
     def _read_result(self, run: _Running, now: float) -> None:
         while True:
@@ -342,6 +423,8 @@ class LocalProcessExecutor:
         for run in self._running.values():
             self._kill(run)
             run.sock.close()
+            for log in run.logs:
+                log.close()
         self._running.clear()
         if self.control is not None:
             try:

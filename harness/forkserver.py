@@ -9,7 +9,8 @@ exits, so every check starts from the same state and none sees another's.
 
 Protocol on one AF_UNIX SOCK_SEQPACKET socket (one message per packet):
 coordinator -> server, pickled (the coordinator is trusted):
-  ``("run", task_id, task)`` with the task's result socket passed as SCM_RIGHTS,
+  ``("run", task_id, task)`` with the task's result socket and the write ends of its
+  stdout and stderr pipes passed as SCM_RIGHTS,
   ``("kill", pid)``, ``("stop",)``;
 server -> coordinator, JSON: ``{"op": "ready", ...}``,
   ``{"op": "started", "id": task_id, "pid": pid}``,
@@ -122,12 +123,13 @@ def serve(fd: int, coordinator: int, config: dict[str, Any]) -> None:
             server = os.getpid()
             pid = os.fork()
             if pid == 0:  # the worker
+                log_fds = (fds[1], fds[2]) if len(fds) >= 3 else None  # stdout, stderr pipes
                 try:
                     sock.close()
-                    for extra in fds[1:]:
+                    for extra in fds[3:]:
                         os.close(extra)
                 finally:
-                    child_main(task, result_fd, server)
+                    child_main(task, result_fd, server, log_fds)
             for f in fds:
                 os.close(f)
             workers.add(pid)

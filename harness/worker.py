@@ -10,6 +10,7 @@ what it observed as plain JSON. It judges nothing: the coordinator does.
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import os
 import resource
@@ -26,7 +27,7 @@ from harness import procs, services
 from harness.evaluate import make_context, observe
 from harness.falsify import run_falsifier
 from harness.falsify.patching import patch_environment
-from harness.plan import SCRATCH, Observed, Task
+from harness.plan import SCRATCH, SCRATCH_ENV, Observed, Task
 from harness.sources import loaded_sources
 
 
@@ -49,16 +50,22 @@ def task_environment(task: Task) -> Iterator[None]:
 
 
 @contextmanager
-def captured_output(check_dir: Path) -> Any:
-    """Send fd 1 and 2 (Python and C level) to files in ``check_dir``."""
-    check_dir.mkdir(parents=True, exist_ok=True)
+def captured_output(check_dir: Path, log_fds: tuple[int, int] | None = None) -> Any:
+    """Send fd 1 and 2 (Python and C level) to ``log_fds`` (the coordinator's pipes,
+    which it reads as they fill: ``harness.executor``), else to files in ``check_dir``."""
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
     py_streams = sys.stdout, sys.stderr
-    with open(check_dir / "stdout.txt", "ab") as out, open(check_dir / "stderr.txt", "ab") as err:
-        os.dup2(out.fileno(), 1)
-        os.dup2(err.fileno(), 2)
+    with contextlib.ExitStack() as files:
+        if log_fds is not None:
+            out_fd, err_fd = log_fds
+        else:
+            check_dir.mkdir(parents=True, exist_ok=True)
+            out_fd = files.enter_context(open(check_dir / "stdout.txt", "ab")).fileno()
+            err_fd = files.enter_context(open(check_dir / "stderr.txt", "ab")).fileno()
+        os.dup2(out_fd, 1)
+        os.dup2(err_fd, 2)
         # Python-level writes go to the same files even if sys.stdout was replaced
         sys.stdout = open(1, "w", closefd=False, buffering=1)  # noqa: SIM115
         sys.stderr = open(2, "w", closefd=False, buffering=1)  # noqa: SIM115
@@ -129,15 +136,22 @@ def private_services(task: Task) -> Iterator[list[services.Instance]]:
         services.stop_all(started)
 
 
-def execute_task(task: Task) -> Observed:
+def execute_task(task: Task, log_fds: tuple[int, int] | None = None) -> Observed:
     """Run one task to completion in the current process; the record names the
-    project source files loaded in it by then (``loaded_sources``)."""
+    project source files loaded in it by then (``loaded_sources``). Its output goes
+    to ``log_fds`` (stdout, stderr) if given, else to files in its check folder."""
     if task.root not in sys.path:
         sys.path.insert(0, task.root)
     check_dir = Path(task.check_dir)
-    # made up front: a check-env variable may point the system under test into it
-    (check_dir / SCRATCH).mkdir(parents=True, exist_ok=True)
-    with captured_output(check_dir):
+    scratch = check_dir / SCRATCH
+    # ctx.scratch makes it when a check first asks (a check that needs none costs no
+    # directory); made up front when a check-env variable points the system under test
+    # into it, or when the check's output goes to files in its folder
+    if log_fds is None or any(
+        str(scratch) in value for name, value in task.env.items() if name != SCRATCH_ENV
+    ):
+        scratch.mkdir(parents=True, exist_ok=True)
+    with captured_output(check_dir, log_fds):
         t0 = time.perf_counter()
         # what a service's log may quote: the secrets this process was given to pass on
         redactions = procs.secret_values(os.environ)
@@ -186,10 +200,12 @@ def _memory_message(task: Task) -> str:
     )
 
 
-def child_main(task: Task, result_fd: int, server_pid: int) -> None:
+def child_main(
+    task: Task, result_fd: int, server_pid: int, log_fds: tuple[int, int] | None = None
+) -> None:
     """The body of a fresh worker process forked by the fork server: set up the
-    sandbox, run ``task``, kill whatever the check left running, send the record
-    on ``result_fd`` and exit. Never returns."""
+    sandbox, run ``task`` (its output to ``log_fds``), kill whatever the check left
+    running, send the record on ``result_fd`` and exit. Never returns."""
     code = 0
     try:
         os.setpgrp()  # its own process group: a timeout kills the check's children too
@@ -207,7 +223,7 @@ def child_main(task: Task, result_fd: int, server_pid: int) -> None:
             os.chdir(task.root)
         except OSError:
             pass
-        observed = execute_task(task)
+        observed = execute_task(task, log_fds)
         try:
             data = observed.to_wire()
         except (TypeError, ValueError) as exc:

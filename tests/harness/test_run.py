@@ -409,3 +409,32 @@ def test_a_preload_named_module_function_is_called_once_before_every_check(proje
     assert [r.outcome for r in done] == [InvariantOutcome.PASS] * 2, [r.message for r in done]
     assert "warmmod:warm" in info["preloaded"]
     assert "no cache here" in info["failed"]["warmmod:broken"]
+
+
+def test_what_a_crashed_or_timed_out_check_printed_reaches_the_evidence(project, tmp_path):
+    # a check's stdout and stderr are pipes the coordinator reads while it runs: what a
+    # worker wrote before it died (its faulthandler traceback too) or was killed is kept
+    (project.root / "crashy.py").write_text(
+        "import os, signal, time\n\n"
+        "def crash(ctx):\n    print('before the crash', flush=True)\n"
+        "    os.kill(os.getpid(), signal.SIGSEGV)\n\n"
+        "def hang(ctx):\n    print('before the hang', flush=True)\n    time.sleep(60)\n"
+    )
+    project.contract(
+        "hang",
+        simple_contract(
+            check="crashy:hang", falsifiers="", timeout=2, cid="AC-DEMO-002", inv="INV-DEMO-002"
+        ),
+    )
+    result = run(
+        project, simple_contract(check="crashy:crash", falsifiers=""), evidence_root=tmp_path / "ev"
+    )
+    ev = Path(result.evidence_dir) / "criteria"
+    logs = {c.criterion_id: ev / c.criterion_id / "logs" for c in result.criteria}
+    crashed = logs["AC-DEMO-001"]
+    assert (crashed / "INV-DEMO-001.stdout.txt").read_text() == "before the crash\n"
+    assert (
+        "Fatal Python error: Segmentation fault"
+        in (crashed / "INV-DEMO-001.stderr.txt").read_text()
+    )
+    assert (logs["AC-DEMO-002"] / "INV-DEMO-002.stdout.txt").read_text() == "before the hang\n"

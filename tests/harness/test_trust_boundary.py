@@ -140,10 +140,12 @@ def spawn_daemons(ctx):
     return {"ok": 1}
 
 def fifo_log(ctx):
-    """Replace this check's own stdout log with a FIFO: reading it would block."""
-    log = pathlib.Path(os.readlink("/proc/self/fd/1"))
-    log.unlink()
-    os.mkfifo(log)
+    """Plant FIFOs where this check's logs are written: opening one would block."""
+    check_dir = ctx.scratch.parent
+    for name in ("stdout.txt", "stderr.txt"):
+        (check_dir / name).unlink(missing_ok=True)
+        os.mkfifo(check_dir / name)
+    print("printed after the fifo", flush=True)
     return {"ok": 1}
 
 def delete_key(ctx):
@@ -651,9 +653,10 @@ def test_a_fifo_planted_as_a_log_does_not_hang_the_coordinator(hostile):
     result = run(hostile, body, evidence_root=hostile.root / "evidence")
     assert time.monotonic() - t0 < 30
     assert result.criteria[0].invariants[0].outcome is InvariantOutcome.PASS
-    assert not (
-        Path(result.evidence_dir) / "criteria/AC-DEMO-001/logs/INV-DEMO-001.stdout.txt"
-    ).exists()
+    logs = Path(result.evidence_dir) / "criteria/AC-DEMO-001/logs"
+    # the coordinator wrote what it read from the pipe in place of the planted FIFO
+    assert (logs / "INV-DEMO-001.stdout.txt").read_text() == "printed after the fifo\n"
+    assert not (logs / "INV-DEMO-001.stderr.txt").exists()  # nothing printed: no log
 
 
 def test_deleting_the_key_file_mid_run_changes_nothing(hostile, tmp_path):
