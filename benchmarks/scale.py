@@ -47,17 +47,25 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def timed_run(criteria: list[str], seed: int, jobs: int, executor: str) -> tuple[float, int, int]:
-    """Wall seconds, exit code and number of checks of one run of the selection."""
+def timed_run(
+    criteria: list[str], seed: int, jobs: int, executor: str
+) -> tuple[float, int, int, float]:
+    """Wall seconds, exit code, number of checks and CPU seconds (user + system, of the
+    run and everything it started) of one run of the selection."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "results.json"
         argv = [str(BIN / "harness"), "run", "--no-evidence", "--seed", str(seed), "-j",
                 str(jobs), "--executor", executor, "--output", f"json={out}"]  # fmt: skip
         for c in criteria:
             argv += ["--criterion", c]
+        before = os.times()
         t0 = time.perf_counter()
         proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=3600)
         wall = time.perf_counter() - t0
+        after = os.times()
+        cpu = (after.children_user - before.children_user) + (
+            after.children_system - before.children_system
+        )
         checks = 0
         try:
             data = json.loads(out.read_text())
@@ -65,7 +73,7 @@ def timed_run(criteria: list[str], seed: int, jobs: int, executor: str) -> tuple
                 checks += len(c["invariants"]) + len(c["falsifiers"])
         except (OSError, ValueError, KeyError):
             print(proc.stdout[-1500:], proc.stderr[-1500:])
-    return wall, proc.returncode, checks
+    return wall, proc.returncode, checks, cpu
 
 
 def durations_of(run_dir: Path) -> dict[str, float]:
@@ -116,22 +124,31 @@ def main() -> int:
     if not args.skip_runs:
         setups = [("local", 1), ("local", 2), ("dask", 1), ("dask", 2)]
         walls: dict[tuple[str, int], list[float]] = {s: [] for s in setups}
+        cpus: dict[tuple[str, int], list[float]] = {s: [] for s in setups}
         checks = 0
         for r in range(args.repeats):
             for executor, jobs in setups if r % 2 == 0 else list(reversed(setups)):
-                wall, code, n = timed_run(criteria, args.seed, jobs, executor)
+                wall, code, n, cpu = timed_run(criteria, args.seed, jobs, executor)
                 checks = max(checks, n)
                 walls[(executor, jobs)].append(wall)
-                print(f"  {executor:5} -j {jobs}: {wall:7.1f} s (exit {code}, {n} checks)",
-                      flush=True)  # fmt: skip
+                cpus[(executor, jobs)].append(cpu)
+                print(f"  {executor:5} -j {jobs}: {wall:7.1f} s, {cpu:7.1f} CPU s "
+                      f"(exit {code}, {n} checks)", flush=True)  # fmt: skip
         med = {s: statistics.median(v) for s, v in walls.items()}
         print(f"\n{len(criteria)} criteria ({', '.join(criteria)}), {checks} checks, "
               f"median of {args.repeats}:")  # fmt: skip
+        busy = {s: statistics.median(cpus[s]) / med[s] for s in setups}
         for s in setups:
-            print(f"  {s[0]:5} -j {s[1]}: {med[s]:7.1f} s")
+            print(f"  {s[0]:5} -j {s[1]}: {med[s]:7.1f} s, {busy[s]:.2f} CPUs busy on average")
+        cores = os.cpu_count() or 1
         for executor in ("local", "dask"):
+            # a -j 1 run whose checks start processes of their own already keeps more than
+            # one CPU busy: on this machine two workers cannot beat cores / that
+            bound = min(2.0, cores / busy[(executor, 1)])
             print(f"  {executor}: 2 workers over 1: {med[(executor, 1)] / med[(executor, 2)]:.2f}x"
-                  + ("  (goal >= 1.8x)" if executor == "dask" else ""))  # fmt: skip
+                  f" (at most {bound:.2f}x on {cores} CPUs: -j 1 keeps "
+                  f"{busy[(executor, 1)]:.2f} busy)"
+                  + ("; goal >= 1.8x" if executor == "dask" else ""))  # fmt: skip
         if checks:
             for jobs in (1, 2):
                 dask, local = med[("dask", jobs)], med[("local", jobs)]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -207,3 +208,40 @@ __all__ = [
     "resolve_run",
     "run_dirs",
 ]
+
+
+def time_profile(result: RunResult, run_dir: Path, n: int) -> list[str]:
+    """Where a run's time went, as lines: the run's wall time and workers, the summed
+    time of its checks (and of those not run), then its ``n`` slowest checks."""
+    checks: list[tuple[float, str, str, str]] = []
+    for c in result.criteria:
+        for inv in c.invariants:
+            checks.append((inv.duration, inv.invariant_id, c.criterion_id, inv.outcome.value))
+        for f in c.falsifiers:
+            checks.append((f.duration, f.falsifier_id, c.criterion_id, f.outcome.value))
+    ran = [x for x in checks if x[3] != "NOT_RUN"]
+    total = sum(x[0] for x in ran)
+    try:
+        meta = json.loads((run_dir / "run.json").read_text())
+        jobs = f"{int(meta.get('jobs') or 0)} workers"
+    except (OSError, ValueError, TypeError, AttributeError):
+        jobs = "workers unknown"
+    try:
+        wall = (
+            datetime.fromisoformat(result.finished) - datetime.fromisoformat(result.started)
+        ).total_seconds()
+        walltext = f"{wall:.1f} s"
+    except (TypeError, ValueError):
+        walltext = "unknown"
+    lines = [
+        f"run {result.run_id} ({result.profile} profile): wall {walltext} on {jobs}; "
+        f"{len(ran)} of {len(checks)} checks ran, {total:.1f} s of check time in all "
+        f"({len(checks) - len(ran)} not run)"
+    ]
+    ran.sort(key=lambda x: (-x[0], x[1]))
+    if ran[:n]:
+        lines.append(f"the {min(n, len(ran))} slowest ({sum(x[0] for x in ran[:n]):.1f} s):")
+    for duration, key, cid, outcome in ran[:n]:
+        share = f"{100 * duration / total:4.1f}%" if total else "  - "
+        lines.append(f"  {duration:7.2f} s {share}  {key:<22} {outcome:<10} {cid}")
+    return lines

@@ -372,6 +372,13 @@ def signoff(
 )
 @click.option("--sarif", "sarif_out", type=click.Path(dir_okay=False), help="Write SARIF 2.1.0.")
 @click.option(
+    "--slowest",
+    type=click.IntRange(min=0),
+    default=None,
+    metavar="N",
+    help="Print where the run's time went: wall time, summed check time, the N slowest checks.",
+)
+@click.option(
     "--key",
     "keys",
     multiple=True,
@@ -384,20 +391,27 @@ def report(
     html_out: str | None,
     md_out: str | None,
     sarif_out: str | None,
+    slowest: int | None,
     keys: tuple[str, ...],
     evidence_dir: str | None,
 ) -> int:
     """Render a finished run's evidence (RUN: its folder, run id, 'latest' or
-    'previous': the newest complete runs) as HTML, Markdown or SARIF."""
+    'previous': the newest complete runs) as HTML, Markdown or SARIF, or print
+    where its time went (--slowest N)."""
     from harness.fsutil import atomic_write_json, atomic_write_text
-    from harness.history import load_results
+    from harness.history import load_results, time_profile
     from harness.reporters.html import render_html, signature_status
     from harness.reporters.markdown import markdown_summary
 
-    if not (html_out or md_out or sarif_out):
-        raise UsageError("say what to write: --html FILE, --markdown FILE or --sarif FILE")
+    if not (html_out or md_out or sarif_out) and slowest is None:
+        raise UsageError(
+            "say what to write: --html FILE, --markdown FILE, --sarif FILE or --slowest N"
+        )
     rd = find_run(run, evidence_dir)
     result = load_results(rd)
+    if slowest is not None:
+        for line in time_profile(result, rd, slowest):
+            click.echo(line)
     if html_out:
         status = signature_status(rd, [Path(k) for k in keys])
         atomic_write_text(Path(html_out), render_html(result, rd, status, Path(html_out).parent))

@@ -72,6 +72,26 @@ def test_report_command_renders_from_the_evidence(project, tmp_path):
     assert "✅ GO" in (tmp_path / "s.md").read_text()
 
 
+def test_report_slowest_says_where_a_runs_time_went(project):
+    # a slow check, a fast one and a mutant the fast profile does not run
+    (project.root / "timed.py").write_text(
+        "import time\n\ndef slow(ctx):\n    time.sleep(0.6)\n    return {'value': 1}\n"
+    )
+    project.contract("c", simple_contract(check="timed:slow"))
+    project.contract("d", simple_contract(cid="AC-DEMO-002", inv="INV-DEMO-002", falsifiers=""))
+    invoke("run", "-j", "1", "--fast")
+    r = invoke("report", "latest", "--slowest", "1")
+    assert r.exit_code == 0, r.output
+    head, title, first, *rest = r.output.splitlines()
+    assert "(fast profile)" in head and "on 1 workers" in head
+    assert "2 of 3 checks ran" in head and "(1 not run)" in head
+    assert title.startswith("the 1 slowest")
+    assert "INV-DEMO-001" in first and "PASS" in first and "AC-DEMO-001" in first
+    assert float(first.split()[0]) >= 0.6 and rest == []
+    r = invoke("report", "latest")
+    assert r.exit_code != 0 and "--slowest N" in r.output
+
+
 def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
