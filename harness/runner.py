@@ -78,6 +78,9 @@ class RunRequest:
     seed: int | None = None  # None: a random seed, recorded
     jobs: int = 1
     evidence_root: Path | None = None  # None: write no evidence bundle
+    # whose newest complete run orders the checks, longest first (None: evidence_root);
+    # read only, so a run that writes no evidence still starts its long checks first
+    history_root: Path | None = None
     root: Path = field(default_factory=Path.cwd)  # the project root: on sys.path for bindings
     default_timeout: float = 600.0
     allowed: tuple[str, ...] = ()  # allowed binding packages; empty: any
@@ -200,9 +203,8 @@ def run(request: RunRequest) -> RunResult:
             shutil.rmtree(scratch, ignore_errors=True)
             raise
     # the checks that took longest last time start first (unknown ones before them)
-    order = longest_first(
-        plan.tasks, last_durations(evidence_root) if evidence_root is not None else {}
-    )
+    history = request.history_root or evidence_root
+    order = longest_first(plan.tasks, last_durations(history) if history is not None else {})
     listeners: list[Listener] = list(request.outputs)
     if evidence_root is not None:
         listeners.insert(

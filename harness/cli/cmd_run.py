@@ -206,6 +206,7 @@ def run(
         executor_name=executor_name,
         scheduler=scheduler,
         evidence_root=evidence_root,
+        history_root=Path(evidence_dir) if evidence_dir else cfg.evidence_dir,
         root=cfg.root,
         default_timeout=cfg.default_timeout,
         allowed=cfg.allowed_packages,

@@ -438,3 +438,37 @@ def test_what_a_crashed_or_timed_out_check_printed_reaches_the_evidence(project,
         in (crashed / "INV-DEMO-001.stderr.txt").read_text()
     )
     assert (logs["AC-DEMO-002"] / "INV-DEMO-002.stdout.txt").read_text() == "before the hang\n"
+
+
+def test_a_run_without_evidence_still_starts_the_checks_that_took_longest_first(project):
+    from click.testing import CliRunner
+
+    from harness.cli import cli
+
+    order = project.root / "order.txt"
+    (project.root / "ordered.py").write_text(
+        "import time\n\n"
+        "def note(ctx):\n"
+        "    with open(ctx.params['log'], 'a') as fh:\n"
+        "        fh.write(ctx.params['name'] + '\\n')\n"
+        "    time.sleep(ctx.params['sleep'])\n"
+        "    return {'value': 1}\n"
+    )
+    for cid, name, sleep in (("AC-DEMO-001", "quick", 0.0), ("AC-DEMO-002", "slow", 0.8)):
+        project.contract(
+            name,
+            simple_contract(
+                check="ordered:note",
+                falsifiers="",
+                cid=cid,
+                inv=f"INV{cid[2:]}",
+                params=f"{{log: {str(order)!r}, name: {name}, sleep: {sleep}}}",
+            ),
+        )
+    cli_run = CliRunner().invoke
+    assert cli_run(cli, ["run", "-j", "1"], catch_exceptions=False).exit_code == 1  # UNPROVEN
+    assert order.read_text().split() == ["quick", "slow"]  # no history: the contracts' order
+    order.unlink()
+    r = cli_run(cli, ["run", "-j", "1", "--no-evidence"], catch_exceptions=False)
+    assert r.exit_code == 1, r.output
+    assert order.read_text().split() == ["slow", "quick"]  # the evidence's durations order it
