@@ -32,7 +32,6 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any, Protocol
 
-from harness.fsutil import write_new
 from harness.plan import CheckDone, CheckStarted, ExecutorEvent, Observed, Task
 from harness.procs import scrubbed_environment
 from harness.worker import execute_task, log_files, task_environment
@@ -126,19 +125,41 @@ class _Log:
 
     def save(self, check_dir: Path) -> None:
         """``check_dir/<name>.txt``: the bytes kept, extended (sparse) to the true size
-        so that the note on a cut log can say how much there was."""
+        so that the note on a cut log can say how much there was. Never through a
+        link: the check may have replaced its folder or planted a file there (one it
+        planted is replaced)."""
         if not self.size:
             return
-        path = check_dir / f"{self.name}.txt"
-        for _ in range(2):
-            try:
-                write_new(path, bytes(self.data), self.size)
+        try:
+            check_dir.mkdir(parents=True, exist_ok=True)
+            folder = os.open(check_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except OSError:
+            return
+        name = f"{self.name}.txt"
+        try:
+            for _ in range(2):
+                try:
+                    fd = os.open(
+                        name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644,
+                        dir_fd=folder,
+                    )  # fmt: skip
+                except FileExistsError:
+                    with contextlib.suppress(OSError):
+                        os.unlink(name, dir_fd=folder)
+                    continue
+                except OSError:
+                    return
+                try:
+                    view = memoryview(self.data)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                    if self.size > len(self.data):
+                        os.ftruncate(fd, self.size)
+                finally:
+                    os.close(fd)
                 return
-            except FileExistsError:  # the check made one: ours replaces it
-                with contextlib.suppress(OSError):
-                    path.unlink()
-            except OSError:
-                return
+        finally:
+            os.close(folder)
 
 
 @dataclass

@@ -26,7 +26,7 @@ from tests.harness import softhsm
 from tests.harness.conftest import simple_contract
 
 HOSTILE = '''
-import gc, os, sys, json, pathlib, subprocess, time
+import gc, os, sys, json, pathlib, shutil, subprocess, time
 
 def hijack(ctx):
     """Replace every judge this process can reach, then report a failing value."""
@@ -146,6 +146,14 @@ def fifo_log(ctx):
         (check_dir / name).unlink(missing_ok=True)
         os.mkfifo(check_dir / name)
     print("printed after the fifo", flush=True)
+    return {"ok": 1}
+
+def swap_folder(ctx):
+    """Replace this check's folder with a link to a folder outside it, then print."""
+    check_dir = ctx.scratch.parent
+    shutil.rmtree(check_dir)
+    os.symlink(ctx.params["outside"], check_dir)
+    print("where does this go?", flush=True)
     return {"ok": 1}
 
 def delete_key(ctx):
@@ -657,6 +665,26 @@ def test_a_fifo_planted_as_a_log_does_not_hang_the_coordinator(hostile):
     # the coordinator wrote what it read from the pipe in place of the planted FIFO
     assert (logs / "INV-DEMO-001.stdout.txt").read_text() == "printed after the fifo\n"
     assert not (logs / "INV-DEMO-001.stderr.txt").exists()  # nothing printed: no log
+
+
+def test_a_check_that_links_its_folder_elsewhere_cannot_make_the_coordinator_write_there(
+    hostile, tmp_path
+):
+    # the coordinator writes a check's log into the check's folder once it ends: a
+    # check that swapped the folder for a link must not get a file there replaced
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "stdout.txt").write_text("precious\n")
+    body = simple_contract(
+        check="hostile:swap_folder",
+        expect="ok: {eq: 1}",
+        falsifiers="",
+        params=f"{{outside: {str(outside)!r}}}",
+    )
+    result = run(hostile, body, evidence_root=hostile.root / "evidence")
+    assert result.criteria[0].invariants[0].outcome is InvariantOutcome.PASS
+    assert (outside / "stdout.txt").read_text() == "precious\n"
+    assert sorted(p.name for p in outside.iterdir()) == ["stdout.txt"]
 
 
 def test_deleting_the_key_file_mid_run_changes_nothing(hostile, tmp_path):
