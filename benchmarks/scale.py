@@ -71,6 +71,9 @@ def timed_run(
             data = json.loads(out.read_text())
             for c in data["criteria"]:
                 checks += len(c["invariants"]) + len(c["falsifiers"])
+                if c["verdict"] != "GO":  # a timing is only worth as much as the run
+                    print(f"    {executor} -j {jobs}: {c['criterion_id']} {c['verdict']}: "
+                          f"{'; '.join(c.get('reasons', []))[:300]}")  # fmt: skip
         except (OSError, ValueError, KeyError):
             print(proc.stdout[-1500:], proc.stderr[-1500:])
     return wall, proc.returncode, checks, cpu
