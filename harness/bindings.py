@@ -344,6 +344,7 @@ def _call_pytest(node_id: str, ctx: CheckContext) -> dict[str, Any]:
     import pytest
 
     collector = _Collector()
+    ctx.scratch  # noqa: B018 - made now: the test may use $HARNESS_SCRATCH, which names it
     args = [str(ctx.root / node_id), "-q", "-p", "no:cacheprovider", "--rootdir", str(ctx.root)]
     code = int(pytest.main(args, plugins=[collector]))
     c = collector.counts

@@ -15,7 +15,6 @@ most ``MAX_RESULT`` bytes.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import pickle
@@ -38,7 +37,8 @@ from harness.worker import execute_task, log_files, task_environment
 
 MAX_RESULT = 16 * 1024 * 1024  # bytes of one worker's JSON record
 MAX_CONTAINERS = 1_000_000  # lists and objects in one record (parsing is then bounded)
-START_TIMEOUT = 120.0  # seconds for the fork server to preload and say ready
+START_TIMEOUT = 900.0  # seconds for the fork server to preload and say ready (a cold
+# JIT cache compiles in a "module:function" preload: ~40 s for this project's kernels)
 
 
 class Executor(Protocol):
@@ -85,11 +85,15 @@ def _death_reason(status: int | None) -> str:
     return f"worker process exited without a result (exit code {os.WEXITSTATUS(status)})"
 
 
+MEMORY_KEPT = 1024**2  # bytes of a log held in memory; the rest of what is kept spills
+
+
 @dataclass(eq=False)  # hashed by identity: wait() returns the ready ones
 class _Log:
     """A worker's stdout or stderr, read from its pipe as it fills: the first ``cap``
-    bytes kept, every byte counted. Nothing reaches the disk for a check that prints
-    nothing; the rest is written to the check folder when the check ends."""
+    bytes kept (the first MiB in memory, the rest in an unlinked file of the
+    coordinator's own), every byte counted. Nothing reaches the check's folder for a
+    check that prints nothing; the rest is written there when the check ends."""
 
     name: str
     fd: int
@@ -97,6 +101,7 @@ class _Log:
     data: bytearray = field(default_factory=bytearray)
     size: int = 0
     open: bool = True
+    spill: Any = None  # a TemporaryFile once more than MEMORY_KEPT bytes are kept
 
     def fileno(self) -> int:
         return self.fd
@@ -113,51 +118,75 @@ class _Log:
             if not chunk:
                 self.close()
                 return
+            room = self.cap - self.size
             self.size += len(chunk)
-            room = self.cap - len(self.data)
             if room > 0:
-                self.data += chunk[:room]
+                self._keep(chunk[:room])
+
+    def _keep(self, chunk: bytes) -> None:
+        room = MEMORY_KEPT - len(self.data)
+        if room > 0:
+            self.data += chunk[:room]
+            chunk = chunk[room:]
+        if chunk:
+            try:
+                if self.spill is None:
+                    self.spill = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
+                self.spill.write(chunk)
+            except OSError:  # no room: what is held in memory is still kept
+                self.cap = len(self.data) + (self.spill.tell() if self.spill else 0)
 
     def close(self) -> None:
         if self.open:
             self.open = False
             os.close(self.fd)
 
+    def discard(self) -> None:
+        self.close()
+        if self.spill is not None:
+            self.spill.close()
+            self.spill = None
+
+    def chunks(self) -> Iterator[bytes]:
+        yield bytes(self.data)
+        if self.spill is not None:
+            self.spill.seek(0)
+            yield from iter(lambda: self.spill.read(1 << 20), b"")
+
     def save(self, check_dir: Path) -> None:
         """``check_dir/<name>.txt``: the bytes kept, extended (sparse) to the true size
         so that the note on a cut log can say how much there was. Never through a
         link: the check may have replaced its folder or planted a file there (one it
-        planted is replaced)."""
-        if not self.size:
-            return
+        planted is replaced). A log that cannot be written (a full disk) is cut or
+        left out, with a line on the coordinator's stderr; the run goes on."""
         try:
-            check_dir.mkdir(parents=True, exist_ok=True)
-            folder = os.open(check_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-        except OSError:
-            return
+            if self.size:
+                self._write(check_dir)
+        except OSError as exc:
+            sys.stderr.write(f"harness: could not write {check_dir / self.name}.txt: {exc}\n")
+        finally:
+            self.discard()
+
+    def _write(self, check_dir: Path) -> None:
+        check_dir.mkdir(parents=True, exist_ok=True)
+        folder = os.open(check_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
         name = f"{self.name}.txt"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
         try:
-            for _ in range(2):
-                try:
-                    fd = os.open(
-                        name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644,
-                        dir_fd=folder,
-                    )  # fmt: skip
-                except FileExistsError:
-                    with contextlib.suppress(OSError):
-                        os.unlink(name, dir_fd=folder)
-                    continue
-                except OSError:
-                    return
-                try:
-                    view = memoryview(self.data)
+            try:
+                fd = os.open(name, flags, 0o644, dir_fd=folder)
+            except FileExistsError:  # the check planted something there: ours replaces it
+                os.unlink(name, dir_fd=folder)
+                fd = os.open(name, flags, 0o644, dir_fd=folder)
+            try:
+                for chunk in self.chunks():
+                    view = memoryview(chunk)
                     while view:
                         view = view[os.write(fd, view) :]
-                    if self.size > len(self.data):
-                        os.ftruncate(fd, self.size)
-                finally:
-                    os.close(fd)
-                return
+                if self.size > self.cap:
+                    os.ftruncate(fd, self.size)
+            finally:
+                os.close(fd)
         finally:
             os.close(folder)
 
@@ -168,6 +197,7 @@ class _Running:
     sock: socket.socket
     started: float
     logs: list[_Log] = field(default_factory=list)
+    credit: float = 0.0  # seconds the caller held an event while this ran (``_credit``)
     pid: int | None = None
     data: bytearray = field(default_factory=bytearray)
     eof: bool = False
@@ -258,40 +288,56 @@ class LocalProcessExecutor:
         pending = deque(tasks)
         try:
             while pending or self._running:
+                events: list[ExecutorEvent] = []
                 while pending and len(self._running) < self.jobs:
                     task = pending.popleft()
                     failure = self._launch(task)
                     if failure:
-                        yield CheckDone(
-                            task, Observed.failed(failure), log_files(Path(task.check_dir))
-                        )
+                        done = Observed.failed(failure)
+                        events.append(CheckDone(task, done, log_files(Path(task.check_dir))))
                         continue
-                    yield CheckStarted(task)
-                yield from self._collect()
+                    events.append(CheckStarted(task))
+                events += self._collect()
+                for event in events:
+                    away = time.monotonic()
+                    yield event
+                    self._credit(time.monotonic() - away)
         except BaseException:
             self.shutdown(kill=True)
             raise
 
+    def _credit(self, away: float) -> None:
+        """While the caller held an event (a terminal paused by ^S or a pager, a slow
+        evidence write), nobody read the checks' pipes: a check that filled one was
+        blocked, not slow. That time does not count against its timeout."""
+        if away > 0.01:
+            for run in self._running.values():
+                run.credit += away
+
     def _launch(self, task: Task) -> str:
+        made: list[int] = []  # every descriptor made here, closed on a failure
+        ours = None
         try:
             if self.server is None or self.server.poll() is not None:
                 self._start_server(task.root)
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-            pipes = [os.pipe(), os.pipe()]  # the worker's stdout and stderr
-            task_id = self._next_id
-            self._next_id += 1
             try:
-                self._send(("run", task_id, task), [theirs.fileno(), pipes[0][1], pipes[1][1]])
-            except BaseException:
-                for r, _ in pipes:
-                    os.close(r)
-                raise
+                for _ in range(2):  # the worker's stdout and stderr
+                    made += os.pipe()
+                task_id = self._next_id
+                self._next_id += 1
+                self._send(("run", task_id, task), [theirs.fileno(), made[1], made[3]])
             finally:
                 theirs.close()
-                for _, w in pipes:
+                for w in made[1::2]:
                     os.close(w)
         except (OSError, ForkServerError, pickle.PicklingError) as exc:
+            for r in made[0::2]:
+                os.close(r)
+            if ours is not None:
+                ours.close()
             return f"cannot start: {exc}"
+        pipes = [(made[0], made[1]), (made[2], made[3])]
         ours.setblocking(False)
         logs = []
         for name, (r, _) in zip(("stdout", "stderr"), pipes, strict=True):
@@ -300,9 +346,10 @@ class LocalProcessExecutor:
         self._running[task_id] = _Running(task, ours, time.monotonic(), logs)
         return ""
 
-    def _collect(self) -> Iterator[ExecutorEvent]:
+    def _collect(self) -> list[ExecutorEvent]:
+        events: list[ExecutorEvent] = []
         now = time.monotonic()
-        deadlines = [r.started + r.task.timeout for r in self._running.values()]
+        deadlines = [r.started + r.credit + r.task.timeout for r in self._running.values()]
         deadlines += [r.eof_at + 2.0 for r in self._running.values() if r.eof]
         timeout = max(0.0, min(deadlines) - now) if deadlines else None
         waitables: list[Any] = [r.sock for r in self._running.values() if not r.eof]
@@ -324,7 +371,7 @@ class LocalProcessExecutor:
             done = None
             if run.eof and (run.exited or run.data or now - run.eof_at >= 2.0):
                 done = self._finish(run)
-            elif not run.eof and now - run.started >= run.task.timeout:
+            elif not run.eof and now - run.started - run.credit >= run.task.timeout:
                 self._kill(run)
                 done = Observed.failed(
                     f"timed out after {run.task.timeout:g}s (raise 'timeout' in the contract "
@@ -339,13 +386,13 @@ class LocalProcessExecutor:
                 del self._running[task_id]
                 if run.pid is not None:
                     self._by_pid.pop(run.pid, None)
-                yield CheckDone(run.task, done, log_files(Path(run.task.check_dir)))
+                events.append(CheckDone(run.task, done, log_files(Path(run.task.check_dir))))
+        return events
 
     def _save_logs(self, run: _Running) -> None:
         """What the worker (and what it started) wrote before it ended, to its folder."""
         for log in run.logs:
             log.drain()  # the worker is gone: the pipe holds all it wrote
-            log.close()
             log.save(Path(run.task.check_dir))
 
     def _read_result(self, run: _Running, now: float) -> None:
@@ -444,8 +491,7 @@ class LocalProcessExecutor:
         for run in self._running.values():
             self._kill(run)
             run.sock.close()
-            for log in run.logs:
-                log.close()
+            self._save_logs(run)  # what it printed until now: for the scratch kept on ^C
         self._running.clear()
         if self.control is not None:
             try:

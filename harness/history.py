@@ -179,7 +179,11 @@ def last_durations(evidence: Path) -> dict[str, float]:
     """How long each check took in the newest complete run under ``evidence``
     (seconds by invariant or falsifier ID): what ``plan.longest_first`` orders by.
     Empty when there is no such run or its results do not read."""
-    for run_dir in reversed(run_dirs(evidence)):
+    try:
+        runs = run_dirs(evidence)
+    except OSError:  # an unreadable evidence folder: no history, the run goes on
+        return {}
+    for run_dir in reversed(runs):
         try:
             meta = json.loads((run_dir / "run.json").read_text())
             if not isinstance(meta, dict) or not meta.get("complete"):
