@@ -31,6 +31,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any, Protocol
 
+from harness.fsutil import write_beneath
 from harness.plan import CheckDone, CheckStarted, ExecutorEvent, Observed, Task
 from harness.procs import scrubbed_environment
 from harness.worker import execute_task, log_files, task_environment
@@ -168,27 +169,7 @@ class _Log:
             self.discard()
 
     def _write(self, check_dir: Path) -> None:
-        check_dir.mkdir(parents=True, exist_ok=True)
-        folder = os.open(check_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-        name = f"{self.name}.txt"
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-        try:
-            try:
-                fd = os.open(name, flags, 0o644, dir_fd=folder)
-            except FileExistsError:  # the check planted something there: ours replaces it
-                os.unlink(name, dir_fd=folder)
-                fd = os.open(name, flags, 0o644, dir_fd=folder)
-            try:
-                for chunk in self.chunks():
-                    view = memoryview(chunk)
-                    while view:
-                        view = view[os.write(fd, view) :]
-                if self.size > self.cap:
-                    os.ftruncate(fd, self.size)
-            finally:
-                os.close(fd)
-        finally:
-            os.close(folder)
+        write_beneath(check_dir, f"{self.name}.txt", self.chunks(), self.size)
 
 
 @dataclass

@@ -9,12 +9,14 @@ the files a check left without following a link (its logs, its declared artifact
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import stat
 import tempfile
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +114,43 @@ def write_new(path: Path, data: bytes, size: int | None = None) -> None:
             os.ftruncate(fd, size)
     finally:
         os.close(fd)
+
+
+def write_beneath(base: Path, rel: str, chunks: Iterable[bytes], size: int | None = None) -> None:
+    """Write a new file at ``base/rel`` (folders in ``rel`` made as needed), following
+    no link at ``base`` or below it: a folder a check swapped for a link is refused
+    (OSError), a file or link it planted where the file goes is replaced. ``size``
+    larger than what was written extends the file, sparse, to that size."""
+    base.mkdir(parents=True, exist_ok=True)
+    nofollow = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+    folder = os.open(base, nofollow)
+    try:
+        *parts, name = rel.split("/")
+        for part in parts:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(part, 0o755, dir_fd=folder)
+            inner = os.open(part, nofollow, dir_fd=folder)
+            os.close(folder)
+            folder = inner
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        try:
+            fd = os.open(name, flags, 0o644, dir_fd=folder)
+        except FileExistsError:
+            os.unlink(name, dir_fd=folder)
+            fd = os.open(name, flags, 0o644, dir_fd=folder)
+        try:
+            written = 0
+            for chunk in chunks:
+                view = memoryview(chunk)
+                written += len(view)
+                while view:
+                    view = view[os.write(fd, view) :]
+            if size is not None and size > written:
+                os.ftruncate(fd, size)
+        finally:
+            os.close(fd)
+    finally:
+        os.close(folder)
 
 
 def read_capped(path: Path, cap: int) -> tuple[bytes, int]:

@@ -30,6 +30,7 @@ from harness.dask_executor import DaskExecutor
 from harness.errors import Interrupted, UsageError
 from harness.evidence import EvidenceWriter
 from harness.executor import Executor, InlineExecutor, LocalProcessExecutor
+from harness.fsutil import write_beneath
 from harness.history import last_durations
 from harness.hooks import Dispatcher, Listener, RunInfo
 from harness.judge import apply_waiver, judge_criterion, judge_task, release_verdict, today_utc
@@ -488,10 +489,9 @@ def _save_counterexample(
         return
     params = result.detail["counterexample"]
     try:
-        art_dir = Path(task.check_dir) / "artifacts"
-        art_dir.mkdir(parents=True, exist_ok=True)
         text = json.dumps(params, indent=2, sort_keys=True, default=repr)
-        (art_dir / "counterexample.json").write_text(text)
+        # never through a link the check planted in its folder
+        write_beneath(Path(task.check_dir), "artifacts/counterexample.json", [text.encode()])
         store = task.options.get("regressions_dir")
         if store:
             strategy = result.detail.get("strategy")

@@ -156,6 +156,19 @@ def swap_folder(ctx):
     print("where does this go?", flush=True)
     return {"ok": 1}
 
+def plant_artifacts(ctx):
+    """Make this check's artifacts folder a link to a folder outside; x must be >= 0."""
+    arts = pathlib.Path(os.environ["HARNESS_SCRATCH"]).parent / "artifacts"
+    if not arts.is_symlink():
+        shutil.rmtree(arts, ignore_errors=True)
+        arts.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(ctx.root / "outside", arts)
+    return {"x": ctx.params.get("x", 1)}
+
+def strategy_any_x():
+    from hypothesis import strategies as st
+    return st.fixed_dictionaries({"x": st.integers(-5, 5)})
+
 def delete_key(ctx):
     pathlib.Path(ctx.params["key"]).unlink()
     return {"ok": 1}
@@ -685,6 +698,31 @@ def test_a_check_that_links_its_folder_elsewhere_cannot_make_the_coordinator_wri
     assert result.criteria[0].invariants[0].outcome is InvariantOutcome.PASS
     assert (outside / "stdout.txt").read_text() == "precious\n"
     assert sorted(p.name for p in outside.iterdir()) == ["stdout.txt"]
+
+
+def test_a_refuted_search_never_writes_its_counterexample_through_a_planted_link(hostile):
+    # the coordinator saves a found counterexample into the check's artifacts folder: a
+    # check that made that folder a link must not get a file elsewhere replaced
+    outside = hostile.root / "outside"
+    outside.mkdir()
+    (outside / "counterexample.json").write_text("precious\n")
+    body = simple_contract(
+        check="hostile:plant_artifacts",
+        expect="x: {ge: 0}",
+        falsifiers="""
+falsifiers:
+  - id: FALSIFY-DEMO-002
+    title: search
+    kind: property
+    target: INV-DEMO-001
+    property: {strategy: "hostile:strategy_any_x", max_examples: 40}
+""",
+    )
+    result = run(hostile, body, evidence_root=hostile.root / "evidence")
+    prop = result.criteria[0].falsifiers[0]
+    assert prop.outcome is FalsifierOutcome.REFUTED, prop.message
+    assert (outside / "counterexample.json").read_text() == "precious\n"
+    assert sorted(p.name for p in outside.iterdir()) == ["counterexample.json"]
 
 
 def test_deleting_the_key_file_mid_run_changes_nothing(hostile, tmp_path):
