@@ -37,7 +37,7 @@ from harness.dask_bridge import RETRY, FrameError, recv_frame, send_frame
 from harness.dask_worker import MAX_TRANSFER, size_text
 from harness.errors import UsageError
 from harness.executor import MAX_RESULT, parse_record
-from harness.fsutil import write_new
+from harness.fsutil import write_beneath
 from harness.plan import MAX_SIZE, CheckDone, CheckStarted, ExecutorEvent, Observed, Task, safe_name
 from harness.procs import NEVER_PASS
 from harness.worker import log_files
@@ -228,7 +228,7 @@ class DaskExecutor:
                     data = blob(index)
                     if not isinstance(size, int) or size < len(data):
                         raise ValueError(f"the {name} log's size is not a size")
-                    write_new(check_dir / f"{name}.txt", data, min(size, MAX_SIZE))
+                    write_beneath(check_dir, f"{name}.txt", [data], min(size, MAX_SIZE))
             declared = {a.split("/")[0] for a in observed.artifacts}
             written: set[str] = set()
             for rel, index in artifacts:
@@ -243,7 +243,7 @@ class DaskExecutor:
                         f"{str(rel)[:200]!r}",
                         observed.duration,
                     )
-                write_new(check_dir / "artifacts" / rel, blob(index))
+                write_beneath(check_dir, f"artifacts/{rel}", [blob(index)])
                 written.add(rel)
         except (OSError, ValueError, TypeError) as exc:
             return Observed.failed(f"the Dask worker's reply cannot be used: {exc}")

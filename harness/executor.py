@@ -29,7 +29,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from pathlib import Path
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 from harness.fsutil import write_beneath
 from harness.plan import CheckDone, CheckStarted, ExecutorEvent, Observed, Task
@@ -102,7 +102,7 @@ class _Log:
     data: bytearray = field(default_factory=bytearray)
     size: int = 0
     open: bool = True
-    spill: Any = None  # a TemporaryFile once more than MEMORY_KEPT bytes are kept
+    spill: IO[bytes] | None = None  # a TemporaryFile once MEMORY_KEPT bytes are held
 
     def fileno(self) -> int:
         return self.fd
@@ -150,9 +150,10 @@ class _Log:
 
     def chunks(self) -> Iterator[bytes]:
         yield bytes(self.data)
-        if self.spill is not None:
-            self.spill.seek(0)
-            yield from iter(lambda: self.spill.read(1 << 20), b"")
+        spill = self.spill
+        if spill is not None:
+            spill.seek(0)
+            yield from iter(lambda: spill.read(1 << 20), b"")
 
     def save(self, check_dir: Path) -> None:
         """``check_dir/<name>.txt``: the bytes kept, extended (sparse) to the true size
@@ -162,14 +163,11 @@ class _Log:
         left out, with a line on the coordinator's stderr; the run goes on."""
         try:
             if self.size:
-                self._write(check_dir)
+                write_beneath(check_dir, f"{self.name}.txt", self.chunks(), self.size)
         except OSError as exc:
             sys.stderr.write(f"harness: could not write {check_dir / self.name}.txt: {exc}\n")
         finally:
             self.discard()
-
-    def _write(self, check_dir: Path) -> None:
-        write_beneath(check_dir, f"{self.name}.txt", self.chunks(), self.size)
 
 
 @dataclass

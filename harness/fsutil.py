@@ -101,21 +101,6 @@ def sha256_file(path: Path) -> str:
 MAX_ARTIFACT = 512 * 1024 * 1024  # bytes of one artifact file copied into the bundle
 
 
-def write_new(path: Path, data: bytes, size: int | None = None) -> None:
-    """Write ``data`` to a new file at ``path`` (never through a link, never over a
-    file); ``size`` larger than the data extends it, sparse, to that size (a log cut at
-    the output limit keeps its true size for the note that says so)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-    try:
-        with os.fdopen(fd, "wb", closefd=False) as fh:
-            fh.write(data)
-        if size is not None and size > len(data):
-            os.ftruncate(fd, size)
-    finally:
-        os.close(fd)
-
-
 def write_beneath(base: Path, rel: str, chunks: Iterable[bytes], size: int | None = None) -> None:
     """Write a new file at ``base/rel`` (folders in ``rel`` made as needed), following
     no link at ``base`` or below it: a folder a check swapped for a link is refused
