@@ -235,9 +235,8 @@ def test_the_weight_splits_new_sessions_and_a_session_stays_on_its_backend(stand
                                         "ckpt-000004") for r in first)  # fmt: skip
 
 
-def test_a_good_candidate_is_promoted_and_the_old_model_retired(stand_ins, tmp_path):
-    audit = tmp_path / "audit.jsonl"
-    router = make_router(stand_ins, None, audit)
+def rollout_under_traffic(router):
+    """Roll out while clients keep sending; the result and the clients' sessions."""
     stop, sessions = threading.Event(), []
     thread = traffic(router, stop, sessions)
     try:
@@ -245,6 +244,13 @@ def test_a_good_candidate_is_promoted_and_the_old_model_retired(stand_ins, tmp_p
     finally:
         stop.set()
         thread.join()
+    return result, sessions
+
+
+def test_a_good_candidate_is_promoted_and_the_old_model_retired(stand_ins, tmp_path):
+    audit = tmp_path / "audit.jsonl"
+    router = make_router(stand_ins, None, audit)
+    result, sessions = rollout_under_traffic(router)
     assert result.promoted and [s["weight"] for s in result.steps] == [0.1, 0.5]
     assert stand_ins[0].retired and not stand_ins[1].retired
     assert {router.forward({"prompt": "x"}, s).backend for s in sessions} == {"candidate"}
@@ -255,13 +261,7 @@ def test_a_good_candidate_is_promoted_and_the_old_model_retired(stand_ins, tmp_p
 def test_a_failing_candidate_is_rolled_back_at_the_first_step(stand_ins, tmp_path):
     audit = tmp_path / "audit.jsonl"
     router = make_router(stand_ins, 500, audit)
-    stop, sessions = threading.Event(), []
-    thread = traffic(router, stop, sessions)
-    try:
-        result = router.rollout(router_mod.Policy(min_requests=5, step_timeout_s=20))
-    finally:
-        stop.set()
-        thread.join()
+    result, sessions = rollout_under_traffic(router)
     assert not result.promoted and len(result.steps) == 1 and "error rate" in result.reason
     assert stand_ins[1].retired and not stand_ins[0].retired
     hits = stand_ins[1].hits
