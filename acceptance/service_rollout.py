@@ -443,9 +443,12 @@ def canary_rollout(ctx: CheckContext) -> dict[str, Any]:
         first.close()
         mark("promotion")
         old_current_exit = procs["current"].proc.poll()
-        second = router_mod.CanaryRouter(good, regressed, audit_log=str(audit))
-        # the regressed candidate must not answer once rolled back: expected is the good one
-        rolled = drive_rollout(second, policy, p, regressed.run_id, expected_after=good.run_id)
+        # the model now served: the good one, or (it was refused, and this check fails on
+        # good_promoted) the old current model, so the rollback is still observed
+        served = good if promoted["promoted"] else cur
+        second = router_mod.CanaryRouter(served, regressed, audit_log=str(audit))
+        # the regressed candidate must not answer once rolled back: expected is the served one
+        rolled = drive_rollout(second, policy, p, regressed.run_id, expected_after=served.run_id)
         second.close()
         mark("rollback")
         regressed_exit = procs["regressed"].proc.poll()  # None: still running
@@ -462,6 +465,8 @@ def canary_rollout(ctx: CheckContext) -> dict[str, Any]:
                                       "corrupted": corrupted, "audit_events": events})  # fmt: skip
     return {
         **rollout_observations("good", promoted, policy),
+        "good_decision": promoted["reason"],
+        "regressed_decision": rolled["reason"],
         **rollout_observations("regressed", rolled, policy),
         "good_split_off_by_sessions": split_off_by(promoted),
         "good_old_model_stopped_cleanly": old_current_exit == 0,

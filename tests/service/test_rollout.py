@@ -154,8 +154,9 @@ def test_the_listening_socket_says_tcp_so_asyncio_turns_nagle_off():
 class StandIn:
     """A stand-in backend: answers ``POST /api/generate`` with its run id (or ``fail``)."""
 
-    def __init__(self, fail: int | None = None) -> None:
+    def __init__(self, fail: int | None = None, delay_s: float = 0.0) -> None:
         self.fail = fail
+        self.delay_s = delay_s
         self.hits = 0
         stand_in = self
 
@@ -166,6 +167,7 @@ class StandIn:
             def do_POST(self) -> None:  # noqa: N802 (http.server's name)
                 body = json.loads(self.rfile.read(int(self.headers["content-length"])))
                 stand_in.hits += 1
+                time.sleep(stand_in.delay_s)
                 status = stand_in.fail or 200
                 answer = {"run_id": body["run_id"], "checkpoint": body.get("checkpoint")}
                 out = json.dumps(answer if status == 200 else {"status": status}).encode()
@@ -198,8 +200,10 @@ def stand_ins() -> Iterator[list[StandIn]]:
             s.retire()
 
 
-def make_router(stand_ins: list[StandIn], fail: int | None, audit: Path) -> Any:
-    cur, cand = StandIn(), StandIn(fail)
+def make_router(
+    stand_ins: list[StandIn], fail: int | None, audit: Path, delay_s: float = 0.0
+) -> Any:
+    cur, cand = StandIn(), StandIn(fail, delay_s)
     stand_ins.extend([cur, cand])
     return router_mod.CanaryRouter(
         router_mod.Backend(cur.url, "run-current", "ckpt-000004", "aa", on_retire=cur.retire),
@@ -271,6 +275,35 @@ def test_a_failing_candidate_is_rolled_back_at_the_first_step(stand_ins, tmp_pat
     events = read_events(audit)
     assert [e["event"] for e in events] == ["canary.decision", "canary.rollback"]
     assert events[0]["accepted"] is False and events[1]["candidate_sha256"] == "bb"
+
+
+def test_a_candidate_slower_by_more_than_the_ratio_and_the_floor_is_rolled_back(
+    stand_ins, tmp_path
+):
+    router = make_router(stand_ins, None, tmp_path / "audit.jsonl", delay_s=0.05)
+    result, _ = rollout_under_traffic(router)
+    assert not result.promoted and len(result.steps) == 1, result.reason
+    assert "median latency" in result.reason and stand_ins[1].retired
+
+
+def samples(backend: str, latencies_ms: list[float]) -> list[Any]:
+    return [router_mod.Routed(backend, 200, {}, ms / 1e3, 1) for ms in latencies_ms]
+
+
+def test_latency_fails_a_step_only_when_slower_by_the_ratio_and_by_the_floor():
+    policy = router_mod.Policy(min_requests=3, max_latency_ratio=3.0, min_latency_increase_ms=25)
+    # a loaded host: 4.4 x apart, but 7 ms: scheduling, not the candidate
+    noisy = router_mod.judge_step(0.5, samples("current", [2, 2.1, 3]),
+                                  samples("candidate", [9, 9.5, 12]), policy)  # fmt: skip
+    assert noisy["passed"] and noisy["latency_ratio"] > 4
+    # 40 ms slower and 5 x: a slower model
+    slow = router_mod.judge_step(0.5, samples("current", [10, 10, 10]),
+                                 samples("candidate", [50, 50, 50]), policy)  # fmt: skip
+    assert not slow["passed"] and "median latency 50.0 ms, 5.00 x current" in slow["reasons"][0]
+    # 100 ms slower but 2 x: within the ratio
+    within = router_mod.judge_step(0.5, samples("current", [100, 100, 100]),
+                                   samples("candidate", [200, 200, 200]), policy)  # fmt: skip
+    assert within["passed"]
 
 
 def test_a_step_without_enough_traffic_fails_closed(stand_ins, tmp_path):
