@@ -209,17 +209,30 @@ class LocalProcessExecutor:
         self.log_dir = log_dir
         self.server: subprocess.Popen[bytes] | None = None
         self.control: socket.socket | None = None
-        self.server_info: dict[str, Any] = {}
+        self.server_info: dict[str, Any] = {}  # its ready message; empty until then
+        self._server_log: Path | None = None
         self._running: dict[int, _Running] = {}
         self._by_pid: dict[int, int] = {}
         self._exits: dict[int, int] = {}
         self._next_id = 0
 
     # -- the fork server ---------------------------------------------------
+    def begin(self) -> None:
+        """Start the fork server now, without waiting for it: its preloads (a JIT's
+        warm-up, seconds) overlap the coordinator's own start (the evidence folder,
+        services). The first check waits for it to say ready."""
+        if self.server is None and self.root is not None:
+            self._spawn_server(str(self.root))
+
     def _start_server(self, root: str) -> None:
+        self._spawn_server(root)
+        self._await_server()
+
+    def _spawn_server(self, root: str) -> None:
         if self.control is not None:
             self.control.close()
             self.control = None
+        self.server_info = {}
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = self.env if self.env is not None else scrubbed_environment(os.environ)
         log_dir = self.log_dir or Path(tempfile.gettempdir())
@@ -245,17 +258,20 @@ class LocalProcessExecutor:
             )
         theirs.close()
         self.control = ours
-        ours.settimeout(START_TIMEOUT)
+        self._server_log = log_dir / "forkserver.log"
+
+    def _await_server(self) -> None:
+        """Wait for the spawned fork server's ready message (its preloads done)."""
+        assert self.control is not None
+        self.control.settimeout(START_TIMEOUT)
         try:
-            hello = ours.recv(65536)
+            hello = self.control.recv(65536)
         except OSError as exc:
             raise ForkServerError(f"the fork server did not start: {exc}") from exc
         finally:
-            ours.settimeout(None)
+            self.control.settimeout(None)
         if not hello:
-            raise ForkServerError(
-                f"the fork server exited at start (see {log_dir / 'forkserver.log'})"
-            )
+            raise ForkServerError(f"the fork server exited at start (see {self._server_log})")
         self.server_info = json.loads(hello)
 
     def _send(self, msg: tuple[Any, ...], fds: Sequence[int] = ()) -> None:
@@ -299,6 +315,8 @@ class LocalProcessExecutor:
         try:
             if self.server is None or self.server.poll() is not None:
                 self._start_server(task.root)
+            elif not self.server_info:  # begun early: ready by now, or soon
+                self._await_server()
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
                 for _ in range(2):  # the worker's stdout and stderr
@@ -480,6 +498,8 @@ class LocalProcessExecutor:
             self.control.close()
             self.control = None
         if self.server is not None:
+            if not self.server_info and self.server.poll() is None:
+                self.server.kill()  # still preloading: it would read "stop" only after
             try:
                 self.server.wait(timeout=10)
             except subprocess.TimeoutExpired:

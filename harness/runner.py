@@ -225,7 +225,14 @@ def run(request: RunRequest) -> RunResult:
         executor_info,
     )
     before = set(children(os.getpid()))
-    events.run_started(info, contracts, plan)
+    begin = getattr(executor, "begin", None)
+    try:
+        if callable(begin):  # the fork server preloads while the bundle and services start
+            begin()
+        events.run_started(info, contracts, plan)
+    except BaseException:
+        executor.shutdown(kill=True)
+        raise
     targets = {inv: [f.id for f in contracts.falsifiers_of(inv)] for inv in contracts.invariants}
     today = request.today or today_utc()
     done: dict[str, InvariantResult | FalsifierResult] = {r.falsifier_id: r for r in plan.not_run}

@@ -3,6 +3,9 @@ falsifiers of every kind winning and losing, isolation of mutants."""
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -409,6 +412,54 @@ def test_a_preload_named_module_function_is_called_once_before_every_check(proje
     assert [r.outcome for r in done] == [InvariantOutcome.PASS] * 2, [r.message for r in done]
     assert "warmmod:warm" in info["preloaded"]
     assert "no cache here" in info["failed"]["warmmod:broken"]
+
+
+def test_the_fork_server_preloads_from_begin_and_a_shutdown_meanwhile_ends_it(project):
+    # begin() spawns the fork server without waiting: its preload runs while the
+    # coordinator writes the bundle and starts services; the first check waits for it
+    (project.root / "slowwarm.py").write_text(
+        "import os, pathlib, time\n\ndef warm():\n"
+        "    pathlib.Path('preloaded').write_text(str(os.getpid()))\n"
+        "    time.sleep(float(os.environ.get('SLOW_WARM', '0')))\n"
+    )
+    (project.root / "warmchecks.py").write_text("def ok(ctx):\n    return {'calls': 1}\n")
+    project.contract("c", simple_contract(check="warmchecks:ok", expect="calls: {eq: 1}"))
+    inv = load_contract_set([project.root / "contracts"]).invariants["INV-DEMO-001"]
+    from harness.judge import judge_task
+    from harness.plan import CheckDone, Task
+
+    marker = project.root / "preloaded"
+    ex = LocalProcessExecutor(jobs=1, preload=["slowwarm:warm"], root=project.root)
+    try:
+        ex.begin()
+        for _ in range(600):  # no check asked yet: the preload runs anyway
+            if marker.exists():
+                break
+            time.sleep(0.05)
+        assert marker.exists() and not ex.server_info
+        task = Task("INV-DEMO-001", inv, None, 1, str(project.root / "checks" / "a"), 30,
+                    str(project.root))  # fmt: skip
+        done = [judge_task(e.task, e.observed) for e in ex.run([task]) if isinstance(e, CheckDone)]
+    finally:
+        ex.shutdown()
+    assert [r.outcome for r in done] == [InvariantOutcome.PASS], [r.message for r in done]
+    marker.unlink()
+
+    # a run stopped while the fork server still preloads (Ctrl-C in a cold JIT's warm-up)
+    # does not wait for the preload to end: the server is killed
+    slow = LocalProcessExecutor(jobs=1, preload=["slowwarm:warm"], root=project.root,
+                                env={**os.environ, "SLOW_WARM": "120"})  # fmt: skip
+    slow.begin()
+    server = slow.server
+    assert server is not None
+    for _ in range(600):
+        if marker.exists():
+            break
+        time.sleep(0.05)
+    t0 = time.monotonic()
+    slow.shutdown(kill=True)  # not "stop" and a 10 s wait for a server that cannot read it
+    assert time.monotonic() - t0 < 5
+    assert server.returncode == -signal.SIGKILL and slow.server is None
 
 
 def test_what_a_crashed_or_timed_out_check_printed_reaches_the_evidence(project, tmp_path):
