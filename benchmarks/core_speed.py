@@ -399,6 +399,16 @@ def report(out):
     ]
     if not has_torch:
         lines.append(f"torch: {out['torch']}")
+    core = out.get("openblas_coretype")
+    if core and "avx512f" in out["machine"]["flags"] and not core.lower().startswith(
+        ("skylakex", "cooperlake", "sapphirerapids", "zen4", "zen5")
+    ):
+        lines.append(
+            f"note: OPENBLAS_CORETYPE={core} holds OpenBLAS (NumPy's and numba's BLAS, so "
+            "ours) to kernels without AVX-512 on a CPU that has it; PyTorch's MKL is not "
+            "held. Compare a run under `env -u OPENBLAS_CORETYPE` (it changes float "
+            "rounding too: the trainer records the setting in every checkpoint)"
+        )
     return "\n".join(lines)
 
 
@@ -414,6 +424,8 @@ def machine_info():
             key, _, value = line.partition(":")
             if key.strip() == "model name" and info["cpu"] == "unknown":
                 info["cpu"] = value.strip()
+            elif key.strip() in ("cpu family", "model") and key.strip() not in info:
+                info[key.strip()] = value.strip()  # a virtual "AMD EPYC" is Zen 2 to 5
             elif key.strip() == "flags" and not info["flags"]:
                 have = set(value.split())
                 info["flags"] = [f for f in FLAGS if f in have]
@@ -453,12 +465,14 @@ def machine_info():
 
 
 def log_results(out):
-    """Append this run to ``benchmarks/results/<cpu>.json``, so that a change is judged
-    against figures from the same CPU model."""
+    """Append this run to ``benchmarks/results/<cpu>-cpu-family-F-model-M.json``, so that a
+    change is judged against figures from the same CPU model."""
     import datetime as _dt
     import re
 
-    cpu = out["machine"]["cpu"]
+    m = out["machine"]
+    # the model name alone can hide the generation (a cloud's "AMD EPYC"): family and model
+    cpu = " ".join([m["cpu"], *(f"{k} {m[k]}" for k in ("cpu family", "model") if k in m)])
     slug = re.sub(r"[^a-z0-9]+", "-", cpu.lower()).strip("-") or "unknown"
     path = ROOT / "benchmarks" / "results" / f"{slug}.json"
     commit = subprocess.run(
@@ -488,7 +502,8 @@ def describe_machine(m):
     )
     flags = " ".join(m["flags"]) or "none of " + "/".join(FLAGS)
     return (
-        f"CPU: {m['cpu']} ({m['logical_cpus']} logical; flags: {flags})\n"
+        f"CPU: {m['cpu']} (family {m.get('cpu family', '?')} model {m.get('model', '?')}; "
+        f"{m['logical_cpus']} logical; flags: {flags})\n"
         f"numpy {m['numpy']} BLAS {m['numpy_blas']}; numba {m['numba']} (threading layer "
         f"{m['numba_threading_layer']}); {torch_text}\n"
         f"thread settings: {m['threads_env'] or 'none set'}"
