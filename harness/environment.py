@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import platform
 import subprocess
@@ -141,7 +142,9 @@ def blas_info() -> dict[str, Any]:
         return {"error": str(exc)}
 
 
-def collect_environment(root: Path) -> dict[str, Any]:
+def interpreter_environment() -> dict[str, Any]:
+    """The parts that cost imports (NumPy, llvmlite) and a scan of every installed
+    distribution: ~0.2 s, which ``EnvironmentProbe`` spends in a process of its own."""
     return {
         "python": sys.version.split()[0],
         "implementation": platform.python_implementation(),
@@ -149,7 +152,71 @@ def collect_environment(root: Path) -> dict[str, Any]:
         "packages": {p: _version(p) for p in PACKAGES},
         "cpu": cpu_info(),
         "blas": blas_info(),
-        "threads": {k: v for k, v in sorted(os.environ.items()) if k.startswith(ENV_PREFIXES)},
-        "git": git_state(root),
         "dependency_digest": dependency_digest(),
     }
+
+
+def local_environment(root: Path) -> dict[str, Any]:
+    """The parts read from this process and the checkout: thread settings, git state."""
+    return {
+        "threads": {k: v for k, v in sorted(os.environ.items()) if k.startswith(ENV_PREFIXES)},
+        "git": git_state(root),
+    }
+
+
+def collect_environment(root: Path) -> dict[str, Any]:
+    return {**interpreter_environment(), **local_environment(root)}
+
+
+PROBE_TIMEOUT = 120.0  # seconds for the probe's imports on a cold, busy machine
+
+
+class EnvironmentProbe:
+    """``interpreter_environment()`` of this interpreter, collected by a child process
+    (``python -P -m harness.environment``: this executable and environment, nothing of
+    the current folder on its path) while the caller goes on. ``result()`` waits for it;
+    if the probe fails, the same is collected here, with the probe's error noted."""
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.error: str | None = None
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-P", "-m", "harness.environment"],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            )  # fmt: skip
+        except OSError as exc:
+            self.error = f"the environment probe did not start: {exc}"
+
+    def done(self) -> bool:
+        return self.proc is None or self.proc.poll() is not None
+
+    def result(self, timeout: float = PROBE_TIMEOUT) -> dict[str, Any]:
+        if self.proc is not None:
+            try:
+                out, err = self.proc.communicate(timeout=timeout)
+                if self.proc.returncode == 0:
+                    data = json.loads(out)
+                    if isinstance(data, dict):
+                        return data
+                tail = err.decode(errors="replace").strip().splitlines()[-1:]
+                self.error = f"the environment probe exited {self.proc.returncode}: {tail}"
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.communicate()
+                self.error = f"the environment probe took longer than {timeout:g} s"
+            except ValueError as exc:
+                self.error = f"the environment probe printed no JSON: {exc}"
+            finally:
+                self.proc = None
+        return {**interpreter_environment(), "probe_error": self.error}
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
+        self.proc = None
+
+
+if __name__ == "__main__":
+    print(json.dumps(interpreter_environment(), sort_keys=True, default=str))

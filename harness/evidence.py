@@ -35,7 +35,7 @@ import yaml
 
 from auditchain import AuditLog
 from harness import __version__
-from harness.environment import collect_environment, git_state, uncommitted_sources
+from harness.environment import EnvironmentProbe, local_environment, uncommitted_sources
 from harness.errors import HarnessError
 from harness.fsutil import (
     MAX_ARTIFACT,
@@ -218,6 +218,8 @@ class EvidenceWriter(Listener):
         self.order: list[str] = []
         self.sources = RecordedSources({}, {})  # the project sources the checks loaded
         self._live: int | None = None  # the run folder's lock, held until it is sealed
+        self._env_probe: EnvironmentProbe | None = None  # until environment.json is written
+        self._local_env: dict[str, Any] = {}
 
     # -- writing -----------------------------------------------------------
     def _write_run_file(self, rel: str, data: bytes, durable: bool = True) -> None:
@@ -252,13 +254,15 @@ class EvidenceWriter(Listener):
         os.rename(staging, self.run_dir)
         self._live = hold_run_lock(self.run_dir)  # `harness gc` leaves the run alone
         self.tasks = {t.key: t for t in plan.tasks}
-        env = collect_environment(self.root)
-        self._write_run_file("environment.json", dumps_json(env).encode())
+        # the interpreter's versions, CPU and BLAS cost imports: a probe process of its
+        # own collects them while the checks start; environment.json follows when it is done
+        self._local_env = local_environment(self.root)
+        self._env_probe = EnvironmentProbe()
         self.run_meta = {
             "run_id": info.run_id,
             "tool": "harness",
             "tool_version": __version__,
-            "git": git_state(self.root) if "git" not in env else env["git"],
+            "git": self._local_env["git"],
             "contract_digest": contracts.digest,
             "contracts": {k.path: k.sha256 for k in contracts.contracts},
             "seed": info.seed,
@@ -292,7 +296,17 @@ class EvidenceWriter(Listener):
             signed=self.load_signer is not None,
         )
 
+    def _write_environment(self, wait: bool) -> None:
+        """``environment.json``, once the probe has answered (``wait``: now)."""
+        probe = self._env_probe
+        if probe is None or not (wait or probe.done()):
+            return
+        self._env_probe = None
+        env = {**probe.result(), **self._local_env}
+        self._write_run_file("environment.json", dumps_json(env).encode())
+
     def check_started(self, key: str, kind: str) -> None:
+        self._write_environment(wait=False)
         if self.audit:
             self.audit.append("check_start", id=key, kind=kind)
 
@@ -346,6 +360,7 @@ class EvidenceWriter(Listener):
     def criterion_finished(self, result: CriterionResult) -> None:
         assert self.run_dir is not None and self.contracts is not None
         self._restore_marker()
+        self._write_environment(wait=False)
         cid = result.criterion_id
         self.sealed[cid] = {}
         self.order.append(cid)
@@ -384,8 +399,11 @@ class EvidenceWriter(Listener):
 
     def run_finished(self, result: RunResult) -> None:
         try:
+            self._write_environment(wait=True)
             self._seal(result)
         finally:
+            if self._env_probe is not None:
+                self._env_probe.close()
             if self._live is not None:
                 os.close(self._live)
                 self._live = None

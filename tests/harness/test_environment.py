@@ -1,0 +1,41 @@
+"""environment.json's probe: the interpreter's versions, CPU and BLAS collected by a
+process of its own while the run goes on, and the same collected here if it fails."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from harness.environment import EnvironmentProbe, interpreter_environment
+
+KEYS = {"python", "implementation", "platform", "packages", "cpu", "blas", "dependency_digest"}
+
+
+def here_as_the_cli_sees_it(monkeypatch) -> dict:
+    """This interpreter's environment with sys.path as the ``harness`` command has it:
+    without the checkout pytest put first (its egg-info is a distribution too)."""
+    cwd = Path.cwd().resolve()
+    path = [p for p in sys.path if Path(p or os.curdir).resolve() != cwd]
+    monkeypatch.setattr(sys, "path", path)
+    return interpreter_environment()
+
+
+def test_the_probe_reports_what_this_interpreter_would(monkeypatch):
+    probe = EnvironmentProbe()
+    got = probe.result()
+    here = here_as_the_cli_sees_it(monkeypatch)
+    assert set(got) == KEYS and "probe_error" not in got
+    assert got["dependency_digest"] == here["dependency_digest"]
+    assert got["packages"] == here["packages"] and got["cpu"] == json.loads(json.dumps(here["cpu"]))
+
+
+def test_a_probe_that_dies_is_replaced_by_collecting_here_and_says_why(monkeypatch):
+    probe = EnvironmentProbe()
+    assert probe.proc is not None
+    probe.proc.kill()
+    here = here_as_the_cli_sees_it(monkeypatch)
+    got = probe.result()
+    assert KEYS <= set(got) and "exited -9" in got["probe_error"]
+    assert got["dependency_digest"] == here["dependency_digest"]
