@@ -224,15 +224,9 @@ def run(request: RunRequest) -> RunResult:
         getattr(executor, "jobs", request.jobs),
         executor_info,
     )
+    events.run_started(info, contracts, plan)
+    # what runs now is not a stray of the run (the evidence's environment probe)
     before = set(children(os.getpid()))
-    begin = getattr(executor, "begin", None)
-    try:
-        if callable(begin):  # the fork server preloads while the bundle and services start
-            begin()
-        events.run_started(info, contracts, plan)
-    except BaseException:
-        executor.shutdown(kill=True)
-        raise
     targets = {inv: [f.id for f in contracts.falsifiers_of(inv)] for inv in contracts.invariants}
     today = request.today or today_utc()
     done: dict[str, InvariantResult | FalsifierResult] = {r.falsifier_id: r for r in plan.not_run}
@@ -282,6 +276,9 @@ def run(request: RunRequest) -> RunResult:
     reaper = is_subreaper()
     become_subreaper()
     try:
+        begin = getattr(executor, "begin", None)
+        if callable(begin):  # the fork server preloads while the services start
+            begin()
         complete_ready()
         if shared:  # started once, before the first check; the checks get their URLs
             services.start_all(

@@ -135,6 +135,8 @@ def test_evidence_layout(project):
     assert len(meta["contract_digest"]) == 64
     env = json.loads((run_dir / "environment.json").read_text())
     assert env["python"] and "numpy" in env["packages"]
+    # collected by the probe, which a one-check run must not end as a stray
+    assert "probe_error" not in env and len(env["dependency_digest"]) == 64
     crit = run_dir / "criteria" / "AC-DEMO-001"
     assert "AC-DEMO-001" in (crit / "criterion.yaml").read_text()
     lines = [json.loads(x) for x in (crit / "observations.jsonl").read_text().splitlines()]
