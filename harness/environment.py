@@ -112,7 +112,7 @@ def dependency_digest() -> str:
     return hashlib.sha256("\n".join(pins).encode()).hexdigest()
 
 
-def cpu_info() -> dict[str, Any]:
+def cpu_info(imports: bool = True) -> dict[str, Any]:
     out: dict[str, Any] = {"machine": platform.machine(), "cores": os.cpu_count()}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -121,6 +121,8 @@ def cpu_info() -> dict[str, Any]:
                 break
     except OSError:
         pass
+    if not imports:
+        return out
     try:
         import llvmlite.binding as llvm
 
@@ -142,16 +144,18 @@ def blas_info() -> dict[str, Any]:
         return {"error": str(exc)}
 
 
-def interpreter_environment() -> dict[str, Any]:
+def interpreter_environment(imports: bool = True) -> dict[str, Any]:
     """The parts that cost imports (NumPy, llvmlite) and a scan of every installed
-    distribution: ~0.2 s, which ``EnvironmentProbe`` spends in a process of its own."""
+    distribution: ~0.2 s, which ``EnvironmentProbe`` spends in a process of its own.
+    ``imports=False``: only what reading files gives (no BLAS, no LLVM CPU name), for a
+    process that must not import code checks could have rewritten (the coordinator)."""
     return {
         "python": sys.version.split()[0],
         "implementation": platform.python_implementation(),
         "platform": platform.platform(),
         "packages": {p: _version(p) for p in PACKAGES},
-        "cpu": cpu_info(),
-        "blas": blas_info(),
+        "cpu": cpu_info(imports),
+        "blas": blas_info() if imports else {"error": "not collected"},
         "dependency_digest": dependency_digest(),
     }
 
@@ -175,7 +179,9 @@ class EnvironmentProbe:
     """``interpreter_environment()`` of this interpreter, collected by a child process
     (``python -P -m harness.environment``: this executable and environment, nothing of
     the current folder on its path) while the caller goes on. ``result()`` waits for it;
-    if the probe fails, the same is collected here, with the probe's error noted."""
+    if the probe fails, what needs no import is collected here (the coordinator imports
+    nothing once checks have run: they could have rewritten NumPy's files), with the
+    probe's error noted."""
 
     def __init__(self) -> None:
         self.proc: subprocess.Popen[bytes] | None = None
@@ -209,7 +215,7 @@ class EnvironmentProbe:
                 self.error = f"the environment probe printed no JSON: {exc}"
             finally:
                 self.proc = None
-        return {**interpreter_environment(), "probe_error": self.error}
+        return {**interpreter_environment(imports=False), "probe_error": self.error}
 
     def close(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

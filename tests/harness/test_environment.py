@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -39,3 +40,17 @@ def test_a_probe_that_dies_is_replaced_by_collecting_here_and_says_why(monkeypat
     got = probe.result()
     assert KEYS <= set(got) and "exited -9" in got["probe_error"]
     assert got["dependency_digest"] == here["dependency_digest"]
+
+
+def test_a_failed_probe_imports_nothing_into_the_coordinator():
+    # the fallback runs after checks ran, in the process that signs: NumPy or llvmlite
+    # imported then would run files a check could have rewritten
+    code = (
+        "import sys\n"
+        "from harness.environment import EnvironmentProbe\n"
+        "p = EnvironmentProbe(); p.proc.kill(); env = p.result()\n"
+        "print(sorted(m for m in ('numpy', 'llvmlite', 'numba') if m in sys.modules))\n"
+        "print(env['blas'], 'numba_cpu_name' in env['cpu'], bool(env['probe_error']))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines() == ["[]", "{'error': 'not collected'} False True"], out
