@@ -173,23 +173,39 @@ def collect_environment(root: Path) -> dict[str, Any]:
 
 
 PROBE_TIMEOUT = 120.0  # seconds for the probe's imports on a cold, busy machine
+PROBE_MAX_OUTPUT = 1024**2  # bytes of JSON taken from the probe (it prints ~3 KB)
+# the probe's code: this harness, installed or (appended, so nothing shadows an
+# installed distribution) from the checkout the coordinator runs
+_PROBE = (
+    "import sys\n"
+    "try:\n    from harness import environment\n"
+    "except ImportError:\n    sys.path.append(sys.argv[1])\n"
+    "    from harness import environment\n"
+    "environment.probe_main()\n"
+)
 
 
 class EnvironmentProbe:
     """``interpreter_environment()`` of this interpreter, collected by a child process
-    (``python -P -m harness.environment``: this executable and environment, nothing of
-    the current folder on its path) while the caller goes on. ``result()`` waits for it;
-    if the probe fails, what needs no import is collected here (the coordinator imports
-    nothing once checks have run: they could have rewritten NumPy's files), with the
-    probe's error noted."""
+    while the caller starts services and the fork server; ``result()`` waits for it, and
+    the runner has it wait before the first check, so no check runs beside it. The probe
+    is this executable with nothing of the current folder on its path (``-P``), in the
+    scrubbed environment checks get (no secret of the coordinator's), in a session of
+    its own (a Ctrl-C at the terminal is the coordinator's) and non-dumpable. If it
+    fails, what needs no import is collected here (the coordinator imports nothing once
+    checks may run: they could rewrite NumPy's files), with the probe's error noted."""
 
     def __init__(self) -> None:
+        from harness.procs import scrubbed_environment
+
         self.proc: subprocess.Popen[bytes] | None = None
         self.error: str | None = None
+        here = str(Path(__file__).resolve().parents[1])
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-P", "-m", "harness.environment"],
+                [sys.executable, "-P", "-c", _PROBE, here],
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                env=scrubbed_environment(os.environ), start_new_session=True,
             )  # fmt: skip
         except OSError as exc:
             self.error = f"the environment probe did not start: {exc}"
@@ -198,31 +214,60 @@ class EnvironmentProbe:
         return self.proc is None or self.proc.poll() is not None
 
     def result(self, timeout: float = PROBE_TIMEOUT) -> dict[str, Any]:
-        if self.proc is not None:
+        proc, self.proc = self.proc, None
+        if proc is not None:
             try:
-                out, err = self.proc.communicate(timeout=timeout)
-                if self.proc.returncode == 0:
-                    data = json.loads(out)
-                    if isinstance(data, dict):
-                        return data
-                tail = err.decode(errors="replace").strip().splitlines()[-1:]
-                self.error = f"the environment probe exited {self.proc.returncode}: {tail}"
+                out, err = proc.communicate(timeout=timeout)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.communicate()
                 self.error = f"the environment probe took longer than {timeout:g} s"
-            except ValueError as exc:
-                self.error = f"the environment probe printed no JSON: {exc}"
+            except BaseException:  # a Ctrl-C while waiting: the probe goes too
+                _end(proc)
+                raise
+            else:
+                data = _parse_probe(out) if proc.returncode == 0 else None
+                if data is not None:
+                    return data
+                tail = err.decode(errors="replace").strip().splitlines()[-1:]
+                self.error = (f"the environment probe exited {proc.returncode} without "
+                              f"a record: {tail}")  # fmt: skip
             finally:
-                self.proc = None
+                _end(proc)
         return {**interpreter_environment(imports=False), "probe_error": self.error}
 
     def close(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.communicate()
-        self.proc = None
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            _end(proc)
 
 
-if __name__ == "__main__":
+KEYS = ("python", "implementation", "platform", "packages", "cpu", "blas", "dependency_digest")
+
+
+def _parse_probe(out: bytes) -> dict[str, Any] | None:
+    """The probe's record: one JSON object of the known keys, or None."""
+    if len(out) > PROBE_MAX_OUTPUT:
+        return None
+    try:
+        data = json.loads(out)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(data, dict) or set(data) != set(KEYS):
+        return None
+    return {k: data[k] for k in KEYS}
+
+
+def _end(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+
+
+def probe_main() -> None:
+    """The probe process: non-dumpable before any import, then one JSON line."""
+    from harness.procs import make_undumpable
+
+    make_undumpable()
     print(json.dumps(interpreter_environment(), sort_keys=True, default=str))

@@ -254,8 +254,8 @@ class EvidenceWriter(Listener):
         os.rename(staging, self.run_dir)
         self._live = hold_run_lock(self.run_dir)  # `harness gc` leaves the run alone
         self.tasks = {t.key: t for t in plan.tasks}
-        # the interpreter's versions, CPU and BLAS cost imports: a probe process of its
-        # own collects them while the checks start; environment.json follows when it is done
+        # the interpreter's versions, CPU and BLAS cost imports: a probe process collects
+        # them while the services and the fork server start (checks_starting waits for it)
         self._local_env = local_environment(self.root)
         self._env_probe = EnvironmentProbe()
         self.run_meta = {
@@ -301,12 +301,17 @@ class EvidenceWriter(Listener):
         probe = self._env_probe
         if probe is None or not (wait or probe.done()):
             return
-        self._env_probe = None
-        env = {**probe.result(), **self._local_env}
+        try:
+            env = {**probe.result(), **self._local_env}
+        finally:
+            probe.close()
+            self._env_probe = None
         self._write_run_file("environment.json", dumps_json(env).encode())
 
+    def checks_starting(self) -> None:
+        self._write_environment(wait=True)  # no check runs beside the probe
+
     def check_started(self, key: str, kind: str) -> None:
-        self._write_environment(wait=False)
         if self.audit:
             self.audit.append("check_start", id=key, kind=kind)
 
@@ -360,7 +365,6 @@ class EvidenceWriter(Listener):
     def criterion_finished(self, result: CriterionResult) -> None:
         assert self.run_dir is not None and self.contracts is not None
         self._restore_marker()
-        self._write_environment(wait=False)
         cid = result.criterion_id
         self.sealed[cid] = {}
         self.order.append(cid)

@@ -222,7 +222,10 @@ class LocalProcessExecutor:
         warm-up, seconds) overlap the coordinator's own start (the evidence folder,
         services). The first check waits for it to say ready."""
         if self.server is None and self.root is not None:
-            self._spawn_server(str(self.root))
+            try:
+                self._spawn_server(str(self.root))
+            except OSError:
+                self.server = None  # the first check tries again, and says why it cannot
 
     def _start_server(self, root: str) -> None:
         self._spawn_server(root)
@@ -233,30 +236,35 @@ class LocalProcessExecutor:
             self.control.close()
             self.control = None
         self.server_info = {}
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = self.env if self.env is not None else scrubbed_environment(os.environ)
         log_dir = self.log_dir or Path(tempfile.gettempdir())
         log_dir.mkdir(parents=True, exist_ok=True)
         config = {"root": root, "preload": list(self.preload)}
-        with open(log_dir / "forkserver.log", "ab") as log:
-            self.server = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "harness.forkserver",
-                    str(theirs.fileno()),
-                    str(os.getpid()),
-                    json.dumps(config),
-                ],
-                pass_fds=(theirs.fileno(),),
-                env=env,
-                cwd=root,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                start_new_session=True,  # Ctrl-C at the terminal reaches the coordinator only
-            )
-        theirs.close()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            with open(log_dir / "forkserver.log", "ab") as log:
+                self.server = subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "harness.forkserver",
+                        str(theirs.fileno()),
+                        str(os.getpid()),
+                        json.dumps(config),
+                    ],
+                    pass_fds=(theirs.fileno(),),
+                    env=env,
+                    cwd=root,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    start_new_session=True,  # Ctrl-C at the terminal reaches the coordinator
+                )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
         self.control = ours
         self._server_log = log_dir / "forkserver.log"
 
@@ -266,13 +274,24 @@ class LocalProcessExecutor:
         self.control.settimeout(START_TIMEOUT)
         try:
             hello = self.control.recv(65536)
-        except OSError as exc:
-            raise ForkServerError(f"the fork server did not start: {exc}") from exc
-        finally:
             self.control.settimeout(None)
+        except OSError as exc:  # a preload that hangs: ended, and the next check starts anew
+            self._abandon_server()
+            raise ForkServerError(f"the fork server did not start: {exc}") from exc
         if not hello:
+            self._abandon_server()
             raise ForkServerError(f"the fork server exited at start (see {self._server_log})")
         self.server_info = json.loads(hello)
+
+    def _abandon_server(self) -> None:
+        if self.control is not None:
+            self.control.close()
+            self.control = None
+        if self.server is not None:
+            if self.server.poll() is None:
+                self.server.kill()
+            self.server.wait()
+            self.server = None
 
     def _send(self, msg: tuple[Any, ...], fds: Sequence[int] = ()) -> None:
         assert self.control is not None

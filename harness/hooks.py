@@ -43,6 +43,9 @@ class Listener:
         """Fires once, after the contracts loaded and the plan was made."""
 
     # -- run ---------------------------------------------------------------
+    def checks_starting(self) -> None:
+        """Fires once, after the run's services started and before the first check."""
+
     def check_started(self, key: str, kind: str) -> None:
         """Fires when a worker picks up a check (an invariant or a falsifier)."""
 
@@ -82,6 +85,10 @@ class Dispatcher(Listener):
     def run_started(self, info: RunInfo, contracts: ContractSet, plan: Plan) -> None:
         for lst in self.listeners:
             lst.run_started(info, contracts, plan)
+
+    def checks_starting(self) -> None:
+        for lst in self.listeners:
+            lst.checks_starting()
 
     def check_started(self, key: str, kind: str) -> None:
         for lst in self.listeners:

@@ -224,9 +224,8 @@ def run(request: RunRequest) -> RunResult:
         getattr(executor, "jobs", request.jobs),
         executor_info,
     )
-    events.run_started(info, contracts, plan)
-    # what runs now is not a stray of the run (the evidence's environment probe)
     before = set(children(os.getpid()))
+    events.run_started(info, contracts, plan)
     targets = {inv: [f.id for f in contracts.falsifiers_of(inv)] for inv in contracts.invariants}
     today = request.today or today_utc()
     done: dict[str, InvariantResult | FalsifierResult] = {r.falsifier_id: r for r in plan.not_run}
@@ -295,6 +294,7 @@ def run(request: RunRequest) -> RunResult:
             tasks_by_key.update({t.key: t for t in order})
             for task, reason in refused:
                 record(task, _judged(task, Observed.failed(reason), {}))
+        events.checks_starting()
         for event in executor.run(order):
             if isinstance(event, CheckStarted):
                 events.check_started(event.task.key, event.task.kind)

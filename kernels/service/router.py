@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import math
 import statistics
 import threading
 import time
@@ -89,6 +90,14 @@ class Policy:
             raise ValueError(f"steps must be shares in (0, 1] (got {policy.steps})")
         if list(policy.steps) != sorted(policy.steps):
             raise ValueError(f"steps must not decrease (got {policy.steps})")
+        for name in ("max_error_rate_increase", "max_latency_ratio", "min_latency_increase_ms"):
+            value = getattr(policy, name)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not (math.isfinite(value) and value >= 0)
+            ):
+                raise ValueError(f"{name} must be a finite number >= 0 (got {value!r})")
         return policy
 
 

@@ -54,3 +54,43 @@ def test_a_failed_probe_imports_nothing_into_the_coordinator():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.splitlines() == ["[]", "{'error': 'not collected'} False True"], out
+
+
+def test_the_probe_gets_no_secret_of_the_coordinator(monkeypatch):
+    # it runs while the services start: its /proc/<pid>/environ must hold nothing that
+    # checks are not given (it is scrubbed like theirs, and non-dumpable as well)
+    monkeypatch.setenv("MY_API_TOKEN", "s3cr3t-token-value-1234")
+    probe = EnvironmentProbe()
+    assert probe.proc is not None
+    try:
+        seen = Path(f"/proc/{probe.proc.pid}/environ").read_bytes()
+    except OSError:  # already non-dumpable: not readable at all
+        seen = b""
+    got = probe.result()
+    assert b"s3cr3t-token-value-1234" not in seen and "probe_error" not in got
+
+
+def test_no_check_starts_before_the_environment_is_written(project):
+    # the evidence writer waits for its probe in checks_starting: no check runs beside it
+    from harness.hooks import Listener
+    from harness.loader import load_contract_set
+    from harness.runner import run_contracts
+    from tests.harness.conftest import simple_contract
+
+    seen: list[str] = []
+
+    class Order(Listener):
+        def checks_starting(self) -> None:
+            env = list((project.root / "evidence").glob("*/environment.json"))
+            seen.append(f"checks_starting:{len(env)}")
+
+        def check_started(self, key: str, kind: str) -> None:
+            seen.append("check_started")
+
+    project.contract("c", simple_contract())
+    contracts = load_contract_set([project.root / "contracts"])
+    run_contracts(contracts, contracts.criteria, jobs=1, seed=7, root=project.root,
+                  default_timeout=30, evidence_root=project.root / "evidence",
+                  outputs=[Order()])  # fmt: skip
+    assert seen[0] == "checks_starting:1" and seen.count("checks_starting:1") == 1
+    assert "check_started" in seen[1:]

@@ -320,3 +320,6 @@ def test_a_policy_refuses_steps_that_are_not_shares():
     with pytest.raises(ValueError):
         router_mod.Policy.from_dict({"steps": [10, 50, 100]})
     assert router_mod.Policy.from_dict({"steps": [0.2, 1]}).steps == (0.2, 1.0)
+    for bad in (float("nan"), -1, "25", None):  # NaN would turn the latency judgement off
+        with pytest.raises(ValueError, match="min_latency_increase_ms"):
+            router_mod.Policy.from_dict({"min_latency_increase_ms": bad})
