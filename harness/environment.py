@@ -174,44 +174,30 @@ def collect_environment(root: Path) -> dict[str, Any]:
 
 PROBE_TIMEOUT = 120.0  # seconds for the probe's imports on a cold, busy machine
 PROBE_MAX_OUTPUT = 1024**2  # bytes of JSON taken from the probe (it prints ~3 KB)
-# the probe's code: this harness, installed or (appended, so nothing shadows an
-# installed distribution) from the checkout the coordinator runs
-_PROBE = (
-    "import sys\n"
-    "try:\n    from harness import environment\n"
-    "except ImportError:\n    sys.path.append(sys.argv[1])\n"
-    "    from harness import environment\n"
-    "environment.probe_main()\n"
-)
 
 
 class EnvironmentProbe:
     """``interpreter_environment()`` of this interpreter, collected by a child process
     while the caller starts services and the fork server; ``result()`` waits for it, and
     the runner has it wait before the first check, so no check runs beside it. The probe
-    is this executable with nothing of the current folder on its path (``-P``), in the
-    scrubbed environment checks get (no secret of the coordinator's), in a session of
-    its own (a Ctrl-C at the terminal is the coordinator's) and non-dumpable. If it
-    fails, what needs no import is collected here (the coordinator imports nothing once
-    checks may run: they could rewrite NumPy's files), with the probe's error noted."""
+    is this file run as a script by this executable, with nothing of the current folder
+    or of ``harness/`` on its path (``-P``), in the scrubbed environment checks get (no
+    secret of the coordinator's), in a session of its own (a Ctrl-C at the terminal is
+    the coordinator's), non-dumpable before it imports NumPy or llvmlite. If it fails,
+    what needs no import is collected here (the coordinator imports nothing once checks
+    may run: they could rewrite NumPy's files), with the probe's error noted."""
 
     def __init__(self) -> None:
-        from harness.procs import scrubbed_environment
-
         self.proc: subprocess.Popen[bytes] | None = None
         self.error: str | None = None
-        here = str(Path(__file__).resolve().parents[1])
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-P", "-c", _PROBE, here],
+                [sys.executable, "-P", str(Path(__file__).resolve())],
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                env=scrubbed_environment(os.environ), start_new_session=True,
+                env=probe_environment(os.environ), start_new_session=True,
             )  # fmt: skip
         except OSError as exc:
             self.error = f"the environment probe did not start: {exc}"
-
-    def done(self) -> bool:
-        return self.proc is None or self.proc.poll() is not None
 
     def result(self, timeout: float = PROBE_TIMEOUT) -> dict[str, Any]:
         proc, self.proc = self.proc, None
@@ -228,8 +214,8 @@ class EnvironmentProbe:
                 if data is not None:
                     return data
                 tail = err.decode(errors="replace").strip().splitlines()[-1:]
-                self.error = (f"the environment probe exited {proc.returncode} without "
-                              f"a record: {tail}")  # fmt: skip
+                self.error = (f"the environment probe ended ({proc.returncode}) without a "
+                              f"record (killed with an interrupted run?): {tail}")  # fmt: skip
             finally:
                 _end(proc)
         return {**interpreter_environment(imports=False), "probe_error": self.error}
@@ -265,9 +251,23 @@ def _end(proc: subprocess.Popen[bytes]) -> None:
             stream.close()
 
 
-def probe_main() -> None:
-    """The probe process: non-dumpable before any import, then one JSON line."""
-    from harness.procs import make_undumpable
+def probe_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The probe's environment: what a check gets (``scrubbed_environment``)."""
+    from harness.procs import scrubbed_environment
 
-    make_undumpable()
+    return scrubbed_environment(environ)
+
+
+def probe_main() -> None:
+    """The probe process: non-dumpable (``PR_SET_DUMPABLE`` 0) before NumPy or llvmlite
+    is imported, then one JSON line."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE, as harness.procs.make_undumpable
     print(json.dumps(interpreter_environment(), sort_keys=True, default=str))
+
+
+if __name__ == "__main__":  # the probe: python -P harness/environment.py
+    probe_main()

@@ -35,7 +35,12 @@ import yaml
 
 from auditchain import AuditLog
 from harness import __version__
-from harness.environment import EnvironmentProbe, local_environment, uncommitted_sources
+from harness.environment import (
+    EnvironmentProbe,
+    interpreter_environment,
+    local_environment,
+    uncommitted_sources,
+)
 from harness.errors import HarnessError
 from harness.fsutil import (
     MAX_ARTIFACT,
@@ -296,20 +301,26 @@ class EvidenceWriter(Listener):
             signed=self.load_signer is not None,
         )
 
-    def _write_environment(self, wait: bool) -> None:
-        """``environment.json``, once the probe has answered (``wait``: now)."""
+    def _write_environment(self) -> None:
+        """``environment.json``, once the probe has answered (waiting for it). A Ctrl-C
+        meanwhile ends the probe; the file then holds what needs no import, and says so."""
         probe = self._env_probe
-        if probe is None or not (wait or probe.done()):
+        if probe is None:
             return
+        self._env_probe = None
         try:
             env = {**probe.result(), **self._local_env}
-        finally:
+        except BaseException:
             probe.close()
-            self._env_probe = None
+            why = "interrupted while waiting for the environment probe"
+            env = {**interpreter_environment(imports=False), **self._local_env,
+                   "probe_error": why}  # fmt: skip
+            self._write_run_file("environment.json", dumps_json(env).encode())
+            raise
         self._write_run_file("environment.json", dumps_json(env).encode())
 
     def checks_starting(self) -> None:
-        self._write_environment(wait=True)  # no check runs beside the probe
+        self._write_environment()  # no check runs beside the probe
 
     def check_started(self, key: str, kind: str) -> None:
         if self.audit:
@@ -403,7 +414,7 @@ class EvidenceWriter(Listener):
 
     def run_finished(self, result: RunResult) -> None:
         try:
-            self._write_environment(wait=True)
+            self._write_environment()
             self._seal(result)
         finally:
             if self._env_probe is not None:

@@ -211,6 +211,7 @@ class LocalProcessExecutor:
         self.control: socket.socket | None = None
         self.server_info: dict[str, Any] = {}  # its ready message; empty until then
         self._server_log: Path | None = None
+        self._start_failures: list[str] = []  # after two, checks are not started at all
         self._running: dict[int, _Running] = {}
         self._by_pid: dict[int, int] = {}
         self._exits: dict[int, int] = {}
@@ -275,12 +276,14 @@ class LocalProcessExecutor:
         try:
             hello = self.control.recv(65536)
             self.control.settimeout(None)
-        except OSError as exc:  # a preload that hangs: ended, and the next check starts anew
+        except OSError as exc:  # a preload that hangs: ended; the next check tries once more
             self._abandon_server()
-            raise ForkServerError(f"the fork server did not start: {exc}") from exc
+            self._start_failures.append(f"the fork server did not start: {exc}")
+            raise ForkServerError(self._start_failures[-1]) from exc
         if not hello:
             self._abandon_server()
-            raise ForkServerError(f"the fork server exited at start (see {self._server_log})")
+            self._start_failures.append(f"the fork server exited at start (see {self._server_log})")
+            raise ForkServerError(self._start_failures[-1])
         self.server_info = json.loads(hello)
 
     def _abandon_server(self) -> None:
@@ -289,7 +292,10 @@ class LocalProcessExecutor:
             self.control = None
         if self.server is not None:
             if self.server.poll() is None:
-                self.server.kill()
+                try:  # its own session: whatever a preload started goes with it
+                    os.killpg(self.server.pid, signal.SIGKILL)
+                except OSError:
+                    self.server.kill()
             self.server.wait()
             self.server = None
 
@@ -331,6 +337,8 @@ class LocalProcessExecutor:
     def _launch(self, task: Task) -> str:
         made: list[int] = []  # every descriptor made here, closed on a failure
         ours = None
+        if len(self._start_failures) >= 2:  # one restart, not one start timeout per check
+            return f"cannot start: {self._start_failures[-1]} (twice; not tried again)"
         try:
             if self.server is None or self.server.poll() is not None:
                 self._start_server(task.root)

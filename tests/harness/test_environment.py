@@ -38,7 +38,7 @@ def test_a_probe_that_dies_is_replaced_by_collecting_here_and_says_why(monkeypat
     probe.proc.kill()
     here = here_as_the_cli_sees_it(monkeypatch)
     got = probe.result()
-    assert KEYS <= set(got) and "exited -9" in got["probe_error"]
+    assert KEYS <= set(got) and "ended (-9)" in got["probe_error"]
     assert got["dependency_digest"] == here["dependency_digest"]
 
 
@@ -94,3 +94,37 @@ def test_no_check_starts_before_the_environment_is_written(project):
                   outputs=[Order()])  # fmt: skip
     assert seen[0] == "checks_starting:1" and seen.count("checks_starting:1") == 1
     assert "check_started" in seen[1:]
+
+
+def test_the_probes_environment_is_a_checks_not_the_coordinators():
+    from harness.environment import probe_environment
+
+    env = probe_environment({"MY_API_TOKEN": "s3cr3t", "AWS_SECRET_ACCESS_KEY": "k", "PATH": "/b"})
+    assert env == {"PATH": "/b"}
+
+
+def test_a_ctrl_c_while_waiting_for_the_probe_still_leaves_environment_json(project, monkeypatch):
+    # the run is interrupted in checks_starting: the bundle still holds environment.json
+    # (what needs no import), covered by the run's files like every other run file
+    import pytest
+
+    from harness import environment
+    from harness.loader import load_contract_set
+    from harness.runner import Interrupted, run_contracts
+    from tests.harness.conftest import simple_contract
+
+    def interrupted(self, timeout=0):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(environment.EnvironmentProbe, "result", interrupted)
+    project.contract("c", simple_contract())
+    contracts = load_contract_set([project.root / "contracts"])
+    with pytest.raises(Interrupted):
+        run_contracts(contracts, contracts.criteria, jobs=1, seed=7, root=project.root,
+                      default_timeout=30, evidence_root=project.root / "evidence")  # fmt: skip
+    (run_dir,) = [p for p in (project.root / "evidence").iterdir() if p.name[0].isdigit()]
+    env = json.loads((run_dir / "environment.json").read_text())
+    assert env["probe_error"].startswith("interrupted")
+    assert env["blas"] == {"error": "not collected"}
+    verdict = json.loads((run_dir / "verdict.json").read_text())
+    assert "environment.json" in verdict["run_files"]

@@ -462,6 +462,32 @@ def test_the_fork_server_preloads_from_begin_and_a_shutdown_meanwhile_ends_it(pr
     assert server.returncode == -signal.SIGKILL and slow.server is None
 
 
+def test_a_fork_server_that_never_says_ready_is_tried_twice_not_once_per_check(
+    project, monkeypatch
+):
+    # a preload that hangs: the start timeout ends the server, the next check tries a
+    # new one, and after a second failure the rest fail at once (not a timeout each)
+    import harness.executor as executor_mod
+
+    monkeypatch.setattr(executor_mod, "START_TIMEOUT", 1.0)
+    (project.root / "hangwarm.py").write_text("import time\n\ndef warm():\n    time.sleep(600)\n")
+    (project.root / "warmchecks.py").write_text("def ok(ctx):\n    return {'calls': 1}\n")
+    project.contract("c", simple_contract(check="warmchecks:ok", expect="calls: {eq: 1}"))
+    inv = load_contract_set([project.root / "contracts"]).invariants["INV-DEMO-001"]
+    from harness.plan import CheckDone, Task
+
+    ex = LocalProcessExecutor(jobs=1, preload=["hangwarm:warm"], root=project.root)
+    tasks = [Task(f"INV-DEMO-{i}", inv, None, 1, str(project.root / "checks" / str(i)), 30,
+                  str(project.root)) for i in range(4)]  # fmt: skip
+    try:
+        done = [e.observed for e in ex.run(tasks) if isinstance(e, CheckDone)]
+    finally:
+        ex.shutdown()
+    messages = [o.message for o in done]
+    assert len(done) == 4 and all("did not start" in m for m in messages), messages
+    assert ["not tried again" in m for m in messages] == [False, False, True, True]
+
+
 def test_what_a_crashed_or_timed_out_check_printed_reaches_the_evidence(project, tmp_path):
     # a check's stdout and stderr are pipes the coordinator reads while it runs: what a
     # worker wrote before it died (its faulthandler traceback too) or was killed is kept
