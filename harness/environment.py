@@ -206,9 +206,6 @@ class EnvironmentProbe:
                 out, err = proc.communicate(timeout=timeout)
             except subprocess.TimeoutExpired:
                 self.error = f"the environment probe took longer than {timeout:g} s"
-            except BaseException:  # a Ctrl-C while waiting: the probe goes too
-                _end(proc)
-                raise
             else:
                 data = _parse_probe(out) if proc.returncode == 0 else None
                 if data is not None:
@@ -216,7 +213,7 @@ class EnvironmentProbe:
                 tail = err.decode(errors="replace").strip().splitlines()[-1:]
                 self.error = (f"the environment probe ended ({proc.returncode}) without a "
                               f"record (killed with an interrupted run?): {tail}")  # fmt: skip
-            finally:
+            finally:  # also on a Ctrl-C while waiting: the probe goes with it
                 _end(proc)
         return {**interpreter_environment(imports=False), "probe_error": self.error}
 

@@ -308,16 +308,17 @@ class EvidenceWriter(Listener):
         if probe is None:
             return
         self._env_probe = None
+        interrupted: BaseException | None = None
         try:
-            env = {**probe.result(), **self._local_env}
-        except BaseException:
-            probe.close()
+            found = probe.result()  # the probe is ended whatever happens here
+        except BaseException as exc:
+            interrupted = exc
             why = "interrupted while waiting for the environment probe"
-            env = {**interpreter_environment(imports=False), **self._local_env,
-                   "probe_error": why}  # fmt: skip
-            self._write_run_file("environment.json", dumps_json(env).encode())
-            raise
+            found = {**interpreter_environment(imports=False), "probe_error": why}
+        env = {**found, **self._local_env}
         self._write_run_file("environment.json", dumps_json(env).encode())
+        if interrupted is not None:
+            raise interrupted
 
     def checks_starting(self) -> None:
         self._write_environment()  # no check runs beside the probe
@@ -417,8 +418,6 @@ class EvidenceWriter(Listener):
             self._write_environment()
             self._seal(result)
         finally:
-            if self._env_probe is not None:
-                self._env_probe.close()
             if self._live is not None:
                 os.close(self._live)
                 self._live = None

@@ -15,6 +15,7 @@ most ``MAX_RESULT`` bytes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
@@ -223,10 +224,8 @@ class LocalProcessExecutor:
         warm-up, seconds) overlap the coordinator's own start (the evidence folder,
         services). The first check waits for it to say ready."""
         if self.server is None and self.root is not None:
-            try:
+            with contextlib.suppress(OSError):  # the first check tries again and says why
                 self._spawn_server(str(self.root))
-            except OSError:
-                self.server = None  # the first check tries again, and says why it cannot
 
     def _start_server(self, root: str) -> None:
         self._spawn_server(root)
@@ -517,6 +516,8 @@ class LocalProcessExecutor:
             run.sock.close()
             self._save_logs(run)  # what it printed until now: for the scratch kept on ^C
         self._running.clear()
+        if self.server is not None and not self.server_info:
+            self._abandon_server()  # still preloading: it would read "stop" only after
         if self.control is not None:
             try:
                 self._send(("stop",))
@@ -525,8 +526,6 @@ class LocalProcessExecutor:
             self.control.close()
             self.control = None
         if self.server is not None:
-            if not self.server_info and self.server.poll() is None:
-                self.server.kill()  # still preloading: it would read "stop" only after
             try:
                 self.server.wait(timeout=10)
             except subprocess.TimeoutExpired:

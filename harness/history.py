@@ -201,19 +201,6 @@ def last_durations(evidence: Path) -> dict[str, float]:
     return {}
 
 
-__all__ = [
-    "HistoryRow",
-    "as_json",
-    "diff_runs",
-    "history",
-    "last_durations",
-    "load_results",
-    "open_index",
-    "resolve_run",
-    "run_dirs",
-]
-
-
 def time_profile(result: RunResult, run_dir: Path, n: int) -> list[str]:
     """Where a run's time went, as lines: the run's wall time and workers, the summed
     time of its checks (and of those not run), then its ``n`` slowest checks."""
@@ -249,3 +236,17 @@ def time_profile(result: RunResult, run_dir: Path, n: int) -> list[str]:
         share = f"{100 * duration / total:4.1f}%" if total else "  - "
         lines.append(f"  {duration:7.2f} s {share}  {key:<22} {outcome:<10} {cid}")
     return lines
+
+
+__all__ = [
+    "HistoryRow",
+    "as_json",
+    "diff_runs",
+    "history",
+    "last_durations",
+    "load_results",
+    "open_index",
+    "resolve_run",
+    "run_dirs",
+    "time_profile",
+]
