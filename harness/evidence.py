@@ -202,6 +202,7 @@ class EvidenceWriter(Listener):
         signer: Signer | Callable[[], Signer | None] | None = None,
         *,
         redactions: Mapping[str, str] | None = None,
+        probe: EnvironmentProbe | None = None,
     ) -> None:
         self.evidence_root = evidence_root
         if signer is not None and hasattr(signer, "sign"):
@@ -223,7 +224,9 @@ class EvidenceWriter(Listener):
         self.order: list[str] = []
         self.sources = RecordedSources({}, {})  # the project sources the checks loaded
         self._live: int | None = None  # the run folder's lock, held until it is sealed
-        self._env_probe: EnvironmentProbe | None = None  # until environment.json is written
+        # until environment.json is written; one started early (the CLI starts it before it
+        # loads the contracts) gains that time too, else run_started starts it
+        self._env_probe: EnvironmentProbe | None = probe
         self._local_env: dict[str, Any] = {}
 
     # -- writing -----------------------------------------------------------
@@ -262,7 +265,8 @@ class EvidenceWriter(Listener):
         # the interpreter's versions, CPU and BLAS cost imports: a probe process collects
         # them while the services and the fork server start (checks_starting waits for it)
         self._local_env = local_environment(self.root)
-        self._env_probe = EnvironmentProbe()
+        if self._env_probe is None:
+            self._env_probe = EnvironmentProbe()
         self.run_meta = {
             "run_id": info.run_id,
             "tool": "harness",

@@ -105,6 +105,10 @@ class RunRequest:
     # characters: a shorter one a check was not given, it could guess by printing every
     # candidate and seeing which comes back redacted. Never the signing passphrase or PIN.
     secrets: tuple[str, ...] = ()
+    # the environment probe (harness.environment.EnvironmentProbe) the caller started
+    # early, so that it runs while the contracts load; the caller ends it if the run
+    # never starts. None: the evidence writer starts one
+    env_probe: Any = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "profile", Profile(self.profile))
@@ -210,7 +214,13 @@ def run(request: RunRequest) -> RunResult:
     if evidence_root is not None:
         listeners.insert(
             0,
-            EvidenceWriter(evidence_root, root, request.signer, redactions=redactions),
+            EvidenceWriter(
+                evidence_root,
+                root,
+                request.signer,
+                redactions=redactions,
+                probe=request.env_probe,
+            ),
         )
     events = Dispatcher(listeners)
     started = now_iso()

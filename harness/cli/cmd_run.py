@@ -149,6 +149,7 @@ def run(
 
     Exits 0 when the gate passes (--fail-on: by default no blocker criterion is NO-GO
     or UNPROVEN), 1 when it does not."""
+    from harness.environment import EnvironmentProbe
     from harness.judge import run_exit_code
     from harness.loader import load_contract_set
     from harness.reporters import make_writers
@@ -166,60 +167,68 @@ def run(
     if sum(bool(x) for x in (profile, fast, teeth)) > 1:
         raise UsageError("choose one of --profile, --fast, --teeth")
     profile = profile or ("fast" if fast else "teeth" if teeth else "full")
-    cfg = config()
-    executor_name, scheduler = _executor_choice(executor, scheduler, cfg)
-    contracts = load_contract_set(contract_paths(paths, cfg))
-    chosen = select(contracts, keyword, tags, criteria)
-    if not chosen:
-        raise NothingSelected(
-            f"no criterion matches the selection (-k {keyword!r}, --tag {list(tags)}, "
-            f"--criterion {list(criteria)}) among {len(contracts.criteria)} criteria"
+    # environment.json's versions, CPU and BLAS: collected by a process of its own while
+    # the contracts load and the run starts (the first check waits for it)
+    probe = None if no_evidence else EnvironmentProbe()
+    try:
+        cfg = config()
+        executor_name, scheduler = _executor_choice(executor, scheduler, cfg)
+        contracts = load_contract_set(contract_paths(paths, cfg))
+        chosen = select(contracts, keyword, tags, criteria)
+        if not chosen:
+            raise NothingSelected(
+                f"no criterion matches the selection (-k {keyword!r}, --tag {list(tags)}, "
+                f"--criterion {list(criteria)}) among {len(contracts.criteria)} criteria"
+            )
+        listeners: list[Any] = [TerminalReporter(verbose=verbose)]
+        listeners += make_writers(outputs)
+        evidence_root = None
+        signer = None
+        key_path = resolve_sign_key(sign_key, cfg.sign_key)
+        if require_signature and (key_path is None or no_evidence):
+            raise UsageError(
+                "--require-signature: no signing key (use --sign-key, "
+                "$HARNESS_SIGN_KEY or [tool.harness] sign-key; `harness keygen` makes one)"
+            )
+        if not no_evidence:
+            evidence_root = Path(evidence_dir) if evidence_dir else cfg.evidence_dir
+            if key_path is not None:
+                # fails now on a wrong passphrase or PIN; the key is used after the checks
+                signer = _deferred_key(key_path, passphrase, pin)
+        selection: dict[str, object] = {
+            "paths": list(paths),
+            "keyword": keyword,
+            "tags": list(tags),
+            "criteria": list(criteria),
+        }
+        request = RunRequest(
+            contracts,
+            tuple(chosen),
+            profile=Profile(profile),
+            fail_on=FailOn(fail_on),
+            seed=seed,
+            jobs=cfg.effective_jobs(jobs),
+            executor_name=executor_name,
+            scheduler=scheduler,
+            evidence_root=evidence_root,
+            history_root=Path(evidence_dir) if evidence_dir else cfg.evidence_dir,
+            root=cfg.root,
+            default_timeout=cfg.default_timeout,
+            allowed=cfg.allowed_packages,
+            selection=selection,
+            signer=signer,
+            outputs=tuple(listeners),
+            pass_env=cfg.pass_env,
+            check_env=cfg.check_env,
+            regressions=cfg.regressions,
+            preload=cfg.preload,
+            limits=cfg.limits,
+            env_probe=probe,
         )
-    listeners: list[Any] = [TerminalReporter(verbose=verbose)]
-    listeners += make_writers(outputs)
-    evidence_root = None
-    signer = None
-    key_path = resolve_sign_key(sign_key, cfg.sign_key)
-    if require_signature and (key_path is None or no_evidence):
-        raise UsageError(
-            "--require-signature: no signing key (use --sign-key, "
-            "$HARNESS_SIGN_KEY or [tool.harness] sign-key; `harness keygen` makes one)"
-        )
-    if not no_evidence:
-        evidence_root = Path(evidence_dir) if evidence_dir else cfg.evidence_dir
-        if key_path is not None:
-            # fails now on a wrong passphrase or PIN; the key is used after the checks
-            signer = _deferred_key(key_path, passphrase, pin)
-    selection: dict[str, object] = {
-        "paths": list(paths),
-        "keyword": keyword,
-        "tags": list(tags),
-        "criteria": list(criteria),
-    }
-    request = RunRequest(
-        contracts,
-        tuple(chosen),
-        profile=Profile(profile),
-        fail_on=FailOn(fail_on),
-        seed=seed,
-        jobs=cfg.effective_jobs(jobs),
-        executor_name=executor_name,
-        scheduler=scheduler,
-        evidence_root=evidence_root,
-        history_root=Path(evidence_dir) if evidence_dir else cfg.evidence_dir,
-        root=cfg.root,
-        default_timeout=cfg.default_timeout,
-        allowed=cfg.allowed_packages,
-        selection=selection,
-        signer=signer,
-        outputs=tuple(listeners),
-        pass_env=cfg.pass_env,
-        check_env=cfg.check_env,
-        regressions=cfg.regressions,
-        preload=cfg.preload,
-        limits=cfg.limits,
-    )
-    return int(run_exit_code(run_request(request)))
+        return int(run_exit_code(run_request(request)))
+    finally:
+        if probe is not None:
+            probe.close()  # a run that never started; after a run it is already done
 
 
 @cli.command()

@@ -128,3 +128,78 @@ def test_a_ctrl_c_while_waiting_for_the_probe_still_leaves_environment_json(proj
     assert env["blas"] == {"error": "not collected"}
     verdict = json.loads((run_dir / "verdict.json").read_text())
     assert "environment.json" in verdict["run_files"]
+
+
+def _recorded_probes(monkeypatch) -> list:
+    from harness import environment
+
+    made: list = []
+
+    class Recorded(environment.EnvironmentProbe):
+        def __init__(self) -> None:
+            super().__init__()
+            self.started = self.proc
+            made.append(self)
+
+    monkeypatch.setattr(environment, "EnvironmentProbe", Recorded)
+    return made
+
+
+def test_the_cli_starts_the_probe_before_the_contracts_load(project, monkeypatch):
+    # one probe, started by `harness run` before it reads a contract, is the one the
+    # evidence writer waits for: environment.json is whole, and nothing is left running
+    from click.testing import CliRunner
+
+    from harness.cli import cli
+    from harness.loader import load_contract_set as real_load
+    from tests.harness.conftest import simple_contract
+
+    made = _recorded_probes(monkeypatch)
+    at_load: list[int] = []
+
+    def load(*args, **kwargs):
+        at_load.append(len(made))
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr("harness.loader.load_contract_set", load)
+    project.contract("c", simple_contract())
+    result = CliRunner().invoke(cli, ["run", "-j", "1"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert at_load == [1] and len(made) == 1
+    assert made[0].proc is None and made[0].started.returncode == 0
+    (env_file,) = (project.root / "evidence").glob("*/environment.json")
+    assert "probe_error" not in json.loads(env_file.read_text())
+
+
+def test_a_run_that_never_starts_ends_its_probe(project, monkeypatch):
+    # a contract that does not load: the error is the contract's, and the probe the CLI
+    # started is ended (killed, reaped), not left running after the command exits
+    from click.testing import CliRunner
+
+    from harness.cli import cli
+
+    made = _recorded_probes(monkeypatch)
+    project.contract("c", "version: 1\ncontract: [not, a, mapping\n")
+    result = CliRunner().invoke(cli, ["run"])
+    assert result.exit_code not in (0, 1) and "c.yaml" in result.output
+    assert len(made) == 1 and made[0].proc is None
+    assert made[0].started.returncode is not None  # ended and reaped
+    assert not (project.root / "evidence").exists() or not any(
+        (project.root / "evidence").glob("*/run.json")
+    )
+
+
+def test_the_dependency_digest_is_the_metadata_headers(monkeypatch):
+    # read from each distribution's headers, not by the email parser over the whole
+    # file: the same pins, so the same digest as a full parse gives
+    import hashlib
+    from importlib import metadata
+
+    from harness.environment import dependency_digest, installed_distributions
+
+    dists = list(metadata.distributions())  # a name may come twice (pytest's checkout)
+    full = {(d.metadata["Name"] or "").lower(): d.version for d in dists}
+    pins = sorted(f"{(d.metadata['Name'] or '').lower()}=={d.version}" for d in dists)
+    assert dependency_digest() == hashlib.sha256("\n".join(pins).encode()).hexdigest()
+    got = installed_distributions()
+    assert got.pop("python") == sys.version.split()[0] and got == full
