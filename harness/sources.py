@@ -12,6 +12,12 @@ regular file, not in the evidence folder) and takes each file's sha256 once per
 run (``SourceDigests``). The bundle's ``sources.json`` holds the result;
 ``harness rerun`` and ``harness diff`` compare it (``source_diff``).
 
+A worker forked by the fork server does not read every module object (each read
+copies a page it shares with the server): ``warm`` names the preloads once and puts
+a meta path finder first that notes each import, and the worker reads only the
+modules it imported; one that appeared in ``sys.modules`` otherwise (put there by
+hand) makes it read them all.
+
 Only modules imported into the worker's own process are seen: a command check's
 process, or a subprocess a check starts, is not.
 """
@@ -108,7 +114,13 @@ def loaded_sources(root: str | Path, modules: Mapping[str, Any] | None = None) -
     cache = _NAMES.setdefault(str(real_root), {})
     envs: _Environments | None = None
     found: set[str] = set()
-    for module in list((sys.modules if modules is None else modules).values()):
+    quick = _imported_since_warm(str(real_root)) if modules is None else None
+    if quick is not None:  # a worker of the fork server: what it imported, and the preloads
+        candidates, preloaded = quick
+        found.update(preloaded)
+    else:
+        candidates = list((sys.modules if modules is None else modules).values())
+    for module in candidates:
         try:
             file = getattr(module, "__file__", None)
         except Exception:  # noqa: BLE001 - a module object may be anything
@@ -132,9 +144,54 @@ def loaded_sources(root: str | Path, modules: Mapping[str, Any] | None = None) -
 _NAMES: dict[str, dict[str, str | None]] = {}
 
 
+class _ImportLog:
+    """A meta path finder that finds nothing: it notes the name of every module the
+    import system looks for (one not in ``sys.modules`` yet) and lets the next finder
+    find it. Installed by ``warm``, so a worker knows what it imported without reading
+    every module object the fork server loaded (each read copies a shared page)."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+        self.names.append(name)
+
+
+_IMPORTS = _ImportLog()
+# real project root -> (sys.modules' names at ``warm``, how many, their project sources)
+_WARM: dict[str, tuple[frozenset[str], int, list[str]]] = {}
+
+
 def warm(root: str | Path) -> None:
-    """Name the modules loaded so far (in the fork server, before any fork)."""
-    loaded_sources(root)
+    """Name the modules loaded so far (in the fork server, before any fork), and note
+    every import from now on."""
+    names = loaded_sources(root)
+    _WARM[os.path.realpath(root)] = (frozenset(sys.modules), len(sys.modules), names)
+    _IMPORTS.names.clear()
+    if _IMPORTS not in sys.meta_path:
+        sys.meta_path.insert(0, _IMPORTS)
+
+
+def _imported_since_warm(real_root: str) -> tuple[list[Any], list[str]] | None:
+    """The modules imported since ``warm`` and the preloads' source names; None when
+    that does not account for ``sys.modules`` (a module put there by hand, not
+    imported), or without ``warm``: then every module is read."""
+    warmed = _WARM.get(real_root)
+    if warmed is None or _IMPORTS not in sys.meta_path:
+        return None
+    before, count, preloaded = warmed
+    new: list[Any] = []
+    seen: set[str] = set()
+    for name in _IMPORTS.names:
+        if name in seen or name in before:
+            continue
+        seen.add(name)
+        module = sys.modules.get(name)
+        if module is not None:
+            new.append(module)
+    if len(sys.modules) != count + len(new):
+        return None
+    return new, preloaded
 
 
 def _sha256_regular(path: Path) -> str | None:

@@ -145,6 +145,42 @@ def test_the_worker_names_loaded_modules_inside_the_project_only(tmp_path):
     assert loaded_sources(root, modules) == ["pkg/mod.py", "top.py"]
 
 
+WARMED = """
+import importlib.util, os, sys
+from harness.sources import _imported_since_warm, loaded_sources, warm
+
+root = sys.argv[1]
+sys.path.insert(0, root)
+import preloaded  # the fork server's preload
+
+warm(root)  # then a worker: what it imports, the preloads, and a module set by hand
+import imported
+assert loaded_sources(root) == ["imported.py", "preloaded.py"], loaded_sources(root)
+assert _imported_since_warm(os.path.realpath(root)) is not None  # the quick way
+spec = importlib.util.spec_from_file_location("by_hand", root + "/by_hand.py")
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+sys.modules["by_hand"] = module  # not through the import system: every module is read
+assert _imported_since_warm(os.path.realpath(root)) is None
+print(loaded_sources(root) == loaded_sources(root, dict(sys.modules)), loaded_sources(root))
+"""
+
+
+def test_a_forked_worker_names_what_it_imported_and_the_preloads(tmp_path):
+    # after warm (the fork server), a worker names its sources from the imports it made
+    # and the preloads' names, not by reading every module object; one put in
+    # sys.modules by hand, not imported, is found by reading them all as before
+    import subprocess
+    import sys
+
+    for name in ("preloaded", "imported", "by_hand"):
+        (tmp_path / f"{name}.py").write_text("X = 1\n")
+    out = subprocess.run([sys.executable, "-c", WARMED, str(tmp_path)], capture_output=True,
+                         text=True, cwd=tmp_path)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "True ['by_hand.py', 'imported.py', 'preloaded.py']"
+
+
 def test_the_coordinator_digests_regular_files_inside_the_project_once(tmp_path):
     root = tmp_path / "proj"
     (root / "pkg").mkdir(parents=True)
