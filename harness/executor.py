@@ -402,8 +402,8 @@ class LocalProcessExecutor:
                     now - run.started,
                 )
             if done is not None:
-                if not run.exited:
-                    self._kill(run)  # it sent its record: nothing of it may go on running
+                if not run.exited:  # it sent its record: nothing of it may go on running
+                    self._kill(run, tell_server=not run.data)
                 run.sock.close()
                 self._save_logs(run)
                 del self._running[task_id]
@@ -492,19 +492,22 @@ class LocalProcessExecutor:
             return Observed.failed(_death_reason(run.status), elapsed)
         return parse_record(bytes(run.data), elapsed)
 
-    def _kill(self, run: _Running) -> None:
+    def _kill(self, run: _Running, tell_server: bool = True) -> None:
         if run.pid is not None:
-            self._send_kill(run.pid)
+            self._send_kill(run.pid, tell_server)
 
-    def _send_kill(self, pid: int) -> None:
-        """Kill a worker's process group now, and have the server kill its whole tree."""
+    def _send_kill(self, pid: int, tell_server: bool = True) -> None:
+        """Kill a worker's process group now, and have the server kill its whole tree.
+        ``tell_server=False``, for a worker that sent its record and so is in its own
+        group (child_main's first step): its group is killed; what it started in other
+        sessions is the server's once it has died, and the server ends it then."""
         if pid <= 1:
             return
         try:
             os.killpg(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-        if self.control is not None:
+        if self.control is not None and tell_server:
             try:
                 self._send(("kill", pid))
             except OSError:

@@ -90,15 +90,27 @@ def serve(fd: int, coordinator: int, config: dict[str, Any]) -> None:
 
     _send(sock, {"op": "ready", "pid": os.getpid(), "preloaded": loaded, "failed": failed})
     workers: set[int] = set()
+    scanned = time.monotonic()
     while True:
         ready, _, _ = select.select([sock], [], [], 0.2)
+        unclean = False
         for pid, status in procs.reap_children():
             if pid in workers:
                 workers.discard(pid)
                 _send(sock, {"op": "exited", "pid": pid, "status": status})
-        for orphan in procs.children(os.getpid()):
-            if orphan not in workers:  # left behind by a worker that was killed
-                procs.kill_tree(orphan)
+                # child_main ends what the check started before it exits; a worker that
+                # was killed (its record sent, or timed out) may have left processes
+                unclean |= not os.WIFEXITED(status)
+            else:
+                unclean = True  # an orphan ended: its children are ours now
+        # a process becomes ours only when its parent ends: reading /proc for orphans
+        # costs, so look when one may have come back, and every 0.2 s (a check that
+        # called os._exit itself left its children without a word)
+        if unclean or not ready or time.monotonic() - scanned >= 0.2:
+            scanned = time.monotonic()
+            for orphan in procs.children(os.getpid()):
+                if orphan not in workers:  # left behind by a worker that was killed
+                    procs.kill_tree(orphan)
         if not ready:
             continue
         try:

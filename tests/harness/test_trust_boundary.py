@@ -668,6 +668,41 @@ def test_every_process_a_check_starts_ends_with_it(hostile, tmp_path):
     assert not [p for p in pids if _alive(p)]
 
 
+EXITS = """
+import os, pathlib, subprocess, time
+
+def exit_leaving_daemon(ctx):
+    p = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    (ctx.root / "daemon.pid").write_text(str(p.pid))
+    os._exit(0)  # no record, and child_main never ends what this started
+
+def daemon_gone(ctx):
+    pid = int((ctx.root / "daemon.pid").read_text())
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            state = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return {"ok": 1}
+        if state in ("Z", "X"):
+            return {"ok": 1}
+        time.sleep(0.02)
+    return {"ok": 0}
+"""
+
+
+def test_a_worker_that_exits_leaving_a_daemon_has_it_killed_while_the_run_goes_on(hostile):
+    # the check calls os._exit without a word: its daemon (a new session) comes back to
+    # the fork server, which finds it on its next look at /proc (within 0.2 s), not only
+    # when the run ends; the next check sees it gone
+    (hostile.root / "exits.py").write_text(EXITS)
+    body = two_invariants("exits:exit_leaving_daemon", "exits:daemon_gone")
+    result = run(hostile, body)
+    first, second = (c.invariants[0] for c in result.criteria)
+    assert first.outcome is InvariantOutcome.ERROR
+    assert second.outcome is InvariantOutcome.PASS, second.message
+
+
 def test_a_fifo_planted_as_a_log_does_not_hang_the_coordinator(hostile):
     body = simple_contract(check="hostile:fifo_log", expect="ok: {eq: 1}", falsifiers="")
     t0 = time.monotonic()
