@@ -45,3 +45,25 @@ def test_data_parallel_mlp_and_single_row():
     assert one[0] == mlp.loss_and_grads(params, x[:1], y[:1])[0]
     with pytest.raises(ValueError, match="share their first axis"):
         DataParallel(mlp, 2).loss_and_grads(params, x, y[:3])
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_the_merge_is_the_weighted_sum_in_part_order_bit_for_bit(family):
+    # exactly sum_i w_i * g_i in float32, in part order, into arrays of the caller's
+    # own: the next call changes none of them, and no two share memory
+    model = build_model(micro_config(family))
+    params = model.init_params(3)
+    tokens = np.random.default_rng(5).integers(0, 23, (5, 9)).astype(np.int32)
+    bounds = np.linspace(0, 5, 3).astype(np.int64)
+    parts = [model.loss_and_grads(params, tokens[bounds[i] : bounds[i + 1]])[1] for i in range(2)]
+    w = [np.float32((bounds[i + 1] - bounds[i]) / 5) for i in range(2)]
+    with DataParallel(model, 2) as dp:
+        _, grads = dp.loss_and_grads(params, tokens)
+        before = {k: v.copy() for k, v in grads.items()}
+        dp.loss_and_grads(params, tokens[::-1].copy())  # the next call reuses nothing of ours
+    for name, g in grads.items():
+        want = parts[0][name] * w[0]
+        want += parts[1][name] * w[1]
+        assert g.tobytes() == want.tobytes() == before[name].tobytes(), name
+    arrays = list(grads.values())
+    assert not any(np.shares_memory(a, b) for i, a in enumerate(arrays) for b in arrays[i + 1 :])
