@@ -349,7 +349,11 @@ class LocalProcessExecutor:
                     made += os.pipe()
                 task_id = self._next_id
                 self._next_id += 1
-                self._send(("run", task_id, task), [theirs.fileno(), made[1], made[3]])
+                # the task pickled apart: the server forwards the bytes to the worker,
+                # which unpickles it (objects the server made would cost it page copies
+                # after every fork)
+                task_bytes = pickle.dumps(task)
+                self._send(("run", task_id, task_bytes), [theirs.fileno(), made[1], made[3]])
             finally:
                 theirs.close()
                 for w in made[1::2]:

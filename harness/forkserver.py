@@ -9,8 +9,9 @@ exits, so every check starts from the same state and none sees another's.
 
 Protocol on one AF_UNIX SOCK_SEQPACKET socket (one message per packet):
 coordinator -> server, pickled (the coordinator is trusted):
-  ``("run", task_id, task)`` with the task's result socket and the write ends of its
-  stdout and stderr pipes passed as SCM_RIGHTS,
+  ``("run", task_id, pickled_task)`` with the task's result socket and the write ends
+  of its stdout and stderr pipes passed as SCM_RIGHTS (the server never unpickles the
+  task: the worker does, so the server's heap, which every fork shares, stays still),
   ``("kill", pid)``, ``("stop",)``;
 server -> coordinator, JSON: ``{"op": "ready", ...}``,
   ``{"op": "started", "id": task_id, "pid": pid}``,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import faulthandler
 import os
+import pickle
 import resource
 import signal
 import sys
@@ -201,13 +202,17 @@ def _memory_message(task: Task) -> str:
 
 
 def child_main(
-    task: Task, result_fd: int, server_pid: int, log_fds: tuple[int, int] | None = None
+    task: Task | bytes, result_fd: int, server_pid: int, log_fds: tuple[int, int] | None = None
 ) -> None:
     """The body of a fresh worker process forked by the fork server: set up the
-    sandbox, run ``task`` (its output to ``log_fds``), kill whatever the check left
-    running, send the record on ``result_fd`` and exit. Never returns."""
+    sandbox, run ``task`` (or the Task these bytes pickle: from the coordinator, via the
+    server), its output to ``log_fds``, kill whatever the check left running, send the
+    record on ``result_fd`` and exit. Never returns."""
     code = 0
     try:
+        if isinstance(task, bytes):
+            task = pickle.loads(task)  # the coordinator's own pickle
+        assert isinstance(task, Task)
         os.setpgrp()  # its own process group: a timeout kills the check's children too
         procs.set_parent_death_signal(signal.SIGKILL)
         if os.getppid() != server_pid:  # the server died before prctl took effect
