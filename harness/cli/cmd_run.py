@@ -150,27 +150,29 @@ def run(
     Exits 0 when the gate passes (--fail-on: by default no blocker criterion is NO-GO
     or UNPROVEN), 1 when it does not."""
     from harness.environment import EnvironmentProbe
-    from harness.judge import run_exit_code
-    from harness.loader import load_contract_set
-    from harness.reporters import make_writers
-    from harness.reporters.terminal import TerminalReporter
-    from harness.runner import RunRequest
-    from harness.runner import run as run_request
-    from harness.selection import select
-    from harness.signing import resolve_sign_key, take_passphrase, take_pin
 
-    # No check or command started later inherits them. Neither is redacted from the
-    # logs: no check is given them, and a redaction would confirm a check's guess.
-    passphrase = take_passphrase()
-    pin = take_pin()
-    _coordinator_setup()
-    if sum(bool(x) for x in (profile, fast, teeth)) > 1:
-        raise UsageError("choose one of --profile, --fast, --teeth")
-    profile = profile or ("fast" if fast else "teeth" if teeth else "full")
-    # environment.json's versions, CPU and BLAS: collected by a process of its own while
-    # the contracts load and the run starts (the first check waits for it)
+    # environment.json's versions, CPU and BLAS: collected by a process of its own,
+    # started first so it runs while the run starts (the first check waits for it);
+    # its environment is a check's (harness.procs.scrubbed_environment): none of ours
     probe = None if no_evidence else EnvironmentProbe()
     try:
+        from harness.judge import run_exit_code
+        from harness.loader import load_contract_set
+        from harness.reporters import make_writers
+        from harness.reporters.terminal import TerminalReporter
+        from harness.runner import RunRequest
+        from harness.runner import run as run_request
+        from harness.selection import select
+        from harness.signing import resolve_sign_key, take_passphrase, take_pin
+
+        # No check or command started later inherits them. Neither is redacted from the
+        # logs: no check is given them, and a redaction would confirm a check's guess.
+        passphrase = take_passphrase()
+        pin = take_pin()
+        _coordinator_setup()
+        if sum(bool(x) for x in (profile, fast, teeth)) > 1:
+            raise UsageError("choose one of --profile, --fast, --teeth")
+        profile = profile or ("fast" if fast else "teeth" if teeth else "full")
         cfg = config()
         executor_name, scheduler = _executor_choice(executor, scheduler, cfg)
         contracts = load_contract_set(contract_paths(paths, cfg))
