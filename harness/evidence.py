@@ -61,7 +61,7 @@ from harness.model import (
 )
 from harness.plan import Plan, Task
 from harness.policy_paths import declared_audit_log, log_state
-from harness.procs import redact
+from harness.procs import redact, sync_filesystem
 from harness.runs import MARKER, hold_run_lock
 from harness.signing import (
     STATEMENT_TYPE,
@@ -230,7 +230,7 @@ class EvidenceWriter(Listener):
         self._local_env: dict[str, Any] = {}
 
     # -- writing -----------------------------------------------------------
-    def _write_run_file(self, rel: str, data: bytes, durable: bool = True) -> None:
+    def _write_run_file(self, rel: str, data: bytes, durable: bool = False) -> None:
         assert self.run_dir is not None
         atomic_write_bytes(self.run_dir / rel, data, durable=durable)
         self.run_digests[rel] = hashlib.sha256(data).hexdigest()
@@ -290,10 +290,10 @@ class EvidenceWriter(Listener):
                 "path": self._lifecycle_log.relative_to(self.root).as_posix(),
                 "before": log_state(self._lifecycle_log),
             }
-        self._write_run_file("run.json", dumps_json(self.run_meta).encode())
+        self._write_run_file("run.json", dumps_json(self.run_meta).encode(), durable=True)
         for k in contracts.contracts:  # the contract text exactly as run, for rerun
             rel = f"contracts/{_safe_rel(k.path)}"
-            self._write_run_file(rel, k.text.encode("utf-8"), durable=False)
+            self._write_run_file(rel, k.text.encode("utf-8"))
         self.audit = AuditLog(self.run_dir / "audit.jsonl")
         self.audit.append(
             "run_start",
@@ -369,7 +369,7 @@ class EvidenceWriter(Listener):
         if size > MAX_SERVICE_LOG:
             data += f"\n[harness: log truncated: kept {MAX_SERVICE_LOG} of {size} bytes]\n".encode()
         rel = f"services/{_safe_rel(key)}.log"
-        self._write_run_file(rel, data, durable=False)
+        self._write_run_file(rel, data)
         self.run_meta.setdefault("services", {})[key] = {**record, "log": rel}
         if self.audit:
             self.audit.append(
@@ -409,7 +409,7 @@ class EvidenceWriter(Listener):
         manifest = dict(sorted(self.sealed[cid].items()))
         manifest_bytes = dumps_json(manifest).encode()
         folder = self.run_dir / "criteria" / cid
-        atomic_write_bytes(folder / "manifest.json", manifest_bytes)
+        atomic_write_bytes(folder / "manifest.json", manifest_bytes, durable=False)
         statement = test_result_statement(
             result, manifest, hashlib.sha256(manifest_bytes).hexdigest(), self.run_meta["git"]
         )
@@ -478,7 +478,8 @@ class EvidenceWriter(Listener):
         for cid in self.order:
             envelope = dumps_json(make_envelope(self.statements[cid], STATEMENT_TYPE, signer))
             data = envelope.encode()
-            atomic_write_bytes(self.run_dir / "criteria" / cid / "statement.dsse.json", data)
+            path = self.run_dir / "criteria" / cid / "statement.dsse.json"
+            atomic_write_bytes(path, data, durable=False)
             envelopes[cid] = hashlib.sha256(data).hexdigest()
             self.audit.append(
                 "bundle_sealed",
@@ -521,6 +522,9 @@ class EvidenceWriter(Listener):
             "keyid": signer.keyid if signer else None,
         }
         self.audit.close()
+        # every file of the bundle on disk in one call, not an fsync each (a fsync storm
+        # of two per criterion), before the verdict that seals them is written
+        sync_filesystem(self.run_dir)
         body = canonical_json(verdict)
         atomic_write_bytes(self.run_dir / "verdict.json", body)
         atomic_write_json(

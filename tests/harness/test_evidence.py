@@ -556,3 +556,42 @@ def test_rerun_at_the_runs_commit_runs_a_project_in_a_subfolder_of_the_repositor
     assert "in a temporary worktree" in r.output, r.output
     assert r.exit_code == 0 and "rerun matches" in r.output, r.output
     assert "cannot import" not in r.output
+
+
+def test_the_bundle_reaches_the_disk_in_one_sync_before_its_verdict(project, keys, monkeypatch):
+    # no fsync storm (two per criterion): every file of the bundle is written, then one
+    # syncfs of its filesystem, then the verdict that seals them, fsynced itself; the
+    # number of fsyncs does not grow with the criteria
+    import harness.evidence as evidence
+
+    def run_with(n: int) -> tuple[int, list[bool]]:
+        fsyncs: list[int] = []
+        synced: list[bool] = []
+        real_fsync, real_sync = os.fsync, evidence.sync_filesystem
+
+        def counting_fsync(fd):
+            fsyncs.append(fd)
+            real_fsync(fd)
+
+        def sync(path):
+            synced.append(any(Path(path).glob("verdict*.json")))  # written after it?
+            real_sync(path)
+
+        monkeypatch.setattr(os, "fsync", counting_fsync)
+        monkeypatch.setattr(evidence, "sync_filesystem", sync)
+        for i in range(n):
+            project.contract(
+                f"c{i}", simple_contract(cid=f"AC-DEMO-{i:03d}", inv=f"INV-DEMO-{i:03d}")
+            )
+        contracts = load_contract_set([project.root / "contracts"])
+        result = run_contracts(contracts, contracts.criteria, jobs=2, seed=1, root=project.root,
+                               default_timeout=30, evidence_root=project.root / "evidence",
+                               signer=load_signer(keys["priv"]))  # fmt: skip
+        monkeypatch.undo()
+        assert problems(Path(result.evidence_dir), keys) == []
+        return len(fsyncs), synced
+
+    few, synced_few = run_with(1)
+    many, synced_many = run_with(6)
+    assert synced_few == synced_many == [False]  # once, before any verdict file
+    assert few == many <= 4, (few, many)
