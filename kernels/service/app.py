@@ -374,18 +374,27 @@ async def training_event_stream(
     """The SSE events of a run after id ``after`` (a reconnect's ``Last-Event-ID``): each
     line of its ``events.jsonl`` with the line number as its id, polled every ``poll_s``
     seconds until the run has ended and every event is sent. The keep-alive comments
-    come from ``EventSourceResponse`` (``ping``), between any two of these."""
+    come from ``EventSourceResponse`` (``ping``), between any two of these.
+
+    The child writes its final status, then its ``end`` event, then exits: a final
+    status alone does not end the stream while the child may still write (it would lose
+    ``end``); the ``end`` event does, and so does the child's exit (one that died
+    without writing ``end``)."""
     last = after
+    ended = False
     while True:
         batch = store.events(run_id, last)
         for ev in batch:
             last = int(ev["id"])
+            ended = ev["event"] == "end"
             yield ServerSentEvent(data=json.dumps(ev["data"], sort_keys=True),
                                   event=ev["event"], id=str(last))  # fmt: skip
         if batch:
             continue
-        if store.status(run_id)["status"] in TERMINAL and not store.events(run_id, last):
-            return
+        if store.status(run_id)["status"] in TERMINAL and (ended or not store.writing(run_id)):
+            if not store.events(run_id, last):  # nothing written after the last look
+                return
+            continue
         await asyncio.sleep(poll_s)
 
 

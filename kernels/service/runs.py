@@ -241,6 +241,12 @@ class RunStore:
             if self.procs.get(run_id) is proc:
                 self.procs.pop(run_id, None)
 
+    def writing(self, run_id: str) -> bool:
+        """Whether this service's child for the run may still append to its events
+        (started and not yet exited)."""
+        proc = self.procs.get(run_id)
+        return proc is not None and proc.poll() is None
+
     def mark_failed(self, run_id: str, error: str) -> dict[str, Any]:
         path = self.root / run_id
         st = {**read_json(path / STATUS), "status": "failed", "error": error,

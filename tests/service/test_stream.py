@@ -86,3 +86,54 @@ def test_the_route_streams_through_the_module_level_generator(tmp_path, monkeypa
             events = [x for x in parse_sse(s.iter_lines()) if "comment" not in x]
     assert calls == [(run_id, 3, 0.25)]
     assert events == [{"id": "7", "event": "probe", "data": {}}]
+
+
+def test_the_stream_waits_for_the_end_event_a_child_writes_after_its_final_status(tmp_path):
+    # the child writes status "succeeded", then its "end" event, then exits: a stream
+    # that looked between the two ended without "end" (the lost event AC-SVC-004's check
+    # found on a loaded machine). While the child runs, a final status alone does not
+    # end the stream; "end" does, and so does the child's exit
+    import asyncio
+    import threading
+
+    from kernels.service.app import training_event_stream
+    from kernels.service.runs import RunStore
+
+    evidence = tmp_path / "evidence"
+    run_id = ghost_run(evidence, events=2)
+    run = evidence / "training" / run_id
+    (run / "status.json").write_text(json.dumps({"status": "succeeded", "pid": os.getpid()}))
+    store = RunStore(evidence / "training")
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    store.procs[run_id] = child
+
+    def write_end() -> None:  # the child stays alive until the stream has ended
+        time.sleep(0.3)
+        with (run / "events.jsonl").open("a") as fh:
+            fh.write(json.dumps({"id": 3, "event": "end", "data": {"status": "succeeded"}}) + "\n")
+
+    async def collect_from(rid: str) -> list[str]:
+        stream = training_event_stream(store, rid, 0, 0.02)
+        return await asyncio.wait_for(_events(stream), 30)  # it ends at "end", not at exit
+
+    writer = threading.Thread(target=write_end)
+    writer.start()
+    try:
+        events = asyncio.run(collect_from(run_id))
+    finally:
+        writer.join()
+        child.kill()
+        child.wait()
+    assert events == ["step", "step", "end"]
+
+    # a child that exits without writing "end": the stream ends once it has exited
+    lone = ghost_run(evidence, run_id="run-lone", events=1)
+    (evidence / "training" / lone / "status.json").write_text(json.dumps({"status": "failed"}))
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    store.procs[lone] = gone
+    assert asyncio.run(collect_from(lone)) == ["step"]
+
+
+async def _events(stream: AsyncIterator[Any]) -> list[str]:
+    return [ev.event async for ev in stream]
