@@ -58,7 +58,7 @@ from acceptance.service_client import (
     wait_status,
 )
 from harness.context import CheckContext
-from kernels.service.runs import read_json
+from kernels.service.runs import complete_lines, read_json
 
 # ---------------------------------------------------------------- an SSE connection
 
@@ -395,12 +395,13 @@ def keepalive_while_quiet(ctx: CheckContext) -> dict[str, Any]:
         run = evidence / "training" / run_id
         deadline = time.monotonic() + timeout
         conn = SSEConnection(svc.url, run_id, timeout=timeout)
+        pause.stop_at(run, pause_after, timeout)
         t0 = conn.opened
         got: list[dict[str, Any]] = []
         for item in conn.items(deadline):
             got.append(item)
-            if item["kind"] == "event" and sum(x["kind"] == "event" for x in got) == pause_after:
-                pause.start(trainer_pid(run, timeout))
+            if item["kind"] == "event":
+                pause.received(sum(x["kind"] == "event" for x in got))
     finally:
         pause.end()
         code = svc.stop(timeout=30)
@@ -428,22 +429,56 @@ def keepalive_while_quiet(ctx: CheckContext) -> dict[str, Any]:
 
 
 class Pause:
-    """The trainer held (SIGSTOP) for ``seconds`` by a timer, then continued; then the
-    check's fault, if any, is injected into it (``slow_trainer``: the rest of the run
-    throttled). A timer, not the reader: a stream that stalls must not stall this."""
+    """The trainer held (SIGSTOP) as it writes its ``after``-th event (a watcher of its
+    ``events.jsonl``), and for ``seconds`` from when the connection has delivered every
+    event written before the hold, then continued; then the check's fault, if any, is
+    injected into it (``slow_trainer``: the rest of the run throttled). Held at the
+    trainer, not at the reader: events the trainer wrote while the reader lagged would
+    arrive in the hold and shorten the quiet stretch the check must see (a hold started
+    at the reader's 5th event left 0.94 s of a 1.2 s hold quiet on a loaded machine).
+    A timer resumes it: a stream that stalls must not stall this."""
 
     def __init__(self, ctx: CheckContext, seconds: float) -> None:
         self.ctx, self.seconds = ctx, seconds
         self.pid = 0
+        self.written = 0  # events in the file once the trainer was held
+        self.seen = 0  # events the reader has
+        self.lock = threading.Lock()
+        self.held = threading.Event()
+        self.done = threading.Event()
+        self.watcher: threading.Thread | None = None
         self.timer: threading.Timer | None = None
         self.throttle: Any = None
         self.error = ""
 
-    def start(self, pid: int) -> None:
-        self.pid = pid
-        os.kill(pid, signal.SIGSTOP)
-        self.timer = threading.Timer(self.seconds, self.resume)
-        self.timer.start()
+    def stop_at(self, run: Path, after: int, timeout: float) -> None:
+        def watch() -> None:
+            try:
+                pid = trainer_pid(run, timeout)
+                deadline = time.monotonic() + timeout
+                while not self.done.is_set() and time.monotonic() < deadline:
+                    if len(complete_lines(run / "events.jsonl")) >= after:
+                        os.kill(pid, signal.SIGSTOP)
+                        self.pid = pid
+                        self.written = len(complete_lines(run / "events.jsonl"))
+                        self.held.set()
+                        self.received(self.seen)  # the reader may have them all already
+                        return
+                    time.sleep(0.002)
+            except Exception as exc:  # noqa: BLE001 - the observations say the run was not quiet
+                self.error = f"the trainer was not held: {exc}"
+
+        self.watcher = threading.Thread(target=watch, daemon=True)
+        self.watcher.start()
+
+    def received(self, events: int) -> None:
+        """The reader has ``events``: the hold's time starts once it has all written
+        before the hold."""
+        with self.lock:
+            self.seen = max(self.seen, events)
+            if self.timer is None and self.held.is_set() and self.seen >= self.written:
+                self.timer = threading.Timer(self.seconds, self.resume)
+                self.timer.start()
 
     def resume(self) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -455,6 +490,9 @@ class Pause:
                 self.error = str(exc)
 
     def end(self) -> None:
+        self.done.set()
+        if self.watcher is not None:
+            self.watcher.join()
         if self.timer is not None:
             self.timer.cancel()
             self.timer.join()

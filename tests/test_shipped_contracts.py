@@ -178,5 +178,6 @@ def test_fast_profile_runs_every_shipped_criterion_without_failure(tmp_path):
     assert bad == {}, bad
     for c in result["criteria"]:
         if c["severity"] == "blocker":
-            assert c["verdict"] == "UNPROVEN-FAST", (c["criterion_id"], c["reasons"][:2])
+            other = [r for r in c["reasons"] if "skipped by --fast" not in r]
+            assert c["verdict"] == "UNPROVEN-FAST", (c["criterion_id"], other or c["reasons"])
     assert proc.returncode == 0, "--fast gates a merge: only skipped falsifiers missing is exit 0"
