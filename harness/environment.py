@@ -205,16 +205,24 @@ class EnvironmentProbe:
     def __init__(self) -> None:
         self.proc: subprocess.Popen[bytes] | None = None
         self.error: str | None = None
+        env = probe_environment(os.environ)
+        # a process that runs the harness more than once (a library caller, a check that
+        # runs the harness) probes once per interpreter and environment
+        self.key = (sys.executable, tuple(sorted(env.items())))
+        if self.key in _PROBED:
+            return
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, "-P", str(Path(__file__).resolve())],
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                env=probe_environment(os.environ), start_new_session=True,
+                env=env, start_new_session=True,
             )  # fmt: skip
         except OSError as exc:
             self.error = f"the environment probe did not start: {exc}"
 
     def result(self, timeout: float = PROBE_TIMEOUT) -> dict[str, Any]:
+        if self.error is None and self.proc is None and self.key in _PROBED:
+            return json.loads(_PROBED[self.key])  # a copy of what this process probed
         proc, self.proc = self.proc, None
         if proc is not None:
             try:
@@ -224,6 +232,7 @@ class EnvironmentProbe:
             else:
                 data = _parse_probe(out) if proc.returncode == 0 else None
                 if data is not None:
+                    _PROBED[self.key] = json.dumps(data)
                     return data
                 tail = err.decode(errors="replace").strip().splitlines()[-1:]
                 self.error = (f"the environment probe ended ({proc.returncode}) without a "
@@ -237,6 +246,9 @@ class EnvironmentProbe:
         if proc is not None:
             _end(proc)
 
+
+# (interpreter, probe environment) -> the probe's record (JSON), once a probe answered
+_PROBED: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
 
 KEYS = ("python", "implementation", "platform", "packages", "cpu", "blas", "dependency_digest")
 

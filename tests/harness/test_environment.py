@@ -9,9 +9,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from harness.environment import EnvironmentProbe, interpreter_environment
 
 KEYS = {"python", "implementation", "platform", "packages", "cpu", "blas", "dependency_digest"}
+
+
+@pytest.fixture(autouse=True)
+def fresh_probes(monkeypatch):
+    """Each test starts with nothing probed in this process: every probe is a process."""
+    from harness import environment
+
+    monkeypatch.setattr(environment, "_PROBED", {})
 
 
 def here_as_the_cli_sees_it(monkeypatch) -> dict:
@@ -203,3 +213,28 @@ def test_the_dependency_digest_is_the_metadata_headers(monkeypatch):
     assert dependency_digest() == hashlib.sha256("\n".join(pins).encode()).hexdigest()
     got = installed_distributions()
     assert got.pop("python") == sys.version.split()[0] and got == full
+
+
+def test_a_process_probes_once_per_interpreter_and_environment(monkeypatch):
+    # a check that runs the harness a dozen times (AC-REL-001's probe runs) waited for a
+    # dozen probes: the second run in a process reuses the first's record, a copy; a
+    # changed environment (what the probe would see) is probed again
+    first = EnvironmentProbe()
+    assert first.proc is not None
+    got = first.result()
+    second = EnvironmentProbe()
+    assert second.proc is None and second.result() == got
+    second.result()["cpu"]["model"] = "changed by a caller"
+    assert EnvironmentProbe().result() == got
+    monkeypatch.setenv("PYTHONHASHSEED", "7")  # passed to the probe: another environment
+    third = EnvironmentProbe()
+    assert third.proc is not None and "probe_error" not in third.result()
+
+
+def test_a_failed_probe_is_not_remembered():
+    probe = EnvironmentProbe()
+    assert probe.proc is not None
+    probe.proc.kill()
+    assert "probe_error" in probe.result()
+    again = EnvironmentProbe()
+    assert again.proc is not None and "probe_error" not in again.result()
