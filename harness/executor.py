@@ -502,15 +502,22 @@ class LocalProcessExecutor:
 
     def _send_kill(self, pid: int, tell_server: bool = True) -> None:
         """Kill a worker's process group now, and have the server kill its whole tree.
-        ``tell_server=False``, for a worker that sent its record and so is in its own
-        group (child_main's first step): its group is killed; what it started in other
-        sessions is the server's once it has died, and the server ends it then."""
+        ``tell_server=False``, for a worker that sent its record: its group and the
+        worker itself (a check may have moved it to another group before forging an
+        early record) are killed here; what it started elsewhere is the server's once
+        it has died, and the server ends it then. Its pid is not reused before the
+        server has reaped it."""
         if pid <= 1:
             return
         try:
             os.killpg(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+        if not tell_server:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         if self.control is not None and tell_server:
             try:
                 self._send(("kill", pid))

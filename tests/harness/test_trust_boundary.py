@@ -703,6 +703,59 @@ def test_a_worker_that_exits_leaving_a_daemon_has_it_killed_while_the_run_goes_o
     assert second.outcome is InvariantOutcome.PASS, second.message
 
 
+FORGER = """
+import json, os, pathlib, socket, stat, time
+
+def forge_and_stay(ctx):
+    # leave the worker's process group, send a passing record early, and go on
+    os.setpgid(0, os.getpgid(os.getppid()))  # the fork server's group: not its own any more
+    (ctx.root / "forger.pid").write_text(str(os.getpid()))
+    socks = []
+    for f in [int(f) for f in os.listdir("/proc/self/fd")]:
+        try:
+            if stat.S_ISSOCK(os.fstat(f).st_mode):
+                socks.append(f)
+        except OSError:  # the listing's own descriptor, closed by now
+            pass
+    record = {"status": "returned", "message": "", "observations": {"ok": 1},
+              "artifacts": [], "metrics": [], "extra": {}, "duration": 0.0, "sources": []}
+    for f in socks:
+        try:
+            os.write(f, json.dumps(record).encode())
+            os.close(f)
+        except OSError:
+            pass
+    time.sleep(60)
+    return {"ok": 1}
+
+def forger_gone(ctx):
+    deadline = time.monotonic() + 5
+    while not (ctx.root / "forger.pid").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    pid = int((ctx.root / "forger.pid").read_text())
+    while time.monotonic() < deadline:
+        try:
+            state = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return {"ok": 1}
+        if state in ("Z", "X"):
+            return {"ok": 1}
+        time.sleep(0.02)
+    return {"ok": 0}
+"""
+
+
+def test_a_worker_that_sends_its_record_and_leaves_its_group_is_still_killed(hostile):
+    # a check that forges an early record and moves out of its process group: killing
+    # the group no longer reaches it, so the worker itself is killed by its pid
+    (hostile.root / "forger.py").write_text(FORGER)
+    body = two_invariants("forger:forge_and_stay", "forger:forger_gone")
+    result = run(hostile, body)
+    first, second = (c.invariants[0] for c in result.criteria)
+    assert first.outcome is InvariantOutcome.PASS  # the forged record: what it sent
+    assert second.outcome is InvariantOutcome.PASS, second.message
+
+
 def test_a_fifo_planted_as_a_log_does_not_hang_the_coordinator(hostile):
     body = simple_contract(check="hostile:fifo_log", expect="ok: {eq: 1}", falsifiers="")
     t0 = time.monotonic()
