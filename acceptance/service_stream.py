@@ -398,10 +398,12 @@ def keepalive_while_quiet(ctx: CheckContext) -> dict[str, Any]:
         pause.stop_at(run, pause_after, timeout)
         t0 = conn.opened
         got: list[dict[str, Any]] = []
+        events = 0
         for item in conn.items(deadline):
             got.append(item)
             if item["kind"] == "event":
-                pause.received(sum(x["kind"] == "event" for x in got))
+                events += 1
+                pause.received(events)
     finally:
         pause.end()
         code = svc.stop(timeout=30)
@@ -423,6 +425,7 @@ def keepalive_while_quiet(ctx: CheckContext) -> dict[str, Any]:
         keepalives=sum(1 for x in got if x["kind"] == "comment"),
         closed_after_end=conn.closed_by_server,
         service_exit=code,
+        hold_error=pause.error,  # why the trainer was not held or throttled, if it was not
     )
     ctx.attach_json("sse-timeline.json", {"run_id": run_id, "timeline": timeline([got], t0)})
     return obs
@@ -453,11 +456,12 @@ class Pause:
 
     def stop_at(self, run: Path, after: int, timeout: float) -> None:
         def watch() -> None:
+            pid = 0
+            deadline = time.monotonic() + timeout
             try:
-                pid = trainer_pid(run, timeout)
-                deadline = time.monotonic() + timeout
                 while not self.done.is_set() and time.monotonic() < deadline:
-                    if len(complete_lines(run / "events.jsonl")) >= after:
+                    pid = pid or int(read_json(run / "status.json").get("pid") or 0)
+                    if pid and len(complete_lines(run / "events.jsonl")) >= after:
                         os.kill(pid, signal.SIGSTOP)
                         self.pid = pid
                         self.written = len(complete_lines(run / "events.jsonl"))
@@ -465,7 +469,8 @@ class Pause:
                         self.received(self.seen)  # the reader may have them all already
                         return
                     time.sleep(0.002)
-            except Exception as exc:  # noqa: BLE001 - the observations say the run was not quiet
+                self.error = f"the trainer was not held: no {after} events in {timeout:g} s"
+            except Exception as exc:  # noqa: BLE001 - reported; quiet_s then shows no hold
                 self.error = f"the trainer was not held: {exc}"
 
         self.watcher = threading.Thread(target=watch, daemon=True)

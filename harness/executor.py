@@ -509,20 +509,14 @@ class LocalProcessExecutor:
         server has reaped it."""
         if pid <= 1:
             return
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
         if not tell_server:
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        if self.control is not None and tell_server:
-            try:
+        elif self.control is not None:
+            with contextlib.suppress(OSError):
                 self._send(("kill", pid))
-            except OSError:
-                pass
 
     def shutdown(self, kill: bool = False) -> None:
         for run in self._running.values():

@@ -668,48 +668,18 @@ def test_every_process_a_check_starts_ends_with_it(hostile, tmp_path):
     assert not [p for p in pids if _alive(p)]
 
 
-EXITS = """
-import os, pathlib, subprocess, time
+LEAVERS = """
+import json, os, pathlib, stat, subprocess, time
 
 def exit_leaving_daemon(ctx):
     p = subprocess.Popen(["sleep", "300"], start_new_session=True)
-    (ctx.root / "daemon.pid").write_text(str(p.pid))
+    (ctx.root / "left.pid").write_text(str(p.pid))
     os._exit(0)  # no record, and child_main never ends what this started
-
-def daemon_gone(ctx):
-    pid = int((ctx.root / "daemon.pid").read_text())
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        try:
-            state = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            return {"ok": 1}
-        if state in ("Z", "X"):
-            return {"ok": 1}
-        time.sleep(0.02)
-    return {"ok": 0}
-"""
-
-
-def test_a_worker_that_exits_leaving_a_daemon_has_it_killed_while_the_run_goes_on(hostile):
-    # the check calls os._exit without a word: its daemon (a new session) comes back to
-    # the fork server, which finds it on its next look at /proc (within 0.2 s), not only
-    # when the run ends; the next check sees it gone
-    (hostile.root / "exits.py").write_text(EXITS)
-    body = two_invariants("exits:exit_leaving_daemon", "exits:daemon_gone")
-    result = run(hostile, body)
-    first, second = (c.invariants[0] for c in result.criteria)
-    assert first.outcome is InvariantOutcome.ERROR
-    assert second.outcome is InvariantOutcome.PASS, second.message
-
-
-FORGER = """
-import json, os, pathlib, socket, stat, time
 
 def forge_and_stay(ctx):
     # leave the worker's process group, send a passing record early, and go on
     os.setpgid(0, os.getpgid(os.getppid()))  # the fork server's group: not its own any more
-    (ctx.root / "forger.pid").write_text(str(os.getpid()))
+    (ctx.root / "left.pid").write_text(str(os.getpid()))
     socks = []
     for f in [int(f) for f in os.listdir("/proc/self/fd")]:
         try:
@@ -728,11 +698,12 @@ def forge_and_stay(ctx):
     time.sleep(60)
     return {"ok": 1}
 
-def forger_gone(ctx):
+def left_gone(ctx):
+    # the process the previous check left (left.pid) is gone within 5 s
     deadline = time.monotonic() + 5
-    while not (ctx.root / "forger.pid").exists() and time.monotonic() < deadline:
+    while not (ctx.root / "left.pid").exists() and time.monotonic() < deadline:
         time.sleep(0.02)
-    pid = int((ctx.root / "forger.pid").read_text())
+    pid = int((ctx.root / "left.pid").read_text())
     while time.monotonic() < deadline:
         try:
             state = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -745,11 +716,23 @@ def forger_gone(ctx):
 """
 
 
+def test_a_worker_that_exits_leaving_a_daemon_has_it_killed_while_the_run_goes_on(hostile):
+    # the check calls os._exit without a word: its daemon (a new session) comes back to
+    # the fork server, which finds it on its next look at /proc (within 0.2 s), not only
+    # when the run ends; the next check sees it gone
+    (hostile.root / "leavers.py").write_text(LEAVERS)
+    body = two_invariants("leavers:exit_leaving_daemon", "leavers:left_gone")
+    result = run(hostile, body)
+    first, second = (c.invariants[0] for c in result.criteria)
+    assert first.outcome is InvariantOutcome.ERROR
+    assert second.outcome is InvariantOutcome.PASS, second.message
+
+
 def test_a_worker_that_sends_its_record_and_leaves_its_group_is_still_killed(hostile):
     # a check that forges an early record and moves out of its process group: killing
     # the group no longer reaches it, so the worker itself is killed by its pid
-    (hostile.root / "forger.py").write_text(FORGER)
-    body = two_invariants("forger:forge_and_stay", "forger:forger_gone")
+    (hostile.root / "leavers.py").write_text(LEAVERS)
+    body = two_invariants("leavers:forge_and_stay", "leavers:left_gone")
     result = run(hostile, body)
     first, second = (c.invariants[0] for c in result.criteria)
     assert first.outcome is InvariantOutcome.PASS  # the forged record: what it sent
