@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 __all__ = ["Finding", "KINDS", "luhn_valid", "scan_text", "scan_documents", "redact", "summarize"]
@@ -101,8 +101,43 @@ def _mask(s: str, keep: int = 2) -> str:
     return "".join(c if (not c.isalnum() or i in keep_idx) else "*" for i, c in enumerate(s))
 
 
-def _email_findings(text: str) -> Iterable[Finding]:
-    for m in _EMAIL.finditer(text):
+Spans = Sequence[tuple[int, int]]
+
+# No detector's match holds a line break (its characters are word characters, ". - + ( )
+# @ %" and the space), and every match holds the character its kind cannot do without:
+# "@" for an email, a digit for the others. So a detector searches only the runs of lines
+# holding that character, with ``pos``/``endpos``: the search still sees the characters
+# before ``pos`` (the lookbehinds), and ``endpos`` at a line break ends the string where
+# the whole text has the line break, which no lookahead accepts either. The findings are
+# those of searching the whole text (a test compares the two on random texts); the
+# shipped corpus has digits on 12 % of its lines and "@" on 0.5 %.
+_AT = re.compile("@")
+_DIGIT = re.compile(r"\d")
+
+
+def _line_runs(needle: re.Pattern[str], text: str) -> list[tuple[int, int]]:
+    """(start, end) of each run of consecutive lines holding a match of ``needle``."""
+    runs: list[tuple[int, int]] = []
+    pos = 0
+    while (m := needle.search(text, pos)) is not None:
+        start = text.rfind("\n", 0, m.start()) + 1
+        end = text.find("\n", m.end())
+        end = len(text) if end < 0 else end
+        if runs and runs[-1][1] + 1 == start:
+            runs[-1] = (runs[-1][0], end)
+        else:
+            runs.append((start, end))
+        pos = end + 1
+    return runs
+
+
+def _matches(pattern: re.Pattern[str], text: str, spans: Spans) -> Iterator[re.Match[str]]:
+    for start, end in spans:
+        yield from pattern.finditer(text, start, end)
+
+
+def _email_findings(text: str, spans: Spans) -> Iterable[Finding]:
+    for m in _matches(_EMAIL, text, spans):
         local, domain = m.group(1), m.group(2).lower()
         if domain in _RESERVED_EMAIL_DOMAINS or domain.endswith(_RESERVED_EMAIL_SUBDOMAINS):
             continue
@@ -112,8 +147,8 @@ def _email_findings(text: str) -> Iterable[Finding]:
         yield Finding("email", m.start(), m.end() - m.start(), sample)
 
 
-def _ipv4_findings(text: str) -> Iterable[Finding]:
-    for m in _IPV4.finditer(text):
+def _ipv4_findings(text: str, spans: Spans) -> Iterable[Finding]:
+    for m in _matches(_IPV4, text, spans):
         parts = m.groups()
         if any(len(p) > 1 and p[0] == "0" for p in parts):
             continue
@@ -129,8 +164,8 @@ def _ipv4_findings(text: str) -> Iterable[Finding]:
         yield Finding("ipv4", m.start(), m.end() - m.start(), sample)
 
 
-def _card_findings(text: str) -> Iterable[Finding]:
-    for m in _CARD.finditer(text):
+def _card_findings(text: str, spans: Spans) -> Iterable[Finding]:
+    for m in _matches(_CARD, text, spans):
         raw = m.group(1)
         digits = raw.replace(" ", "").replace("-", "")
         if not 13 <= len(digits) <= 19 or len(set(digits)) == 1:
@@ -140,16 +175,16 @@ def _card_findings(text: str) -> Iterable[Finding]:
         yield Finding("card", m.start(), m.end() - m.start(), _mask(raw, keep=4))
 
 
-def _ssn_findings(text: str) -> Iterable[Finding]:
-    for m in _SSN.finditer(text):
+def _ssn_findings(text: str, spans: Spans) -> Iterable[Finding]:
+    for m in _matches(_SSN, text, spans):
         area, group, serial = m.groups()
         if area in ("000", "666") or area[0] == "9" or group == "00" or serial == "0000":
             continue
         yield Finding("ssn", m.start(), m.end() - m.start(), "***-**-" + serial)
 
 
-def _phone_findings(text: str) -> Iterable[Finding]:
-    for m in _PHONE.finditer(text):
+def _phone_findings(text: str, spans: Spans) -> Iterable[Finding]:
+    for m in _matches(_PHONE, text, spans):
         raw = m.group(1)
         ndig = sum(c.isdigit() for c in raw)
         if not 10 <= ndig <= 15:
@@ -182,9 +217,13 @@ def scan_text(
     if unknown:
         raise ValueError(f"unknown PII kinds {sorted(unknown)}; expected a subset of {list(KINDS)}")
     found: list[Finding] = []
+    runs = {
+        "@": _line_runs(_AT, text) if "email" in wanted else [],
+        "digit": _line_runs(_DIGIT, text) if wanted - {"email"} else [],
+    }
     for kind, detect in _DETECTORS:
         if kind in wanted:
-            found.extend(detect(text))
+            found.extend(detect(text, runs["@" if kind == "email" else "digit"]))
     found.sort(key=lambda f: (_PRIORITY[f.kind], f.offset))
     taken: list[tuple[int, int]] = []
     kept: list[Finding] = []

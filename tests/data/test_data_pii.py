@@ -133,3 +133,25 @@ def test_adjacent_numbers_do_not_make_a_card():
     assert [(f.kind, text[f.offset : f.offset + f.length]) for f in scan_text(text)] == [
         ("card", "4539 1488 0343 6467")
     ]
+
+
+# Texts dense in what the detectors look at: digits (an Arabic-Indic one too, which
+# ``\d`` also matches), the separators, "@", letters and line breaks of both kinds.
+PII_ALPHABET = "0123456789٣@.-+()% _\n\rabcxyzCOM"
+PII_TEXTS = st.lists(
+    st.one_of(st.text(PII_ALPHABET, max_size=30), st.sampled_from(list(PLANTED.values()))),
+    max_size=12,
+).map("".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(PII_TEXTS)
+def test_searching_only_the_lines_that_can_match_finds_what_the_whole_text_does(text: str):
+    # scan_text searches only the runs of lines holding "@" (emails) or a digit (the
+    # rest): each detector must find exactly what searching the whole text finds
+    from kernels.data import pii
+
+    whole = [(0, len(text))]
+    for kind, detect in pii._DETECTORS:
+        needle = pii._AT if kind == "email" else pii._DIGIT
+        assert list(detect(text, pii._line_runs(needle, text))) == list(detect(text, whole))
