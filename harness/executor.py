@@ -284,6 +284,12 @@ class LocalProcessExecutor:
             self._start_failures.append(f"the fork server exited at start (see {self._server_log})")
             raise ForkServerError(self._start_failures[-1])
         self.server_info = json.loads(hello)
+        for name, why in sorted(self.server_info.get("failed", {}).items()):
+            # the run goes on (each check imports what it needs), but a preload that
+            # does not load is a mistake in the configuration the user should see
+            print(f"harness: preload {name!r} did not load ({why}); checks import what they "
+                  "need themselves. Fix [tool.harness] preload in pyproject.toml",
+                  file=sys.stderr)  # fmt: skip
 
     def _abandon_server(self) -> None:
         if self.control is not None:

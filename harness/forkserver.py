@@ -71,14 +71,19 @@ def serve(fd: int, coordinator: int, config: dict[str, Any]) -> None:
         sys.path.insert(0, root)
     if root:
         os.chdir(root)
-    loaded, failed = [], {}
+    loaded, failed, absent = [], {}, []
     for name in ["harness.worker", *config.get("preload", [])]:
+        module, _, function = name.partition(":")
         try:
-            module, _, function = name.partition(":")
             imported = importlib.import_module(module)
             if function:  # "module:function": called once, e.g. to load JIT caches
                 getattr(imported, function)()
             loaded.append(name)
+        except ModuleNotFoundError as exc:  # an optional extra not installed: skipped
+            if exc.name == module.partition(".")[0] and not function:
+                absent.append(name)
+            else:  # a module of an installed package that is not there: a typo, say
+                failed[name] = f"{type(exc).__name__}: {exc}"
         except BaseException as exc:  # noqa: BLE001 - a preload is an optimisation only
             failed[name] = f"{type(exc).__name__}: {exc}"
     from harness.sources import warm
@@ -89,7 +94,16 @@ def serve(fd: int, coordinator: int, config: dict[str, Any]) -> None:
     gc.collect()
     gc.freeze()  # the preloaded heap is never scanned again: forks copy fewer pages
 
-    _send(sock, {"op": "ready", "pid": os.getpid(), "preloaded": loaded, "failed": failed})
+    _send(
+        sock,
+        {
+            "op": "ready",
+            "pid": os.getpid(),
+            "preloaded": loaded,
+            "failed": failed,
+            "absent": absent,
+        },
+    )
     workers: set[int] = set()
     scanned = time.monotonic()
     while True:

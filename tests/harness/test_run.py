@@ -382,10 +382,11 @@ def test_longest_first_starts_unknown_then_the_longest_checks(project, tmp_path)
     assert last_durations(tmp_path / "nothing") == {}
 
 
-def test_a_preload_named_module_function_is_called_once_before_every_check(project):
+def test_a_preload_named_module_function_is_called_once_before_every_check(project, capsys):
     # "module:function" in [tool.harness] preload: the fork server imports the module and
     # calls the function (kernels.warm:warm loads numba's compiled kernels), so every
-    # forked check starts with what it left; one that fails is reported, never fatal
+    # forked check starts with what it left; one that fails is printed, never fatal, and
+    # a package that is not installed (an optional extra) is skipped without a word
     (project.root / "warmmod.py").write_text(
         "import os\nCALLS = []\n\ndef warm():\n    CALLS.append(os.getpid())\n\n"
         "def broken():\n    raise RuntimeError('no cache here')\n"
@@ -399,7 +400,8 @@ def test_a_preload_named_module_function_is_called_once_before_every_check(proje
     from harness.judge import judge_task
     from harness.plan import CheckDone, Task
 
-    ex = LocalProcessExecutor(jobs=1, preload=["warmmod:warm", "warmmod:broken"])
+    preload = ["warmmod:warm", "warmmod:broken", "warmmod.typo", "not_installed_anywhere"]
+    ex = LocalProcessExecutor(jobs=1, preload=preload)
     try:
         tasks = [
             Task(k, inv, None, 1, str(project.root / "checks" / k), 30, str(project.root))
@@ -412,6 +414,12 @@ def test_a_preload_named_module_function_is_called_once_before_every_check(proje
     assert [r.outcome for r in done] == [InvariantOutcome.PASS] * 2, [r.message for r in done]
     assert "warmmod:warm" in info["preloaded"]
     assert "no cache here" in info["failed"]["warmmod:broken"]
+    assert info["absent"] == ["not_installed_anywhere"]
+    warned = [line for line in capsys.readouterr().err.splitlines() if "preload" in line]
+    assert len(warned) == 2, warned
+    assert "'warmmod.typo' did not load (ModuleNotFoundError" in warned[0]
+    assert "'warmmod:broken' did not load (RuntimeError: no cache here)" in warned[1]
+    assert all("Fix [tool.harness] preload in pyproject.toml" in line for line in warned)
 
 
 def test_the_fork_server_preloads_from_begin_and_a_shutdown_meanwhile_ends_it(project):
