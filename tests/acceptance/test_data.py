@@ -160,6 +160,30 @@ def test_detector_names_the_shifted_block_and_is_quiet_on_iid():
     json.dumps(rep.to_dict())
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_detector_slices_equal_the_public_functions_on_the_raw_columns(seed):
+    # detect() hands ks_statistic the reference sorted once and the current sample's
+    # columns copied once: each slice's D, PSI and counts must be those of the public
+    # functions on the unsorted, strided columns (ties included: values on a grid)
+    rng = np.random.default_rng(seed)
+    ref = np.round(rng.random((300, 12)) * 8) / 8
+    cur = np.round(rng.random((90, 12)) * 8) / 8 + 0.1 * (rng.random((90, 12)) < 0.3)
+    slices = {f"s{i}": [i, (i + 5) % 12] for i in range(6)}
+    det = DriftDetector(ref, slices, bins=7)
+    rep = det.detect(cur)
+    ref_means, cur_means = (
+        slice_means(ref, list(slices.values())),
+        slice_means(cur, list(slices.values())),
+    )
+    for s, got in enumerate(rep.slices):
+        edges = det._edges[s]
+        ref_counts = bin_counts(ref_means[:, s], edges)
+        counts = bin_counts(cur_means[:, s], edges)
+        assert got.ks == ks_statistic(ref_means[:, s], cur_means[:, s])
+        assert got.psi == psi(ref_counts, counts, det.eps)
+        assert got.cur_counts == counts.tolist() and got.ref_counts == ref_counts.tolist()
+
+
 # ------------------------------------------------------------------ audit chain
 def test_audit_chain_appends_verifies_and_detects_edits(tmp_path):
     log = tmp_path / "a" / "audit.jsonl"
