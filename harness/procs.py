@@ -7,11 +7,13 @@
 - ``kill_tree``: stop, then kill, a process and every descendant;
 - ``make_undumpable``: the coordinator's memory and environment are not readable
   through ``/proc`` or ptrace by other processes of the same (non-root) user;
-- ``scrubbed_environment``: the environment a check gets (an allowlist).
+- ``scrubbed_environment``: the environment a check gets (an allowlist);
+- ``interrupts_held``: Ctrl-C and SIGTERM noted, not raised, while a run ends.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import fnmatch
@@ -19,7 +21,8 @@ import os
 import re
 import signal
 import sys
-from collections.abc import Iterable, Mapping
+import threading
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +60,32 @@ def sync_filesystem(path: str | os.PathLike[str]) -> None:
             raise OSError(err, f"syncfs: {os.strerror(err)}", str(path))
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def interrupts_held(note: str) -> Iterator[list[int]]:
+    """SIGINT and SIGTERM are noted, not raised, while the body runs (a run stopping
+    its checks and services and writing its bundle: a second Ctrl-C there would lose
+    what the run collected). ``note`` is printed on stderr at the first one; the
+    signals held are in the list yielded. The previous handlers come back afterwards.
+    Off the main thread (where Python cannot set handlers) nothing is held."""
+    got: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield got
+        return
+
+    def hold(signum: int, frame: Any) -> None:
+        if not got:
+            sys.stderr.write(note + "\n")
+            sys.stderr.flush()
+        got.append(signum)
+
+    previous = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield got
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
 
 
 def _prctl(option: int, value: int) -> bool:

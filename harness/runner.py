@@ -13,6 +13,7 @@ has shut down and every worker is gone.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import json
@@ -59,6 +60,7 @@ from harness.procs import (
     REDACT_MIN_LENGTH,
     become_subreaper,
     children,
+    interrupts_held,
     is_subreaper,
     kill_tree,
     make_undumpable,
@@ -132,6 +134,13 @@ def run_contracts(
 ) -> RunResult:
     """``run(RunRequest(contracts, criteria, **options))``: the library's shortcut."""
     return run(RunRequest(contracts, tuple(criteria), **options))
+
+
+STOPPING_NOTE = (
+    "harness: stopping the checks and services and writing the evidence; "
+    "a Ctrl-C now is ignored until that is done (kill -9 ends the run at once, "
+    "leaving the bundle marked INCOMPLETE)"
+)
 
 
 def run(request: RunRequest) -> RunResult:
@@ -284,78 +293,82 @@ def run(request: RunRequest) -> RunResult:
     # are killed with the rest (``_end_strays``), for a library caller too
     reaper = is_subreaper()
     become_subreaper()
-    try:
-        begin = getattr(executor, "begin", None)
-        if callable(begin):  # the fork server preloads while the services start
-            begin()
-        complete_ready()
-        if shared:  # started once, before the first check; the checks get their URLs
-            services.start_all(
-                list(shared.values()),
-                scratch / "services",
-                scrubbed_environment(os.environ, request.pass_env),
-                root,
-                memory=request.limits.memory,
-                into=running,  # a Ctrl-C meanwhile still stops what started
-            )
-            for inst in running.values():
-                events.service_started(inst.service.key, inst.record())
-            order, refused = _hand_services(order, running, redactions)
-            tasks_by_key.update({t.key: t for t in order})
-            for task, reason in refused:
-                record(task, _judged(task, Observed.failed(reason), {}))
-        events.checks_starting()
-        for event in executor.run(order):
-            if isinstance(event, CheckStarted):
-                events.check_started(event.task.key, event.task.kind)
-                continue
-            task = tasks_by_key.get(event.task.key, event.task)
-            events.check_sources(task.key, sources.digests(event.observed.sources))
-            observed = event.observed
-            gone = _services_down(task, running, redactions)
-            if gone:  # what a check got while its service was gone is no evidence
-                observed = Observed.failed(gone, observed.duration)
-            result = _judged(task, observed, _log_names(task, event.logs), event.notes)
-            _save_counterexample(task, result, run_id)
-            record(task, result)
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        executor.shutdown(kill=interrupted)
+    with contextlib.ExitStack() as held:
         try:
-            services.stop_all(running.values())  # all at once, before anything is signed
-            for inst in running.values():
-                events.service_stopped(inst.service.key, inst.record(), inst.log)
+            begin = getattr(executor, "begin", None)
+            if callable(begin):  # the fork server preloads while the services start
+                begin()
+            complete_ready()
+            if shared:  # started once, before the first check; the checks get their URLs
+                services.start_all(
+                    list(shared.values()),
+                    scratch / "services",
+                    scrubbed_environment(os.environ, request.pass_env),
+                    root,
+                    memory=request.limits.memory,
+                    into=running,  # a Ctrl-C meanwhile still stops what started
+                )
+                for inst in running.values():
+                    events.service_started(inst.service.key, inst.record())
+                order, refused = _hand_services(order, running, redactions)
+                tasks_by_key.update({t.key: t for t in order})
+                for task, reason in refused:
+                    record(task, _judged(task, Observed.failed(reason), {}))
+            events.checks_starting()
+            for event in executor.run(order):
+                if isinstance(event, CheckStarted):
+                    events.check_started(event.task.key, event.task.kind)
+                    continue
+                task = tasks_by_key.get(event.task.key, event.task)
+                events.check_sources(task.key, sources.digests(event.observed.sources))
+                observed = event.observed
+                gone = _services_down(task, running, redactions)
+                if gone:  # what a check got while its service was gone is no evidence
+                    observed = Observed.failed(gone, observed.duration)
+                result = _judged(task, observed, _log_names(task, event.logs), event.notes)
+                _save_counterexample(task, result, run_id)
+                record(task, result)
+        except KeyboardInterrupt:
+            interrupted = True
         finally:
-            _end_strays(before)  # nothing a check or a service started outlives them
-            if not reaper:
-                become_subreaper(False)
-    ordered = tuple(finished[c.id] for c in plan.criteria if c.id in finished)
-    verdict = release_verdict(ordered) if not interrupted else Verdict.UNPROVEN
-    run_result = RunResult(
-        run_id=run_id,
-        verdict=verdict,
-        criteria=ordered,
-        seed=seed,
-        started=started,
-        finished=now_iso(),
-        profile=profile.value,
-        contract_digest=contracts.digest,
-        tool_version=__version__,
-        interrupted=interrupted,
-        evidence_dir=str(run_dir) if evidence_root is not None else "",
-        fail_on=request.fail_on.value,
-    )
-    events.run_finished(run_result)
-    if not interrupted:
-        shutil.rmtree(scratch, ignore_errors=True)
-    if interrupted:
-        raise Interrupted(
-            f"run {run_id} interrupted: {len(ordered)} of "
-            f"{len(plan.criteria)} criteria finished; evidence marked incomplete; "
-            f"the checks' scratch folder is kept in {scratch}"
+            # from here to the sealed bundle, a Ctrl-C (or SIGTERM) is noted, not raised: a
+            # second one while the checks and services stop would lose the run's results
+            held.enter_context(interrupts_held(STOPPING_NOTE))
+            executor.shutdown(kill=interrupted)
+            try:
+                services.stop_all(running.values())  # all at once, before anything is signed
+                for inst in running.values():
+                    events.service_stopped(inst.service.key, inst.record(), inst.log)
+            finally:
+                _end_strays(before)  # nothing a check or a service started outlives them
+                if not reaper:
+                    become_subreaper(False)
+        ordered = tuple(finished[c.id] for c in plan.criteria if c.id in finished)
+        verdict = release_verdict(ordered) if not interrupted else Verdict.UNPROVEN
+        run_result = RunResult(
+            run_id=run_id,
+            verdict=verdict,
+            criteria=ordered,
+            seed=seed,
+            started=started,
+            finished=now_iso(),
+            profile=profile.value,
+            contract_digest=contracts.digest,
+            tool_version=__version__,
+            interrupted=interrupted,
+            evidence_dir=str(run_dir) if evidence_root is not None else "",
+            fail_on=request.fail_on.value,
         )
-    return run_result
+        events.run_finished(run_result)
+        if not interrupted:
+            shutil.rmtree(scratch, ignore_errors=True)
+        if interrupted:
+            raise Interrupted(
+                f"run {run_id} interrupted: {len(ordered)} of "
+                f"{len(plan.criteria)} criteria finished; evidence marked incomplete; "
+                f"the checks' scratch folder is kept in {scratch}"
+            )
+        return run_result
 
 
 def _executor(request: RunRequest, scratch: Path) -> Executor:

@@ -393,6 +393,41 @@ def test_ctrl_c_while_services_start_stops_them_and_keeps_their_logs(
     assert hostile_processes() == []
 
 
+@pytest.mark.parametrize("first", ["while services start", "none"])
+def test_a_ctrl_c_while_the_run_stops_its_services_loses_nothing(
+    hosproject, monkeypatch, tmp_path, capsys, first
+):
+    """A Ctrl-C (a second one, or the first) while the run stops its services and writes
+    the bundle: noted, not raised, so the results and the verdict are still written.
+    Before, the KeyboardInterrupt escaped the cleanup: no results.json, no verdict."""
+    real_stop_all = services.stop_all
+
+    def ctrl_c_meanwhile(instances, *args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # Python runs the handler here
+        return real_stop_all(instances, *args, **kwargs)
+
+    def interrupted(instances, interval=0.1):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(services, "stop_all", ctrl_c_meanwhile)
+    if first != "none":
+        monkeypatch.setattr(services, "wait_ready", interrupted)
+    hosproject.contract("hos", contract())
+    if first == "none":
+        result = run(hosproject, evidence_root=tmp_path / "ev")
+        assert result.verdict.value == "GO" and not result.interrupted
+    else:
+        with pytest.raises(Interrupted) as stopped:
+            run(hosproject, evidence_root=tmp_path / "ev")
+        shutil.rmtree(str(stopped.value).rsplit(" kept in ", 1)[1], ignore_errors=True)
+    run_dir = next((tmp_path / "ev").iterdir())
+    assert (run_dir / "results.json").is_file() and (run_dir / "verdict.json").is_file()
+    assert (run_dir / "INCOMPLETE").exists() == (first != "none")
+    assert "harness: stopping the checks and services" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # given back
+    assert hostile_processes() == []
+
+
 def test_a_check_whose_shared_service_died_is_an_error_never_a_pass(hosproject, tmp_path):
     """The check makes the service exit and reports a pass anyway: a result obtained
     while its service was gone is not evidence (the same for a mutant's instance)."""
