@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.errors import UsageError
+from harness.model import MAX_WAIVER_DAYS
 from harness.plan import Limits
 from harness.signing import PIN_VALUE, is_pkcs11_uri
 
@@ -30,6 +31,7 @@ KNOWN_KEYS = {
     "limits",
     "executor",
     "scheduler",
+    "max-waiver-days",
 }
 EXECUTORS = ("local", "dask")
 #: set by the harness for every check: check-env may not name them
@@ -58,6 +60,7 @@ class Config:
     limits: Limits = field(default_factory=Limits)  # per-check defaults
     executor: str = "local"  # "local" (the fork server's pool) or "dask"
     scheduler: str | None = None  # dask: the scheduler's address; None: a LocalCluster
+    max_waiver_days: int = MAX_WAIVER_DAYS  # the longest a waiver may run from today
     extra: dict[str, object] = field(default_factory=dict)
 
     def effective_jobs(self, requested: int | None = None) -> int:
@@ -153,8 +156,19 @@ def load_config(start: Path | None = None) -> Config:
         raise UsageError(
             f'{pyproject}: [tool.harness] scheduler must be an address (e.g. "tcp://host:8786")'
         )
+    max_waiver_days = table.get("max-waiver-days", MAX_WAIVER_DAYS)
+    if (
+        isinstance(max_waiver_days, bool)
+        or not isinstance(max_waiver_days, int)
+        or (max_waiver_days < 1)
+    ):
+        raise UsageError(
+            f"{pyproject}: [tool.harness] max-waiver-days must be a whole number of days "
+            f">= 1 (got {max_waiver_days!r}; the default is {MAX_WAIVER_DAYS})"
+        )
     return Config(
         root=root,
+        max_waiver_days=max_waiver_days,
         executor=str(executor),
         scheduler=scheduler,
         pass_env=lists["pass-env"],

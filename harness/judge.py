@@ -14,8 +14,11 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from harness.errors import Diagnostic
 from harness.exitcodes import ExitCode
 from harness.model import (
+    MAX_WAIVER_DAYS,
+    Criterion,
     CriterionResult,
     Expectation,
     FailOn,
@@ -511,6 +514,37 @@ def today_utc() -> datetime.date:
     """Today's date in UTC: the date a run or lint judges waivers by (both take an
     explicit date instead, for tests)."""
     return datetime.datetime.now(datetime.UTC).date()
+
+
+def overlong_waivers(
+    criteria: Iterable[Criterion], today: datetime.date, max_days: int = MAX_WAIVER_DAYS
+) -> list[Diagnostic]:
+    """A waiver whose expiry date is more than ``max_days`` after ``today``: an error at
+    its ``expires:`` line. A waiver lets a failing criterion pass the gate and leave the
+    release verdict GO; one dated years ahead would do so for good."""
+    out = []
+    for c in criteria:
+        if c.waiver is None:
+            continue
+        expires = datetime.date.fromisoformat(c.waiver.expires)
+        days = (expires - today).days
+        if days <= max_days:
+            continue
+        latest = today + datetime.timedelta(days=max_days)
+        loc = c.waiver.location or c.location
+        out.append(
+            Diagnostic(
+                loc.file,
+                loc.line,
+                loc.col,
+                f"{c.id}'s waiver runs {days} days, to {c.waiver.expires}: a waiver may run "
+                f"at most {max_days} days from today ({today.isoformat()})",
+                f"{c.id}.waiver.expires",
+                f"set expires on or before {latest.isoformat()} and renew it then, or raise "
+                "[tool.harness] max-waiver-days",
+            )
+        )
+    return out
 
 
 def apply_waiver(

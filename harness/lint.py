@@ -43,9 +43,9 @@ from harness.bindings import (
 )
 from harness.errors import ContractError, Diagnostic
 from harness.falsify.faults import INJECTORS, injector_class
-from harness.judge import today_utc
+from harness.judge import overlong_waivers, today_utc
 from harness.loader import cap_diagnostics, cross_check, display_path, keypath_text, load_files
-from harness.model import Contract, Falsifier, Location, Service
+from harness.model import MAX_WAIVER_DAYS, Contract, Falsifier, Location, Service
 from harness.policy import ReleasePolicy
 from harness.yamlsrc import YamlSourceError, load_yaml, number_spelling
 
@@ -64,15 +64,20 @@ def lint_paths(
     allowed: Sequence[str] = (),
     resolve: bool = True,
     today: datetime.date | None = None,
+    max_waiver_days: int = MAX_WAIVER_DAYS,
 ) -> tuple[list[Contract], list[Diagnostic]]:
     """Every problem of the contracts under ``paths`` (errors and warnings).
-    ``today`` (default: today, UTC) is the date waivers are judged by."""
+    ``today`` (default: today, UTC) is the date waivers are judged by, and a waiver
+    expiring more than ``max_waiver_days`` after it is an error."""
     try:
         contracts, diags = load_files(paths)  # each file that does not load: capped already
     except ContractError as exc:  # a path that does not exist
         return [], exc.diagnostics
     found = cross_check(contracts) + _todos(contracts) + _falsifier_coverage(contracts)
     found += _expired_waivers(contracts, today or today_utc())
+    found += overlong_waivers(
+        (c for k in contracts for c in k.criteria), today or today_utc(), max_waiver_days
+    )
     found += _unlisted_invariants(contracts) + _never_go(contracts) + _mutants(contracts)
     found += _numbers_read_as_text(contracts)
     if resolve:

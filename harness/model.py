@@ -141,6 +141,10 @@ class Falsifier:
     declared: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)  # as in YAML
 
 
+#: the longest a waiver may run from the day it is judged ([tool.harness] max-waiver-days)
+MAX_WAIVER_DAYS = 90
+
+
 @dataclass(frozen=True, slots=True)
 class Waiver:
     """A known failure accepted until a date (a criterion's ``waiver:``): while it

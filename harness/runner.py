@@ -28,14 +28,22 @@ from typing import Any
 
 from harness import __version__, regressions, services
 from harness.dask_executor import DaskExecutor
-from harness.errors import Interrupted, UsageError
+from harness.errors import ContractError, Interrupted, UsageError
 from harness.evidence import EvidenceWriter
 from harness.executor import Executor, InlineExecutor, LocalProcessExecutor
 from harness.fsutil import write_beneath
 from harness.history import last_durations
 from harness.hooks import Dispatcher, Listener, RunInfo
-from harness.judge import apply_waiver, judge_criterion, judge_task, release_verdict, today_utc
+from harness.judge import (
+    apply_waiver,
+    judge_criterion,
+    judge_task,
+    overlong_waivers,
+    release_verdict,
+    today_utc,
+)
 from harness.model import (
+    MAX_WAIVER_DAYS,
     ContractSet,
     Criterion,
     CriterionResult,
@@ -103,6 +111,8 @@ class RunRequest:
     limits: Limits = field(default_factory=Limits)  # per-check defaults
     # the date waivers are judged by (None: today, UTC, when the run starts)
     today: _dt.date | None = None
+    # a waiver expiring more than this many days after ``today`` is a contract error
+    max_waiver_days: int = MAX_WAIVER_DAYS
     # values to redact from the logs a check writes, of at least REDACT_MIN_LENGTH
     # characters: a shorter one a check was not given, it could guess by printing every
     # candidate and seeing which comes back redacted. Never the signing passphrase or PIN.
@@ -146,6 +156,10 @@ STOPPING_NOTE = (
 def run(request: RunRequest) -> RunResult:
     """Run the selected criteria. Raises Interrupted (after run_finished) on Ctrl-C."""
     contracts, profile = request.contracts, request.profile
+    today = request.today or today_utc()
+    overlong = overlong_waivers(request.criteria, today, request.max_waiver_days)
+    if overlong:  # before anything is written
+        raise ContractError(overlong)
     seed = secrets.randbits(32) if request.seed is None else request.seed
     run_id = request.run_id or new_run_id()
     root = request.root
@@ -246,7 +260,6 @@ def run(request: RunRequest) -> RunResult:
     before = set(children(os.getpid()))
     events.run_started(info, contracts, plan)
     targets = {inv: [f.id for f in contracts.falsifiers_of(inv)] for inv in contracts.invariants}
-    today = request.today or today_utc()
     done: dict[str, InvariantResult | FalsifierResult] = {r.falsifier_id: r for r in plan.not_run}
     for r in plan.not_run:
         events.falsifier_finished(r)

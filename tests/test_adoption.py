@@ -6,6 +6,7 @@ before and after its expiry. The test prints how long the path took."""
 
 from __future__ import annotations
 
+import datetime
 import os
 import subprocess
 import sys
@@ -113,7 +114,8 @@ def test_a_new_team_adopts_the_tool_from_the_guide(tmp_path: Path) -> None:
     base = CONTRACT.replace(
         "    invariants: [INV-CLIP-001]\n", "    invariants: [INV-CLIP-001]\n" + waiver, 1
     )
-    contract.write_text(base % "2999-12-31")
+    soon = datetime.datetime.now(datetime.UTC).date() + datetime.timedelta(days=30)
+    contract.write_text(base % soon.isoformat())  # within 90 days: max-waiver-days
     waived = sh("harness", "run").stdout
     assert "WAIVED" in waived and "1 GO" not in waived
     contract.write_text(base % "2001-01-31")

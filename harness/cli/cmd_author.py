@@ -22,7 +22,11 @@ def lint(paths: tuple[str, ...], no_resolve: bool) -> int:
 
     cfg = config()
     contracts, diags = lint_paths(
-        contract_paths(paths, cfg), cfg.root, cfg.allowed_packages, resolve=not no_resolve
+        contract_paths(paths, cfg),
+        cfg.root,
+        cfg.allowed_packages,
+        resolve=not no_resolve,
+        max_waiver_days=cfg.max_waiver_days,
     )
     for d in diags:
         click.echo(d.format(), err=d.severity == "error")

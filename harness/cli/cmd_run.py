@@ -225,6 +225,7 @@ def run(
             regressions=cfg.regressions,
             preload=cfg.preload,
             limits=cfg.limits,
+            max_waiver_days=cfg.max_waiver_days,
             env_probe=probe,
         )
         return int(run_exit_code(run_request(request)))
@@ -389,6 +390,7 @@ def rerun(
         regressions=cfg.regressions,
         preload=cfg.preload,
         limits=cfg.limits,
+        max_waiver_days=cfg.max_waiver_days,
         executor_name=executor_name,
         scheduler=chosen_scheduler,
     )

@@ -20,7 +20,14 @@ from junitparser import Failure, JUnitXml, Skipped
 
 from harness.cli import cli
 from harness.errors import ContractError
-from harness.judge import apply_waiver, blocks_gate, gate_passes, release_verdict, run_exit_code
+from harness.judge import (
+    apply_waiver,
+    blocks_gate,
+    gate_passes,
+    release_verdict,
+    run_exit_code,
+    today_utc,
+)
 from harness.lint import lint_paths
 from harness.loader import load_contract, load_contract_set
 from harness.model import (
@@ -46,6 +53,8 @@ from .conftest import simple_contract
 
 SCHEMAS = Path(__file__).parents[2] / "harness" / "schema"
 EXPIRES = "2027-01-31"
+# a waiver that holds when the test runs (within [tool.harness] max-waiver-days of today)
+SOON = (today_utc() + datetime.timedelta(days=30)).isoformat()
 LINK = "https://tracker.example/issues/42"
 
 
@@ -253,6 +262,37 @@ def test_lint_warns_on_an_expired_waiver_only(project):
     )
 
 
+def test_a_waiver_dated_beyond_max_waiver_days_is_a_contract_error_for_run_and_lint(project):
+    """A waiver passes the gate and can leave the release verdict GO: one dated years
+    ahead would do so for good. More than [tool.harness] max-waiver-days (90) after
+    today is an error at its expires: line, naming the latest date allowed; nothing runs."""
+    today = today_utc()
+    far = (today + datetime.timedelta(days=91)).isoformat()
+    latest = (today + datetime.timedelta(days=90)).isoformat()
+    project.contract("c", failing(expires=far))
+    for command in (("lint",), ("run", "-j", "1")):
+        r = invoke(*command)
+        assert r.exit_code == 4, r.output
+        assert (
+            f"contracts/c.yaml:14:16: error: AC-DEMO-001's waiver runs 91 days, to {far}: a "
+            f"waiver may run at most 90 days from today ({today.isoformat()}) [at "
+            f"AC-DEMO-001.waiver.expires] (hint: set expires on or before {latest} and renew "
+            "it then, or raise [tool.harness] max-waiver-days)" in r.output
+        )
+    assert not (project.root / "evidence").exists() or not any(
+        p.name[0].isdigit() for p in (project.root / "evidence").iterdir()
+    )  # nothing was run, nothing written
+    project.contract("c", failing(expires=latest))  # 90 days: holds
+    assert invoke("run", "-j", "1").exit_code == 0
+    pyproject = project.root / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text() + "max-waiver-days = 365\n")
+    project.contract("c", failing(expires=far))
+    assert invoke("run", "-j", "1").exit_code == 0, "a project may allow longer waivers"
+    pyproject.write_text(pyproject.read_text().replace("= 365", "= 0"))
+    r = invoke("run", "-j", "1")
+    assert r.exit_code == 4 and "max-waiver-days must be a whole number of days >= 1" in r.output
+
+
 def test_lint_of_an_expired_waiver_exits_0_with_a_warning(project):
     """lint has no strict mode: an expired waiver is a warning; the run is what fails."""
     project.contract("c", failing(expires="2000-01-01"))
@@ -266,14 +306,14 @@ def test_lint_of_an_expired_waiver_exits_0_with_a_warning(project):
 
 
 def test_before_its_expiry_a_waived_failure_is_waived_and_the_run_passes(project, tmp_path):
-    project.contract("c", failing(expires="2999-12-31"))
+    project.contract("c", failing(expires=SOON))
     project.contract("d", simple_contract(cid="AC-DEMO-002", inv="INV-DEMO-002"))
     out = tmp_path / "r.json"
     r = invoke("run", "-j", "1", "--output", f"json={out}")
     assert r.exit_code == 0, r.output
     assert (
         "WAIVED        AC-DEMO-001        demo criterion — NO-GO: INV-DEMO-001 FAIL: value: "
-        "observed 1, expected >= 10 (out of bounds); waived until 2999-12-31 by alice: value "
+        f"observed 1, expected >= 10 (out of bounds); waived until {SOON} by alice: value "
         f"is 1 until the fix lands ({LINK})" in r.output
     )
     assert "2 criteria: 1 GO, 0 NO-GO, 0 UNPROVEN, 1 WAIVED" in r.output
@@ -288,7 +328,7 @@ def test_before_its_expiry_a_waived_failure_is_waived_and_the_run_passes(project
         "owner": "alice",
         "reason": "value is 1 until the fix lands",
         "link": LINK,
-        "expires": "2999-12-31",
+        "expires": SOON,
         "status": "active",
     }
     assert "waiver" not in data["criteria"][1]  # optional: absent without one
@@ -383,7 +423,8 @@ def waived_run(project, tmp_path):
     project.contract("b", failing(cid="AC-DEMO-002", expires="2026-01-01"))
     project.contract("c", simple_contract(cid="AC-DEMO-003", inv="INV-DEMO-003"))
     contracts = load_contract_set([project.root / "contracts"])
-    result = run_on(project, datetime.date(2026, 6, 1), evidence_root=tmp_path / "ev")
+    day = datetime.date.fromisoformat(EXPIRES) - datetime.timedelta(days=30)
+    result = run_on(project, day, evidence_root=tmp_path / "ev")
     assert [c.label for c in result.criteria] == [WAIVED, "NO-GO", "GO"]
     return result, contracts
 
@@ -485,7 +526,7 @@ def test_html_shows_waived_with_its_own_verdict_and_the_waiver(waived_run):
 
 
 def test_pytest_items_xfail_a_waived_criterion(project):
-    project.contract("a", failing(expires="2999-12-31"))
+    project.contract("a", failing(expires=SOON))
     project.contract("b", failing(cid="AC-DEMO-002", expires="2000-01-01"))
     env = {**os.environ, "PYTHONPATH": str(project.root)}
     base = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "contracts/", "-q", "-rx"]
@@ -493,7 +534,7 @@ def test_pytest_items_xfail_a_waived_criterion(project):
     assert out.returncode == 1, out.stdout + out.stderr
     assert "1 failed, 1 xfailed" in out.stdout
     assert (
-        "XFAIL contracts/a.yaml::AC-DEMO-001 - WAIVED (NO-GO), waived until 2999-12-31 by alice"
+        f"XFAIL contracts/a.yaml::AC-DEMO-001 - WAIVED (NO-GO), waived until {SOON} by alice"
         in out.stdout
     )
     assert "waiver expired on 2000-01-01" in out.stdout
