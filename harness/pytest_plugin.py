@@ -207,6 +207,7 @@ class CriterionItem(pytest.Item):
                 allowed=cfg.allowed_packages,
                 check_env=cfg.check_env,
                 regressions=cfg.regressions,
+                max_waiver_days=cfg.max_waiver_days,
             )
         )
         crit = result.criteria[0]
