@@ -266,12 +266,27 @@ def run(request: RunRequest) -> RunResult:
     finished: dict[str, CriterionResult] = {}
     interrupted = False
 
-    def complete_ready() -> None:
-        for c in plan.criteria:
+    # the checks each criterion still waits for, and the criteria each check is awaited
+    # by (in the plan's order): a result looks only at its own criteria, so a run of
+    # many criteria does not rescan them all after every check
+    pending = {c.id: {k for k in plan.keys_of[c.id] if k not in done} for c in plan.criteria}
+    awaited_by: dict[str, list[Criterion]] = {}
+    for c in plan.criteria:
+        for k in sorted(pending[c.id]):
+            awaited_by.setdefault(k, []).append(c)
+
+    def complete_ready(key: str | None = None) -> None:
+        """Judge the criteria ``key``'s result completes (all that are complete: None)."""
+        if key is None:
+            ready = [c for c in plan.criteria if not pending[c.id]]
+        else:
+            ready = []
+            for c in awaited_by.get(key, ()):
+                pending[c.id].discard(key)
+                if not pending[c.id]:
+                    ready.append(c)
+        for c in ready:
             if c.id in finished:
-                continue
-            keys = plan.keys_of[c.id]
-            if not all(k in done for k in keys):
                 continue
             inv_results = [done[i] for i in c.invariants if i in done]
             fal_ids = [f for i in c.invariants for f in targets.get(i, ())]
@@ -299,7 +314,7 @@ def run(request: RunRequest) -> RunResult:
             events.invariant_finished(result)
         else:
             events.falsifier_finished(result)
-        complete_ready()
+        complete_ready(task.key)
 
     running: dict[str, services.Instance] = {}
     # orphans of checks and services (a daemon in a new session) come back here, and

@@ -557,3 +557,56 @@ def test_a_run_without_evidence_still_starts_the_checks_that_took_longest_first(
     r = cli_run(cli, ["run", "-j", "1", "--no-evidence"], catch_exceptions=False)
     assert r.exit_code == 1, r.output
     assert order.read_text().split() == ["slow", "quick"]  # the evidence's durations order it
+
+
+SHARED = """
+version: 1
+contract: {name: shared, title: demo}
+criteria:
+  - {id: AC-DEMO-001, title: one, severity: blocker, references: [t], invariants: [INV-DEMO-001]}
+  - id: AC-DEMO-002
+    title: shares it and waits for another
+    severity: blocker
+    references: [t]
+    invariants: [INV-DEMO-001, INV-DEMO-002]
+  - {id: AC-DEMO-003, title: too, severity: blocker, references: [t], invariants: [INV-DEMO-001]}
+invariants:
+  - {id: INV-DEMO-001, title: a, check: {python: "demochecks:ok"}, expect: {value: {eq: 1}}}
+  - {id: INV-DEMO-002, title: b, check: {python: "demochecks:ok"}, expect: {value: {eq: 1}}}
+falsifiers:
+  - id: FALSIFY-DEMO-001
+    title: value 2 is not 1
+    kind: mutant
+    target: INV-DEMO-001
+    mutant: {patch: {"demochecks:ok": "demochecks:always_value_2"}}
+  - id: FALSIFY-DEMO-002
+    title: value 2 is not 1
+    kind: mutant
+    target: INV-DEMO-002
+    mutant: {patch: {"demochecks:ok": "demochecks:always_value_2"}}
+"""
+
+
+def test_an_invariant_two_criteria_list_completes_both_once_in_the_plans_order(project):
+    # the coordinator judges a criterion once its last check is in, looking only at the
+    # criteria that check is awaited by: an invariant shared by three criteria finishes
+    # each once, and the one that also lists another invariant waits for it
+    from harness.hooks import Listener
+
+    project.contract("c", SHARED)
+    finished: list[str] = []
+
+    class Seen(Listener):
+        def criterion_finished(self, result):
+            finished.append(result.criterion_id)
+
+    contracts = load_contract_set([project.root / "contracts"])
+    result = run_contracts(
+        contracts, contracts.criteria, jobs=1, seed=1, root=project.root, outputs=(Seen(),)
+    )
+    assert sorted(finished) == ["AC-DEMO-001", "AC-DEMO-002", "AC-DEMO-003"], finished
+    ids = [c.criterion_id for c in result.criteria]
+    assert ids == ["AC-DEMO-001", "AC-DEMO-002", "AC-DEMO-003"]
+    assert all(c.verdict.value == "GO" for c in result.criteria), result.criteria
+    two = result.criteria[1]
+    assert {r.invariant_id for r in two.invariants} == {"INV-DEMO-001", "INV-DEMO-002"}
