@@ -18,27 +18,43 @@ from .fastexp import _exp_inplace, _max, _sum_f64
 
 @njit(**JIT)
 def _rowmax(x):
-    """Largest element of a non-empty 1-D array, 16 lanes (vectorizes).
+    """Largest element of a non-empty 1-D array, 8 running maxima (vectorizes; no heap
+    array, so a short row of causal attention costs no allocation).
 
     Not NaN-propagating by itself; callers feed ``x - max`` to exp and sum, and a
     NaN anywhere in the row still makes the sum (so the loss and the row's
     gradient) NaN.
     """
     n = x.size
-    n16 = n - n % 16
-    if n16 == 0:
+    n8 = n - n % 8
+    if n8 == 0:
         return _max(x)
-    acc = np.empty(16, dtype=x.dtype)
-    for k in range(16):
-        acc[k] = x[k]
-    for j in range(0, n16, 16):
-        xs = x[j : j + 16]
-        for k in range(16):
-            v = xs[k]
-            a = acc[k]
-            acc[k] = v if v > a else a
-    m = _max(acc)
-    for j in range(n16, n):
+    a0, a1, a2, a3, a4, a5, a6, a7 = x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7]
+    for j in range(8, n8, 8):
+        v = x[j]
+        a0 = v if v > a0 else a0
+        v = x[j + 1]
+        a1 = v if v > a1 else a1
+        v = x[j + 2]
+        a2 = v if v > a2 else a2
+        v = x[j + 3]
+        a3 = v if v > a3 else a3
+        v = x[j + 4]
+        a4 = v if v > a4 else a4
+        v = x[j + 5]
+        a5 = v if v > a5 else a5
+        v = x[j + 6]
+        a6 = v if v > a6 else a6
+        v = x[j + 7]
+        a7 = v if v > a7 else a7
+    a0 = a1 if a1 > a0 else a0
+    a2 = a3 if a3 > a2 else a2
+    a4 = a5 if a5 > a4 else a4
+    a6 = a7 if a7 > a6 else a6
+    a0 = a2 if a2 > a0 else a0
+    a4 = a6 if a6 > a4 else a4
+    m = a4 if a4 > a0 else a0
+    for j in range(n8, n):
         v = x[j]
         if v > m:
             m = v

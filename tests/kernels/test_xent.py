@@ -78,3 +78,22 @@ def test_cross_entropy_is_shift_invariant(shift, scale):
     b = cross_entropy(z + shift, t)
     assert np.isfinite(b)
     assert b == pytest.approx(a, rel=1e-6, abs=1e-8)
+
+
+@pytest.mark.parametrize("n", [*range(1, 41), 63, 64, 1024, 1031])
+def test_rowmax_is_the_largest_element_wherever_it_sits(n):
+    # 8 running maxima over blocks of 8, then the tail: the largest element must win
+    # from any position (block lanes, the tail, the first block), ties and infinities too
+    from kernels.ops.xent import _rowmax
+
+    rng = np.random.default_rng(n)
+    x = rng.standard_normal(n).astype(np.float32)
+    assert _rowmax(x) == x.max()
+    for pos in {0, n // 2, n - 1, min(7, n - 1), min(8, n - 1)}:
+        y = x.copy()
+        y[pos] = 50.0
+        assert _rowmax(y) == np.float32(50.0)
+        y[pos] = np.inf
+        assert _rowmax(y) == np.inf
+    assert _rowmax(np.full(n, -np.inf, dtype=np.float32)) == -np.inf
+    assert _rowmax(np.round(x * 2) / 2) == (np.round(x * 2) / 2).max()  # ties
