@@ -247,13 +247,14 @@ def interleaved(calls, bursts, rounds, settle):
 
 
 def summarize(rates):
-    """Median rate per engine and the median of per-round ratios ours / other."""
+    """Median rate per engine, the median of per-round ratios ours / other, and the
+    lowest and highest per-round ratio (what the machine's noise did to the figure)."""
     out = {name: statistics.median(r) for name, r in rates.items()}
     for name, r in rates.items():
         if name not in ("ours", "sgemm"):
-            out[f"ours_over_{name}"] = statistics.median(
-                a / b for a, b in zip(rates["ours"], r, strict=True)
-            )
+            per_round = [a / b for a, b in zip(rates["ours"], r, strict=True)]
+            out[f"ours_over_{name}"] = statistics.median(per_round)
+            out[f"ours_over_{name}_range"] = [min(per_round), max(per_round)]
     return out
 
 
@@ -357,7 +358,10 @@ def bench_all(args, out):
 
 def _vs(w, name):
     ratio = w.get(f"ours_over_{name}")
-    return f"{name} {w[name]:,.0f} (ours {ratio:.2f}x)" if ratio is not None else ""
+    if ratio is None:
+        return ""
+    lo, hi = w.get(f"ours_over_{name}_range", (ratio, ratio))
+    return f"{name} {w[name]:,.0f} (ours {ratio:.2f}x, rounds {lo:.2f}-{hi:.2f})"
 
 
 def report(out):
@@ -371,7 +375,8 @@ def report(out):
     lines = [
         f"threads: {out['threads']} (ours: {out['threads']} data-parallel workers over "
         f"single-threaded BLAS)  OPENBLAS_CORETYPE={out['openblas_coretype']}",
-        f"medians of {out['repeats']} interleaved rounds; ratios are medians of per-round ratios",
+        f"medians of {out['repeats']} interleaved rounds; ratios are medians of per-round ratios "
+        "(with the lowest and highest round)",
         f"tiny-LM train (gpt2 {LM}, batch {LM_BATCH}), tokens/s: ours {lm['ours']:,.0f}   "
         + "   ".join(_vs(lm, n) for n in ("numpy", "torch") if n in lm),
         f"  matmul GFLOP/s: ours {fl['ours_flop_per_s'] / g:.1f}, numpy step "
