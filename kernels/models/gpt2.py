@@ -30,7 +30,7 @@ from ..ops.linear import (
 )
 from ..ops.norms import _layernorm_bwd_into, _layernorm_fwd_into, _layernorm_fwd_kernel
 from .base import KVCache, TransformerBase
-from .head import _lm_head_logits_kernel, _lm_head_loss_grad_into
+from .head import _argmax_first, _lm_head_logits_kernel, _lm_head_loss_grad_into
 
 _LAYER_TENSORS = (
     "ln_1.weight",
@@ -78,6 +78,29 @@ def _decode_step_kernel(
         )  # fmt: skip
     hf, _, _ = _layernorm_fwd_kernel(x, lnfw, lnfb, eps)
     return _lm_head_logits_kernel(hf, wte)
+
+
+@njit(**JIT)
+def _greedy_kernel(
+    out, t0, wte, wpe, ln1w, ln1b, wqkv, bqkv, wo, bo, ln2w, ln2b, wfc, bfc, wp, bp,
+    lnfw, lnfb, kcache, vcache, n_head, eps,
+):  # fmt: skip
+    """Greedy decoding in one call (``GPT2.decode_greedy``), GPT-2's step."""
+    bsz, total = out.shape
+    tok = np.empty((bsz, 1), dtype=np.int32)
+    logits = np.empty((bsz, wte.shape[0]), dtype=wte.dtype)
+    for pos in range(total - 1):
+        if pos >= t0:  # chosen from the logits of the step before
+            for b in range(bsz):
+                out[b, pos] = _argmax_first(logits[b])
+        for b in range(bsz):
+            tok[b, 0] = out[b, pos]
+        logits = _decode_step_kernel(
+            tok, pos, wte, wpe, ln1w, ln1b, wqkv, bqkv, wo, bo, ln2w, ln2b, wfc, bfc, wp, bp,
+            lnfw, lnfb, kcache, vcache, n_head, eps,
+        )  # fmt: skip
+    for b in range(bsz):
+        out[b, total - 1] = _argmax_first(logits[b])
 
 
 class GPT2(TransformerBase):
@@ -285,3 +308,24 @@ class GPT2(TransformerBase):
         )
         cache.pos += 1
         return logits
+
+    def decode_greedy(self, params: dict, out: np.ndarray, t0: int, cache: KVCache) -> None:
+        """Fill ``out[:, t0:]`` greedily after the prompt ``out[:, :t0]``, feeding the prompt
+        through an empty ``cache`` token by token: the tokens ``forward_step`` and
+        ``np.argmax`` give, in one call instead of a Python round trip per token.
+        Unchecked (``generate`` validated everything)."""
+        cfg = self.config
+        _greedy_kernel(
+            out,
+            t0,
+            params["transformer.wte.weight"],
+            params["transformer.wpe.weight"],
+            *self._stacked(params),
+            params["transformer.ln_f.weight"],
+            params["transformer.ln_f.bias"],
+            cache.k,
+            cache.v,
+            cfg.n_head,
+            cfg.eps,
+        )
+        cache.pos = out.shape[1] - 1

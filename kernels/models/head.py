@@ -22,3 +22,21 @@ def _lm_head_loss_grad_into(h, w, targets, logits, dh):
     np.dot(logits, w, dh)
     dw = np.dot(logits.T, h)
     return loss, dw
+
+
+@njit(**JIT)
+def _argmax_first(x):
+    """Index of the largest element of a 1-D array, the first on ties; the first NaN if
+    there is one (what ``np.argmax`` returns)."""
+    best = 0
+    m = x[0]
+    if m != m:
+        return 0
+    for j in range(1, x.size):
+        v = x[j]
+        if v != v:
+            return j
+        if v > m:
+            m = v
+            best = j
+    return best

@@ -26,7 +26,7 @@ from ..ops.linear import (
 from ..ops.norms import _rmsnorm_bwd_into, _rmsnorm_fwd_into, _rmsnorm_fwd_kernel
 from ..ops.rope import _rope_kernel, rope_tables
 from .base import KVCache, TransformerBase
-from .head import _lm_head_logits_kernel, _lm_head_loss_grad_into
+from .head import _argmax_first, _lm_head_logits_kernel, _lm_head_loss_grad_into
 
 _LAYER_TENSORS = (
     "input_layernorm.weight",
@@ -79,6 +79,29 @@ def _decode_step_kernel(
         )  # fmt: skip
     hf, _ = _rmsnorm_fwd_kernel(x, wnorm, eps)
     return _lm_head_logits_kernel(hf, lm_head)
+
+
+@njit(**JIT)
+def _greedy_kernel(
+    out, t0, emb, wn1, wq, wk, wv, wo, wn2, wg, wu, wdown, wnorm, lm_head, cos, sin,
+    kcache, vcache, n_head, eps,
+):  # fmt: skip
+    """Greedy decoding in one call (``GPT2.decode_greedy``'s contract), Llama's step."""
+    bsz, total = out.shape
+    tok = np.empty((bsz, 1), dtype=np.int32)
+    logits = np.empty((bsz, lm_head.shape[0]), dtype=lm_head.dtype)
+    for pos in range(total - 1):
+        if pos >= t0:  # chosen from the logits of the step before
+            for b in range(bsz):
+                out[b, pos] = _argmax_first(logits[b])
+        for b in range(bsz):
+            tok[b, 0] = out[b, pos]
+        logits = _decode_step_kernel(
+            tok, pos, emb, wn1, wq, wk, wv, wo, wn2, wg, wu, wdown, wnorm, lm_head, cos, sin,
+            kcache, vcache, n_head, eps,
+        )  # fmt: skip
+    for b in range(bsz):
+        out[b, total - 1] = _argmax_first(logits[b])
 
 
 class Llama(TransformerBase):
@@ -298,3 +321,23 @@ class Llama(TransformerBase):
         )
         cache.pos += 1
         return logits
+
+    def decode_greedy(self, params: dict, out: np.ndarray, t0: int, cache: KVCache) -> None:
+        """``GPT2.decode_greedy`` for Llama: the greedy tokens in one call."""
+        cfg = self.config
+        cos, sin = self.rope_tables(cache.k.dtype)
+        _greedy_kernel(
+            out,
+            t0,
+            params["model.embed_tokens.weight"],
+            *self._stacked(params),
+            params["model.norm.weight"],
+            params["lm_head.weight"],
+            cos,
+            sin,
+            cache.k,
+            cache.v,
+            cfg.n_head,
+            cfg.eps,
+        )
+        cache.pos = out.shape[1] - 1

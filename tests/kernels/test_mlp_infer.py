@@ -121,3 +121,47 @@ def test_perplexity_is_exp_of_mean_loss(family):
     ppl = perplexity(model, params, tokens, batch_size=2)
     ref = math.exp(reference_loss(family, model.config, params, tokens))
     assert ppl == pytest.approx(ref, rel=1e-5)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+@pytest.mark.parametrize("t0", [1, 3, 7])
+@pytest.mark.parametrize("bsz", [1, 3])
+def test_greedy_in_one_call_is_the_per_token_loop(family, t0, bsz):
+    # generate() at temperature 0 runs the whole greedy loop in one compiled call
+    # (decode_greedy); it must give the tokens of feeding forward_step one token at a
+    # time and taking np.argmax, prompt lengths from 1 to n_ctx - 1, batch 1 and 3
+    model = build_model(micro_config(family))
+    params = model.init_params(5)
+    rng = np.random.default_rng(t0 * 10 + bsz)
+    for k in params:
+        params[k] += 0.3 * rng.standard_normal(params[k].shape).astype(np.float32)
+    prompt = rng.integers(0, model.config.vocab_size, (bsz, t0)).astype(np.int32)
+    n_ctx = model.config.n_ctx
+    got = generate(model, params, prompt, n_ctx - t0)
+    out = np.empty((bsz, n_ctx), np.int32)
+    out[:, :t0] = prompt
+    cache = model.new_cache(bsz)
+    for j in range(t0):
+        logits = model.forward_step(params, out[:, j].copy(), cache)
+    for t in range(t0, n_ctx):
+        out[:, t] = np.argmax(logits, axis=1)
+        if t + 1 < n_ctx:
+            logits = model.forward_step(params, out[:, t].copy(), cache)
+    np.testing.assert_array_equal(got, out)
+    cache = model.new_cache(bsz)
+    model.decode_greedy(params, out.copy(), t0, cache)
+    assert cache.pos == n_ctx - 1
+
+
+def test_argmax_first_is_numpys_argmax_with_ties_and_nan():
+    from kernels.models.head import _argmax_first
+
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 5, 33):
+        for _ in range(50):
+            x = np.round(rng.standard_normal(n) * 2).astype(np.float32)  # many ties
+            if rng.random() < 0.3:
+                x[rng.integers(n)] = np.nan
+            if rng.random() < 0.2:
+                x[rng.integers(n)] = np.inf
+            assert _argmax_first(x) == int(np.argmax(x)), x
