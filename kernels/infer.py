@@ -85,7 +85,7 @@ def generate(
     if use_cache and temperature == 0.0 and hasattr(model, "decode_greedy"):
         # greedy: the whole loop in one compiled call (the same tokens as the loop below)
         cache = model.new_cache(seq.shape[0], model.check_params(params))
-        model.decode_greedy(params, out, t, cache)
+        model.decode_greedy(params, out, t, cache, check=False)
     elif use_cache:
         cache = model.new_cache(seq.shape[0], model.check_params(params))
         for j in range(t):  # params and ids were validated above

@@ -176,6 +176,32 @@ class TransformerBase:
             raise ValueError(f"cache dtype {cache.k.dtype} differs from params dtype {dtype}")
         return np.ascontiguousarray(token, dtype=np.int32), dtype
 
+    def check_greedy(self, params, out, t0: int, cache: KVCache) -> None:
+        """What ``decode_greedy`` needs: ``out`` int32[B, total] C-contiguous holding valid
+        token ids in its first ``t0`` columns, 1 <= t0 < total <= n_ctx, and an empty
+        cache of batch B and the params' dtype (the kernel reads ids unchecked)."""
+        dtype = self.check_params(params)
+        if not isinstance(cache, KVCache):
+            raise ValueError(f"cache must be a KVCache from new_cache (got {type(cache).__name__})")
+        if not (isinstance(out, np.ndarray) and out.dtype == np.int32 and out.ndim == 2
+                and out.flags.c_contiguous and out.shape[0] == cache.batch):  # fmt: skip
+            raise ValueError(
+                f"out must be a C-contiguous int32[{cache.batch}, total] array (got "
+                f"{getattr(out, 'dtype', type(out).__name__)} {getattr(out, 'shape', '')})"
+            )
+        if not 1 <= t0 < out.shape[1] <= cache.capacity:
+            raise ValueError(
+                f"need 1 <= t0 < total <= n_ctx={cache.capacity} (got t0={t0}, "
+                f"total={out.shape[1]})"
+            )
+        if cache.pos != 0:
+            raise ValueError(f"decode_greedy needs an empty cache (pos {cache.pos})")
+        if cache.k.dtype != dtype:
+            raise ValueError(f"cache dtype {cache.k.dtype} differs from params dtype {dtype}")
+        prompt = out[:, :t0]
+        if prompt.min() < 0 or prompt.max() >= self.config.vocab_size:
+            raise ValueError(f"token ids must lie in [0, {self.config.vocab_size})")
+
     # --- init -------------------------------------------------------------------------
     def _init(self, seed: int, kind) -> dict[str, np.ndarray]:
         """Draw every tensor in param_shapes order from one PCG64 stream.

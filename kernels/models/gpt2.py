@@ -309,11 +309,15 @@ class GPT2(TransformerBase):
         cache.pos += 1
         return logits
 
-    def decode_greedy(self, params: dict, out: np.ndarray, t0: int, cache: KVCache) -> None:
+    def decode_greedy(
+        self, params: dict, out: np.ndarray, t0: int, cache: KVCache, *, check: bool = True
+    ) -> None:
         """Fill ``out[:, t0:]`` greedily after the prompt ``out[:, :t0]``, feeding the prompt
         through an empty ``cache`` token by token: the tokens ``forward_step`` and
         ``np.argmax`` give, in one call instead of a Python round trip per token.
-        Unchecked (``generate`` validated everything)."""
+        ``check=False`` skips validation (``generate`` validated everything)."""
+        if check:
+            self.check_greedy(params, out, t0, cache)
         cfg = self.config
         _greedy_kernel(
             out,

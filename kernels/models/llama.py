@@ -322,8 +322,12 @@ class Llama(TransformerBase):
         cache.pos += 1
         return logits
 
-    def decode_greedy(self, params: dict, out: np.ndarray, t0: int, cache: KVCache) -> None:
+    def decode_greedy(
+        self, params: dict, out: np.ndarray, t0: int, cache: KVCache, *, check: bool = True
+    ) -> None:
         """``GPT2.decode_greedy`` for Llama: the greedy tokens in one call."""
+        if check:
+            self.check_greedy(params, out, t0, cache)
         cfg = self.config
         cos, sin = self.rope_tables(cache.k.dtype)
         _greedy_kernel(

@@ -165,3 +165,36 @@ def test_argmax_first_is_numpys_argmax_with_ties_and_nan():
             if rng.random() < 0.2:
                 x[rng.integers(n)] = np.inf
             assert _argmax_first(x) == int(np.argmax(x)), x
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_decode_greedy_refuses_what_its_kernel_would_read_unchecked(family):
+    # the compiled loop indexes the embedding with the prompt's ids: a bad id, a full or
+    # used cache, a wrong array never reach it
+    model = build_model(micro_config(family))
+    params = model.init_params(0)
+    n_ctx, vocab = model.config.n_ctx, model.config.vocab_size
+    out = np.zeros((2, n_ctx), np.int32)
+    cases = [
+        (lambda o: o.__setitem__((1, 0), vocab), "token ids must lie in"),
+        (lambda o: o.__setitem__((0, 1), -1), "token ids must lie in"),
+    ]
+    for mutate, msg in cases:
+        bad = out.copy()
+        mutate(bad)
+        with pytest.raises(ValueError, match=msg):
+            model.decode_greedy(params, bad, 2, model.new_cache(2))
+    with pytest.raises(ValueError, match="need 1 <= t0 < total"):
+        model.decode_greedy(params, out.copy(), n_ctx, model.new_cache(2))
+    with pytest.raises(ValueError, match="need 1 <= t0 < total"):
+        model.decode_greedy(params, np.zeros((2, n_ctx + 1), np.int32), 1, model.new_cache(2))
+    with pytest.raises(ValueError, match="C-contiguous int32"):
+        model.decode_greedy(params, out.astype(np.int64), 1, model.new_cache(2))
+    with pytest.raises(ValueError, match="C-contiguous int32"):
+        model.decode_greedy(params, out, 1, model.new_cache(3))
+    used = model.new_cache(2)
+    model.forward_step(params, np.zeros(2, np.int32), used)
+    with pytest.raises(ValueError, match="needs an empty cache"):
+        model.decode_greedy(params, out.copy(), 1, used)
+    model.decode_greedy(params, out, 1, model.new_cache(2))  # and a good call works
+    assert out[:, 1:].min() >= 0 and out.max() < vocab
