@@ -67,7 +67,8 @@ def interrupts_held(note: str) -> Iterator[list[int]]:
     """SIGINT and SIGTERM are noted, not raised, while the body runs (a run stopping
     its checks and services and writing its bundle: a second Ctrl-C there would lose
     what the run collected). ``note`` is printed on stderr at the first one; the
-    signals held are in the list yielded. The previous handlers come back afterwards.
+    signals held are in the list yielded, for the caller to deliver once the body is
+    done. The previous handlers come back afterwards.
     Off the main thread (where Python cannot set handlers) nothing is held."""
     got: list[int] = []
     if threading.current_thread() is not threading.main_thread():
@@ -75,9 +76,9 @@ def interrupts_held(note: str) -> Iterator[list[int]]:
         return
 
     def hold(signum: int, frame: Any) -> None:
-        if not got:
-            sys.stderr.write(note + "\n")
-            sys.stderr.flush()
+        if not got:  # os.write: sys.stderr may be mid-write in the code interrupted
+            with contextlib.suppress(OSError):
+                os.write(2, (note + "\n").encode())
         got.append(signum)
 
     previous = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}

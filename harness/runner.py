@@ -20,6 +20,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -148,7 +149,7 @@ def run_contracts(
 
 STOPPING_NOTE = (
     "harness: stopping the checks and services and writing the evidence; "
-    "a Ctrl-C now is ignored until that is done (kill -9 ends the run at once, "
+    "a Ctrl-C now takes effect once that is done (kill -9 ends the run at once, "
     "leaving the bundle marked INCOMPLETE)"
 )
 
@@ -361,7 +362,7 @@ def run(request: RunRequest) -> RunResult:
         finally:
             # from here to the sealed bundle, a Ctrl-C (or SIGTERM) is noted, not raised: a
             # second one while the checks and services stop would lose the run's results
-            held.enter_context(interrupts_held(STOPPING_NOTE))
+            late = held.enter_context(interrupts_held(STOPPING_NOTE))
             executor.shutdown(kill=interrupted)
             try:
                 services.stop_all(running.values())  # all at once, before anything is signed
@@ -396,7 +397,10 @@ def run(request: RunRequest) -> RunResult:
                 f"{len(plan.criteria)} criteria finished; evidence marked incomplete; "
                 f"the checks' scratch folder is kept in {scratch}"
             )
-        return run_result
+    if late:  # a Ctrl-C or SIGTERM while a finished run wrote its bundle: the bundle is
+        # whole; the signal now reaches the caller (its handlers are back)
+        signal.raise_signal(late[0])
+    return run_result
 
 
 def _executor(request: RunRequest, scratch: Path) -> Executor:

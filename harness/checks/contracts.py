@@ -19,9 +19,11 @@ def contracts_validate(ctx: CheckContext) -> dict[str, Any]:
     """Every contract file loads against the schema, references resolve, no skeleton
     TODO is left and every invariant has a falsifier (``harness lint`` without importing
     the bindings). observations: files (that load), errors, first_error."""
+    from harness.config import load_config
     from harness.lint import lint_paths
 
-    contracts, diags = lint_paths(_paths(ctx), ctx.root, resolve=False)
+    max_days = load_config(ctx.root).max_waiver_days  # as `harness lint` and `run` judge them
+    contracts, diags = lint_paths(_paths(ctx), ctx.root, resolve=False, max_waiver_days=max_days)
     errors = [d for d in diags if d.severity == "error"]
     return {
         "files": len(contracts),

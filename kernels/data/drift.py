@@ -131,7 +131,7 @@ def _vec(x: Any, name: str) -> np.ndarray:
     return a
 
 
-_NUMERIC_KINDS = "iufc"  # what np.issubdtype(dtype, np.number) accepts, read cheaply
+_NUMERIC_KINDS = "iufcm"  # what np.issubdtype(dtype, np.number) accepts, read cheaply
 
 
 def _desc(a: np.ndarray) -> str:

@@ -159,10 +159,23 @@ class TransformerBase:
     def new_cache(self, batch: int, dtype=np.float32) -> KVCache:
         return KVCache.empty(self.config, batch, dtype)
 
-    def check_step(self, params, token, cache: KVCache):
-        dtype = self.check_params(params)
+    def _check_cache(self, cache: KVCache) -> None:
+        """A cache of this model's shape (the kernels index it by layer, head and position
+        unchecked): ``k`` and ``v`` of [n_layer, B, n_head, n_ctx, head_dim]."""
         if not isinstance(cache, KVCache):
             raise ValueError(f"cache must be a KVCache from new_cache (got {type(cache).__name__})")
+        c = self.config
+        want = (c.n_layer, cache.k.shape[1] if cache.k.ndim == 5 else -1, c.n_head, c.n_ctx,
+                c.head_dim)  # fmt: skip
+        if cache.k.shape != want or cache.v.shape != want:
+            raise ValueError(
+                f"cache k/v must be [n_layer, B, n_head, n_ctx, head_dim] = {want} for this "
+                f"model (got {cache.k.shape} and {cache.v.shape}); use model.new_cache"
+            )
+
+    def check_step(self, params, token, cache: KVCache):
+        dtype = self.check_params(params)
+        self._check_cache(cache)
         token = np.asarray(token)
         if token.dtype.kind not in "iu" or token.ndim != 1 or token.shape[0] != cache.batch:
             raise ValueError(
@@ -181,8 +194,7 @@ class TransformerBase:
         token ids in its first ``t0`` columns, 1 <= t0 < total <= n_ctx, and an empty
         cache of batch B and the params' dtype (the kernel reads ids unchecked)."""
         dtype = self.check_params(params)
-        if not isinstance(cache, KVCache):
-            raise ValueError(f"cache must be a KVCache from new_cache (got {type(cache).__name__})")
+        self._check_cache(cache)
         if not (isinstance(out, np.ndarray) and out.dtype == np.int32 and out.ndim == 2
                 and out.flags.c_contiguous and out.shape[0] == cache.batch):  # fmt: skip
             raise ValueError(

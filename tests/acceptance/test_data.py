@@ -334,3 +334,16 @@ def test_trainer_asks_governance_before_step_1(tmp_path, monkeypatch):
     assert not (tmp_path / "run").exists()
     (ev,) = audit.read_events(tmp_path / "audit.jsonl")
     assert ev["decision"] == "refused" and ev["rule"] == "licenses.allow"
+
+
+def test_wrappers_accept_exactly_what_numpy_calls_a_number():
+    # _vec reads the dtype's kind instead of calling np.issubdtype(dtype, np.number):
+    # the same dtypes must pass its first test (timedelta64 is a number to NumPy; bool,
+    # datetime64, object and text are not)
+    from kernels.data.drift import _NUMERIC_KINDS
+
+    dtypes = [np.int8, np.uint64, np.float16, np.float64, np.complex64, np.bool_, object, "U3",
+              "m8[s]", "M8[s]"]  # fmt: skip
+    for dt in dtypes:
+        d = np.dtype(dt)
+        assert (d.kind in _NUMERIC_KINDS) == bool(np.issubdtype(d, np.number)), d

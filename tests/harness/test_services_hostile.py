@@ -395,10 +395,11 @@ def test_ctrl_c_while_services_start_stops_them_and_keeps_their_logs(
 
 @pytest.mark.parametrize("first", ["while services start", "none"])
 def test_a_ctrl_c_while_the_run_stops_its_services_loses_nothing(
-    hosproject, monkeypatch, tmp_path, capsys, first
+    hosproject, monkeypatch, tmp_path, capfd, first
 ):
     """A Ctrl-C (a second one, or the first) while the run stops its services and writes
-    the bundle: noted, not raised, so the results and the verdict are still written.
+    the bundle: held, so the results and the verdict are still written, then delivered
+    to the caller if the run had finished (a run already interrupted just ends so).
     Before, the KeyboardInterrupt escaped the cleanup: no results.json, no verdict."""
     real_stop_all = services.stop_all
 
@@ -413,9 +414,11 @@ def test_a_ctrl_c_while_the_run_stops_its_services_loses_nothing(
     if first != "none":
         monkeypatch.setattr(services, "wait_ready", interrupted)
     hosproject.contract("hos", contract())
-    if first == "none":
-        result = run(hosproject, evidence_root=tmp_path / "ev")
-        assert result.verdict.value == "GO" and not result.interrupted
+    if first == "none":  # the run finished: its bundle is whole, then the Ctrl-C lands
+        with pytest.raises(KeyboardInterrupt):
+            run(hosproject, evidence_root=tmp_path / "ev")
+        run_dir = next((tmp_path / "ev").iterdir())
+        assert json.loads((run_dir / "verdict.json").read_text())["verdict"] == "GO"
     else:
         with pytest.raises(Interrupted) as stopped:
             run(hosproject, evidence_root=tmp_path / "ev")
@@ -423,7 +426,7 @@ def test_a_ctrl_c_while_the_run_stops_its_services_loses_nothing(
     run_dir = next((tmp_path / "ev").iterdir())
     assert (run_dir / "results.json").is_file() and (run_dir / "verdict.json").is_file()
     assert (run_dir / "INCOMPLETE").exists() == (first != "none")
-    assert "harness: stopping the checks and services" in capsys.readouterr().err
+    assert "harness: stopping the checks and services" in capfd.readouterr().err
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # given back
     assert hostile_processes() == []
 

@@ -538,3 +538,27 @@ def test_pytest_items_xfail_a_waived_criterion(project):
         in out.stdout
     )
     assert "waiver expired on 2000-01-01" in out.stdout
+
+
+def test_the_contracts_validate_check_judges_waivers_by_the_projects_max_waiver_days(
+    project, tmp_path
+):
+    # harness.checks.contracts:contracts_validate (the shipped meta contract's check)
+    # lints as `harness lint` does: the project's max-waiver-days, not the default
+    from harness.checks.contracts import contracts_validate
+    from harness.context import CheckContext
+
+    far = (today_utc() + datetime.timedelta(days=200)).isoformat()
+    project.contract("c", failing(expires=far))
+
+    def validate() -> dict:
+        (tmp_path / "s").mkdir(exist_ok=True)
+        ctx = CheckContext({}, 1, tmp_path / "s", tmp_path, "INV-X", root=project.root)
+        return contracts_validate(ctx)
+
+    refused = validate()
+    assert refused["errors"] == 1 and "a waiver may run at most 90 days" in refused["first_error"]
+    pyproject = project.root / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text() + "max-waiver-days = 365\n")
+    assert validate()["errors"] == 0
+    assert invoke("lint").exit_code == 0

@@ -198,3 +198,23 @@ def test_decode_greedy_refuses_what_its_kernel_would_read_unchecked(family):
         model.decode_greedy(params, out.copy(), 1, used)
     model.decode_greedy(params, out, 1, model.new_cache(2))  # and a good call works
     assert out[:, 1:].min() >= 0 and out.max() < vocab
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_a_cache_of_another_shape_is_refused_before_a_kernel_indexes_it(family):
+    # the step kernels index the cache by layer, head and position unchecked: a cache
+    # from another config (fewer layers, a longer context) must not reach them
+    model = build_model(micro_config(family))
+    params = model.init_params(0)
+    c = model.config
+    other = build_model(micro_config(family).__class__(**{**c.__dict__, "n_ctx": c.n_ctx * 8}))
+    longer = other.new_cache(1)
+    with pytest.raises(ValueError, match=r"cache k/v must be \[n_layer, B, n_head, n_ctx"):
+        model.forward_step(params, np.zeros(1, np.int32), longer)
+    with pytest.raises(ValueError, match=r"cache k/v must be \[n_layer, B, n_head, n_ctx"):
+        model.decode_greedy(params, np.zeros((1, c.n_ctx * 8), np.int32), 1, longer)
+    short = model.new_cache(1)
+    short.k, short.v = short.k[:1], short.v[:1]
+    if c.n_layer > 1:
+        with pytest.raises(ValueError, match="cache k/v must be"):
+            model.decode_greedy(params, np.zeros((1, c.n_ctx), np.int32), 1, short)
