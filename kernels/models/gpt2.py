@@ -292,10 +292,16 @@ class GPT2(TransformerBase):
             token, _ = self.check_step(params, token, cache)
         elif cache.pos >= cache.capacity:
             raise ValueError(f"KV cache is full: n_ctx={cache.capacity} positions used")
+        args = self._decode_args(params, cache)
+        logits = _decode_step_kernel(token.reshape(-1, 1), cache.pos, *args)
+        cache.pos += 1
+        return logits
+
+    def _decode_args(self, params: dict, cache: KVCache) -> tuple:
+        """What the decode kernels take after the token(s) and the position: the weights
+        (per-layer ones stacked), the cache, the head count and eps."""
         cfg = self.config
-        logits = _decode_step_kernel(
-            token.reshape(-1, 1),
-            cache.pos,
+        return (
             params["transformer.wte.weight"],
             params["transformer.wpe.weight"],
             *self._stacked(params),
@@ -306,8 +312,6 @@ class GPT2(TransformerBase):
             cfg.n_head,
             cfg.eps,
         )
-        cache.pos += 1
-        return logits
 
     def decode_greedy(
         self, params: dict, out: np.ndarray, t0: int, cache: KVCache, *, check: bool = True
@@ -318,18 +322,5 @@ class GPT2(TransformerBase):
         ``check=False`` skips validation (``generate`` validated everything)."""
         if check:
             self.check_greedy(params, out, t0, cache)
-        cfg = self.config
-        _greedy_kernel(
-            out,
-            t0,
-            params["transformer.wte.weight"],
-            params["transformer.wpe.weight"],
-            *self._stacked(params),
-            params["transformer.ln_f.weight"],
-            params["transformer.ln_f.bias"],
-            cache.k,
-            cache.v,
-            cfg.n_head,
-            cfg.eps,
-        )
+        _greedy_kernel(out, t0, *self._decode_args(params, cache))
         cache.pos = out.shape[1] - 1

@@ -303,11 +303,17 @@ class Llama(TransformerBase):
             token, _ = self.check_step(params, token, cache)
         elif cache.pos >= cache.capacity:
             raise ValueError(f"KV cache is full: n_ctx={cache.capacity} positions used")
+        args = self._decode_args(params, cache)
+        logits = _decode_step_kernel(token.reshape(-1, 1), cache.pos, *args)
+        cache.pos += 1
+        return logits
+
+    def _decode_args(self, params: dict, cache: KVCache) -> tuple:
+        """What the decode kernels take after the token(s) and the position: the weights
+        (per-layer ones stacked), the rope tables, the cache, the head count and eps."""
         cfg = self.config
         cos, sin = self.rope_tables(cache.k.dtype)
-        logits = _decode_step_kernel(
-            token.reshape(-1, 1),
-            cache.pos,
+        return (
             params["model.embed_tokens.weight"],
             *self._stacked(params),
             params["model.norm.weight"],
@@ -319,8 +325,6 @@ class Llama(TransformerBase):
             cfg.n_head,
             cfg.eps,
         )
-        cache.pos += 1
-        return logits
 
     def decode_greedy(
         self, params: dict, out: np.ndarray, t0: int, cache: KVCache, *, check: bool = True
@@ -328,20 +332,5 @@ class Llama(TransformerBase):
         """``GPT2.decode_greedy`` for Llama: the greedy tokens in one call."""
         if check:
             self.check_greedy(params, out, t0, cache)
-        cfg = self.config
-        cos, sin = self.rope_tables(cache.k.dtype)
-        _greedy_kernel(
-            out,
-            t0,
-            params["model.embed_tokens.weight"],
-            *self._stacked(params),
-            params["model.norm.weight"],
-            params["lm_head.weight"],
-            cos,
-            sin,
-            cache.k,
-            cache.v,
-            cfg.n_head,
-            cfg.eps,
-        )
+        _greedy_kernel(out, t0, *self._decode_args(params, cache))
         cache.pos = out.shape[1] - 1
