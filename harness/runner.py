@@ -273,7 +273,7 @@ def run(request: RunRequest) -> RunResult:
     pending = {c.id: {k for k in plan.keys_of[c.id] if k not in done} for c in plan.criteria}
     awaited_by: dict[str, list[Criterion]] = {}
     for c in plan.criteria:
-        for k in sorted(pending[c.id]):
+        for k in pending[c.id]:
             awaited_by.setdefault(k, []).append(c)
 
     def complete_ready(key: str | None = None) -> None:

@@ -82,12 +82,12 @@ def generate(
     out = np.empty((seq.shape[0], total), dtype=np.int32)
     out[:, : seq.shape[1]] = seq
     t = seq.shape[1]
+    if use_cache:
+        cache = model.new_cache(seq.shape[0], model.check_params(params))
     if use_cache and temperature == 0.0 and hasattr(model, "decode_greedy"):
         # greedy: the whole loop in one compiled call (the same tokens as the loop below)
-        cache = model.new_cache(seq.shape[0], model.check_params(params))
         model.decode_greedy(params, out, t, cache, check=False)
     elif use_cache:
-        cache = model.new_cache(seq.shape[0], model.check_params(params))
         for j in range(t):  # params and ids were validated above
             logits = model.forward_step(params, out[:, j].copy(), cache, check=False)
         for _ in range(max_new):

@@ -192,14 +192,14 @@ def _phone_findings(text: str, spans: Spans) -> Iterable[Finding]:
         yield Finding("phone", m.start(), m.end() - m.start(), _mask(raw, keep=2))
 
 
-_DETECTORS = (
-    ("email", _email_findings),
-    ("card", _card_findings),
-    ("ssn", _ssn_findings),
-    ("phone", _phone_findings),
-    ("ipv4", _ipv4_findings),
+_DETECTORS = (  # kind, detector, the character every finding of the kind holds
+    ("email", _email_findings, _AT),
+    ("card", _card_findings, _DIGIT),
+    ("ssn", _ssn_findings, _DIGIT),
+    ("phone", _phone_findings, _DIGIT),
+    ("ipv4", _ipv4_findings, _DIGIT),
 )
-_PRIORITY = {kind: i for i, (kind, _) in enumerate(_DETECTORS)}
+_PRIORITY = {kind: i for i, (kind, _, _) in enumerate(_DETECTORS)}
 
 
 def scan_text(
@@ -217,13 +217,12 @@ def scan_text(
     if unknown:
         raise ValueError(f"unknown PII kinds {sorted(unknown)}; expected a subset of {list(KINDS)}")
     found: list[Finding] = []
-    runs = {
-        "@": _line_runs(_AT, text) if "email" in wanted else [],
-        "digit": _line_runs(_DIGIT, text) if wanted - {"email"} else [],
-    }
-    for kind, detect in _DETECTORS:
+    runs: dict[re.Pattern[str], list[tuple[int, int]]] = {}  # per needle, found once
+    for kind, detect, needle in _DETECTORS:
         if kind in wanted:
-            found.extend(detect(text, runs["@" if kind == "email" else "digit"]))
+            if needle not in runs:
+                runs[needle] = _line_runs(needle, text)
+            found.extend(detect(text, runs[needle]))
     found.sort(key=lambda f: (_PRIORITY[f.kind], f.offset))
     taken: list[tuple[int, int]] = []
     kept: list[Finding] = []
