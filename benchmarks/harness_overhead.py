@@ -7,8 +7,9 @@ Runs N trivial invariants through `harness run` and N trivial tests through
 wall times and their ratio; then the start-up time of `harness --version`
 against `python -c pass`. Goals (issue 2): ratio <= 1.0, start-up < 0.3 s.
 ``--against DIR`` also times the harness of another checkout (e.g. a
-``git worktree`` of the previous commit) in the same alternation, to measure
-what a change costs (issue 12: a fresh process per check, aim <= 10%).
+``git worktree`` of the previous commit) in the same alternation, with and
+without evidence, to measure what a change costs (issue 12: a fresh process per
+check, aim <= 10%).
 """
 
 from __future__ import annotations
@@ -34,12 +35,21 @@ def make_project(root: Path, n: int) -> None:
     lines = ["version: 1", "contract: {name: bench, title: overhead benchmark}", "criteria:"]
     for c in range(n // per):
         ids = ", ".join(f"INV-B-{c * per + i:04d}" for i in range(per))
-        lines += [f"  - id: AC-B-{c:04d}", f"    title: batch {c}", "    severity: blocker",
-                  "    references: [benchmark]", f"    invariants: [{ids}]"]
+        lines += [
+            f"  - id: AC-B-{c:04d}",
+            f"    title: batch {c}",
+            "    severity: blocker",
+            "    references: [benchmark]",
+            f"    invariants: [{ids}]",
+        ]
     lines.append("invariants:")
     for i in range(n):
-        lines += [f"  - id: INV-B-{i:04d}", "    title: trivial",
-                  "    check: {python: 'benchchecks:trivial'}", "    expect: {ok: {eq: true}}"]
+        lines += [
+            f"  - id: INV-B-{i:04d}",
+            "    title: trivial",
+            "    check: {python: 'benchchecks:trivial'}",
+            "    expect: {ok: {eq: true}}",
+        ]
     (root / "contracts").mkdir()
     (root / "contracts" / "bench.yaml").write_text("\n".join(lines) + "\n")
     (root / "tests").mkdir()
@@ -72,6 +82,7 @@ def main() -> None:
         other_env = None
         if args.against:
             runs["against"] = []
+            runs["against+evidence"] = []
             other_env = {**os.environ, "PYTHONPATH": str(args.against.resolve())}
         for _ in range(args.repeats):
             runs["pytest"].append(timed(pytest_cmd, root))
@@ -80,19 +91,26 @@ def main() -> None:
             if other_env is not None:
                 other = [sys.executable, "-m", "harness.cli", "run", "--no-evidence"]
                 runs["against"].append(timed(other, root, other_env))
+                other_ev = [*other[:-1], "--evidence-dir", str(root / "ev")]
+                runs["against+evidence"].append(timed(other_ev, root, other_env))
         med = {k: statistics.median(v) for k, v in runs.items()}
         print(f"{args.n} trivial checks, median of {args.repeats} alternating runs:")
         for k, v in med.items():
             print(f"  {k:<18} {v:7.3f} s   ratio to pytest {v / med['pytest']:.2f}")
         if "against" in med:
-            print(f"  harness / against: {med['harness'] / med['against']:.2f} ({args.against})")
+            print(
+                f"  harness / against: {med['harness'] / med['against']:.2f}, with evidence "
+                f"{med['harness+evidence'] / med['against+evidence']:.2f} ({args.against})"
+            )
         start_h, start_py = [], []
         for _ in range(10):
             start_py.append(timed([sys.executable, "-c", "pass"], root))
             start_h.append(timed([str(BIN / "harness"), "--version"], root))
         h, p = statistics.median(start_h), statistics.median(start_py)
-        print(f"start-up: harness --version {h:.3f} s, python -c pass {p:.3f} s "
-              f"(harness's own share {h - p:.3f} s; goal < 0.3 s)")
+        print(
+            f"start-up: harness --version {h:.3f} s, python -c pass {p:.3f} s "
+            f"(harness's own share {h - p:.3f} s; goal < 0.3 s)"
+        )
 
 
 if __name__ == "__main__":

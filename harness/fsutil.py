@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import stat
-import tempfile
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -51,16 +51,46 @@ def output_mode(path: Path) -> int:
     return 0o666 & ~current_umask()
 
 
+_TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_TEMP_SEQ = itertools.count()
+
+
+def _create_temp(parent: Path, name: str, perm: int) -> tuple[int, str]:
+    """A new file ``parent/.NAME.PID-N.tmp`` (created with ``perm`` less the umask) and
+    its path; the folder is made when missing. Names are unique within a process; one
+    left by a dead process of the same pid is stepped over."""
+    for _ in range(1000):
+        tmp = os.path.join(parent, f".{name}.{os.getpid()}-{next(_TEMP_SEQ)}.tmp")
+        try:
+            return os.open(tmp, _TEMP_FLAGS, perm), tmp
+        except FileExistsError:
+            continue
+        except FileNotFoundError:
+            parent.mkdir(parents=True, exist_ok=True)
+    raise FileExistsError(f"{parent}: no free temporary name for {name}")
+
+
 def atomic_write_bytes(
     path: Path, data: bytes, *, durable: bool = True, mode: int | None = None
 ) -> None:
     """Write ``data`` to ``path`` atomically, with ``output_mode(path)`` unless
-    ``mode`` is given (a secret: 0o600)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    ``mode`` is given (a secret: 0o600).
+
+    A new file's temp is created with 0666 less the umask, the mode it keeps; an
+    existing file's mode and a given one are set on the temp before any byte is
+    written (a secret's temp is 0600 from its creation)."""
+    if mode is None:
+        try:
+            st = os.stat(path)
+        except OSError:
+            st = None
+        if st is not None and stat.S_ISREG(st.st_mode):
+            mode = stat.S_IMODE(st.st_mode)
+    fd, tmp = _create_temp(path.parent, path.name, 0o666 if mode is None else 0o600)
     try:
         with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), output_mode(path) if mode is None else mode)
+            if mode is not None:
+                os.fchmod(fh.fileno(), mode)
             fh.write(data)
             if durable:
                 fh.flush()

@@ -9,9 +9,10 @@ round-trip through plain dicts (``to_dict``/``from_dict``) for the JSON report.
 
 from __future__ import annotations
 
+import copy
 import datetime
 import enum
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
 RESULTS_SCHEMA_VERSION = 1
@@ -330,7 +331,7 @@ class WaiverResult:
     status: WaiverStatus
 
     def to_dict(self) -> dict[str, str]:
-        return {**_encode(asdict(self))}
+        return dict(_encode(self))
 
     def note(self) -> str:
         """One line saying what the waiver did, for every report."""
@@ -408,7 +409,7 @@ class RunResult:
 
     # -- JSON round trip ---------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = _encode(asdict(self))
+        data: dict[str, Any] = _encode(self)
         for c in data["criteria"]:
             if c.get("waiver") is None:
                 c.pop("waiver", None)  # optional: results without waivers read as before
@@ -427,14 +428,26 @@ class RunResult:
         return cls(verdict=Verdict(data["verdict"]), criteria=crits, **kw)
 
 
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
 def _encode(obj: Any) -> Any:
+    """JSON-ready copy: dataclasses become dicts of their fields, enums their values,
+    tuples lists; what ``dataclasses.asdict`` then an encode gave, in one pass."""
     if isinstance(obj, enum.Enum):
         return obj.value
+    if obj is None or isinstance(obj, (str, int, float)):
+        return obj
     if isinstance(obj, dict):
         return {k: _encode(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_encode(v) for v in obj]
-    return obj
+    names = _FIELD_NAMES.get(type(obj))
+    if names is None and is_dataclass(obj) and not isinstance(obj, type):
+        names = _FIELD_NAMES.setdefault(type(obj), tuple(f.name for f in fields(obj)))
+    if names is not None:
+        return {name: _encode(getattr(obj, name)) for name in names}
+    return copy.deepcopy(obj)
 
 
 def _criterion_from(d: dict[str, Any]) -> CriterionResult:

@@ -74,3 +74,44 @@ def test_atomic_write_takes_an_explicit_mode_for_a_secret(tmp_path, umask):
     atomic_write_text(tmp_path / "secret", "s", mode=0o600)
     atomic_write_text(tmp_path / "plain", "p")
     assert mode(tmp_path / "secret") == 0o600 and mode(tmp_path / "plain") == 0o644
+
+
+def test_atomic_write_keeps_a_rewritten_files_mode_and_makes_its_folder(tmp_path, umask):
+    umask(0o077)
+    kept = tmp_path / "kept"
+    kept.write_text("old")
+    os.chmod(kept, 0o640)
+    atomic_write_text(kept, "new")
+    assert kept.read_text() == "new" and mode(kept) == 0o640
+    deep = tmp_path / "a" / "b" / "new"
+    atomic_write_text(deep, "x")  # the folder did not exist
+    assert deep.read_text() == "x" and mode(deep) == 0o600
+    umask(0o002)
+    atomic_write_text(tmp_path / "group", "g", mode=0o640)  # an explicit mode, not the umask
+    assert mode(tmp_path / "group") == 0o640
+
+
+def test_atomic_write_steps_over_a_stale_temp_and_leaves_none_behind(tmp_path, monkeypatch):
+    import harness.fsutil as fsutil
+
+    target = tmp_path / "f.json"
+    seq = iter([7, 7, 8])  # a dead process of this pid left temp 7
+    monkeypatch.setattr(fsutil, "_TEMP_SEQ", seq)
+    stale = tmp_path / f".f.json.{os.getpid()}-7.tmp"
+    stale.write_text("torn")
+    fsutil.atomic_write_bytes(target, b"{}")
+    assert target.read_bytes() == b"{}" and stale.read_text() == "torn"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [stale.name, "f.json"]
+
+    class Boom(Exception):
+        pass
+
+    def broken_replace(src, dst):
+        raise Boom
+
+    monkeypatch.setattr(fsutil, "_TEMP_SEQ", iter([9]))
+    monkeypatch.setattr(fsutil.os, "replace", broken_replace)
+    with pytest.raises(Boom):
+        fsutil.atomic_write_bytes(target, b"lost")
+    assert target.read_bytes() == b"{}"  # the old content stands, the temp is gone
+    assert sorted(p.name for p in tmp_path.iterdir()) == [stale.name, "f.json"]

@@ -562,3 +562,31 @@ def test_the_contracts_validate_check_judges_waivers_by_the_projects_max_waiver_
     pyproject.write_text(pyproject.read_text() + "max-waiver-days = 365\n")
     assert validate()["errors"] == 0
     assert invoke("lint").exit_code == 0
+
+
+def test_results_encode_as_dataclasses_asdict_did(project, tmp_path):
+    """``RunResult.to_dict`` walks the dataclasses in one pass; it gives what
+    ``dataclasses.asdict`` followed by the enum/tuple encoding gave."""
+    import dataclasses
+    import enum
+
+    def old_encode(obj):
+        if isinstance(obj, enum.Enum):
+            return obj.value
+        if isinstance(obj, dict):
+            return {k: old_encode(v) for k, v in obj.items()}
+        if isinstance(obj, (list, tuple)):
+            return [old_encode(v) for v in obj]
+        return obj
+
+    project.contract("c", failing(expires=SOON))
+    project.contract("d", simple_contract(cid="AC-DEMO-002", inv="INV-DEMO-002"))
+    out = tmp_path / "r.json"
+    assert invoke("run", "-j", "1", "--output", f"json={out}").exit_code == 0
+    result = RunResult.from_dict(json.loads(out.read_text()))
+    want = old_encode(dataclasses.asdict(result))
+    for c in want["criteria"]:
+        if c.get("waiver") is None:
+            c.pop("waiver", None)
+    assert result.to_dict() == want
+    assert json.dumps(result.to_dict(), sort_keys=True) == json.dumps(want, sort_keys=True)
