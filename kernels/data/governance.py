@@ -112,29 +112,86 @@ def default_audit_path() -> Path:
     return _lifecycle.audit_path()
 
 
+def _key_lines(text: str) -> dict[str, int]:
+    """1-based line of each key and list item of a policy: ``"licenses"``,
+    ``"licenses.allow"``, ``"licenses.allow[0]"``; a document that is no mapping of
+    mappings gives what it can."""
+    lines: dict[str, int] = {}
+
+    def walk(node: yaml.Node, at: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                name = f"{at}.{key.value}" if at else str(key.value)
+                lines[name] = key.start_mark.line + 1
+                walk(value, name)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                lines[f"{at}[{i}]"] = item.start_mark.line + 1
+                walk(item, f"{at}[{i}]")
+
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    if root is not None:
+        walk(root, "")
+    return lines
+
+
 def load_policy(path: str | Path | None = None) -> Policy:
-    """Parse and validate a policy file; unknown keys are errors, never ignored."""
+    """Parse and validate a policy file; unknown keys are errors, never ignored.
+
+    Each error is one line naming the file, the line and what to change."""
     p = Path(path) if path is not None else default_policy_path()
     if not p.is_file():
-        raise PolicyError(f"policy {p} not found")
+        raise PolicyError(
+            f"policy {p} not found: create it (datasets/policy.yaml shows the format) "
+            "or point KERNELS_DATA_POLICY at one"
+        )
+    text = p.read_text(encoding="utf-8")
     try:
-        doc = yaml.safe_load(p.read_text(encoding="utf-8"))
+        doc = yaml.safe_load(text)
+        at = _key_lines(text)
     except yaml.YAMLError as e:
-        raise PolicyError(f"policy {p} does not parse: {e}") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f"{p}:{mark.line + 1}" if mark is not None else str(p)
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise PolicyError(f"policy {where}: does not parse: {problem}; fix the YAML") from None
     if not isinstance(doc, dict):
-        raise PolicyError(f"policy {p} must be a mapping")
-    unknown = set(doc) - {"version", *_SECTIONS}
+        raise PolicyError(
+            f"policy {p}:1: must be a mapping with 'version' and the sections "
+            f"{', '.join(_SECTIONS)}"
+        )
+
+    def fail(key: str, message: str) -> PolicyError:
+        line = at.get(key, 1)
+        return PolicyError(f"policy {p}:{line}: {message}")
+
+    unknown = sorted(set(doc) - {"version", *_SECTIONS}, key=str)
     if unknown:
-        raise PolicyError(f"policy {p}: unknown keys {sorted(unknown)}")
+        raise fail(
+            str(unknown[0]),
+            f"unknown key {unknown[0]!r}; the keys are 'version', "
+            f"{', '.join(repr(s) for s in _SECTIONS)} (unknown keys {unknown})",
+        )
     lists: dict[str, tuple[str, ...]] = {}
     for section, kinds in _SECTIONS.items():
         sec = doc.get(section) or {}
-        if not isinstance(sec, dict) or set(sec) - set(kinds):
-            raise PolicyError(f"policy {p}: '{section}' may only have {list(kinds)} (got {sec!r})")
+        if not isinstance(sec, dict):
+            raise fail(section, f"'{section}' must be a mapping of {' and '.join(kinds)} lists")
+        extra = sorted(set(sec) - set(kinds), key=str)
+        if extra:
+            raise fail(
+                f"{section}.{extra[0]}",
+                f"'{section}' may only have {' and '.join(kinds)} (got {extra[0]!r})",
+            )
         for kind in kinds:
+            key = f"{section}.{kind}"
             items = sec.get(kind) or []
-            if not isinstance(items, list) or not all(isinstance(x, str) and x for x in items):
-                raise PolicyError(f"policy {p}: '{section}.{kind}' must be a list of patterns")
+            if not isinstance(items, list):
+                raise fail(key, f"'{key}' must be a list of patterns (got {items!r}); "
+                                f"write each pattern on its own '- ' line")  # fmt: skip
+            for i, x in enumerate(items):
+                if not isinstance(x, str) or not x:
+                    raise fail(f"{key}[{i}]", f"'{key}' item {i + 1} must be a non-empty "
+                                              f"pattern string (got {x!r}); quote it")  # fmt: skip
             lists[f"{kind}_{section}"] = tuple(items)
     return Policy(path=p, sha256=sha256_file(p), **lists)
 

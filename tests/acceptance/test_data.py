@@ -260,6 +260,27 @@ def test_denied_name_and_malformed_policy(data_copy, tmp_path):
         load_policy(p)
 
 
+@pytest.mark.parametrize(
+    "old, new, line, says",
+    [
+        ("licenses:", "licences:", 10, "unknown key 'licences'; the keys are 'version'"),
+        ("  deny: []  ", "  deny: digits", 9, "'datasets.deny' must be a list of patterns"),
+        ("    - MIT\n", "    - 3\n", 15, "'licenses.allow' item 4 must be a non-empty pattern"),
+        ("sources:\n", "sources:\n  permit: []\n", 28, "'sources' may only have allow and"),
+        ("    - PSF-2.0\n", "    - PSF-2.0\n   - [x\n", 13, "does not parse: "),
+    ],
+)
+def test_a_malformed_policy_is_named_at_its_line(tmp_path, old, new, line, says):
+    text = (datasets_root() / "policy.yaml").read_text()
+    assert old in text
+    p = tmp_path / "policy.yaml"
+    p.write_text(text.replace(old, new, 1))
+    with pytest.raises(PolicyError) as err:
+        load_policy(p)
+    assert str(err.value).startswith(f"policy {p}:{line}: {says}")
+    assert "\n" not in str(err.value)
+
+
 def test_digest_mismatch_is_refused_and_logged(data_copy, tmp_path):
     f = data_copy.parent / "digits" / "digits.csv.gz"
     f.write_bytes(f.read_bytes() + b"x")
