@@ -55,6 +55,9 @@ class Executor(Protocol):
         ...
 
 
+_PRELOAD_WARNED: set[tuple[str, str]] = set()  # (preload, why) printed in this process
+
+
 class ForkServerError(RuntimeError):
     """The fork server could not start or died."""
 
@@ -286,7 +289,11 @@ class LocalProcessExecutor:
         self.server_info = json.loads(hello)
         for name, why in sorted(self.server_info.get("failed", {}).items()):
             # the run goes on (each check imports what it needs), but a preload that
-            # does not load is a mistake in the configuration the user should see
+            # does not load is a mistake in the configuration the user should see, once
+            # per process (`pytest contracts/` starts a fork server per item)
+            if (name, why) in _PRELOAD_WARNED:
+                continue
+            _PRELOAD_WARNED.add((name, why))
             print(f"harness: preload {name!r} did not load ({why}); checks import what they "
                   "need themselves. Fix [tool.harness] preload in pyproject.toml",
                   file=sys.stderr)  # fmt: skip

@@ -382,7 +382,9 @@ def test_longest_first_starts_unknown_then_the_longest_checks(project, tmp_path)
     assert last_durations(tmp_path / "nothing") == {}
 
 
-def test_a_preload_named_module_function_is_called_once_before_every_check(project, capsys):
+def test_a_preload_named_module_function_is_called_once_before_every_check(
+    project, capsys, monkeypatch
+):
     # "module:function" in [tool.harness] preload: the fork server imports the module and
     # calls the function (kernels.warm:warm loads numba's compiled kernels), so every
     # forked check starts with what it left; one that fails is printed, never fatal, and
@@ -397,26 +399,32 @@ def test_a_preload_named_module_function_is_called_once_before_every_check(proje
     project.contract("c", simple_contract(check="warmchecks:warmed", expect="calls: {eq: 1}"))
     contracts = load_contract_set([project.root / "contracts"])
     inv = contracts.invariants["INV-DEMO-001"]
+    import harness.executor as executor_module
     from harness.judge import judge_task
     from harness.plan import CheckDone, Task
 
+    monkeypatch.setattr(executor_module, "_PRELOAD_WARNED", set())
     preload = ["warmmod:warm", "warmmod:broken", "warmmod.typo", "not_installed_anywhere"]
-    ex = LocalProcessExecutor(jobs=1, preload=preload)
-    try:
-        tasks = [
-            Task(k, inv, None, 1, str(project.root / "checks" / k), 30, str(project.root))
-            for k in ("INV-DEMO-001", "INV-DEMO-001b")
-        ]
-        done = [judge_task(e.task, e.observed) for e in ex.run(tasks) if isinstance(e, CheckDone)]
-        info = ex.server_info
-    finally:
-        ex.shutdown()
-    assert [r.outcome for r in done] == [InvariantOutcome.PASS] * 2, [r.message for r in done]
+    done = []
+    for _ in range(2):  # a second fork server in this process (a second pytest item)
+        ex = LocalProcessExecutor(jobs=1, preload=preload)
+        try:
+            tasks = [
+                Task(k, inv, None, 1, str(project.root / "checks" / k), 30, str(project.root))
+                for k in ("INV-DEMO-001", "INV-DEMO-001b")
+            ]
+            done += [
+                judge_task(e.task, e.observed) for e in ex.run(tasks) if isinstance(e, CheckDone)
+            ]
+            info = ex.server_info
+        finally:
+            ex.shutdown()
+    assert [r.outcome for r in done] == [InvariantOutcome.PASS] * 4, [r.message for r in done]
     assert "warmmod:warm" in info["preloaded"]
     assert "no cache here" in info["failed"]["warmmod:broken"]
     assert info["absent"] == ["not_installed_anywhere"]
     warned = [line for line in capsys.readouterr().err.splitlines() if "preload" in line]
-    assert len(warned) == 2, warned
+    assert len(warned) == 2, warned  # once per process, not once per fork server
     assert "'warmmod.typo' did not load (ModuleNotFoundError" in warned[0]
     assert "'warmmod:broken' did not load (RuntimeError: no cache here)" in warned[1]
     assert all("Fix [tool.harness] preload in pyproject.toml" in line for line in warned)
