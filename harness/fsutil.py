@@ -51,7 +51,13 @@ def output_mode(path: Path) -> int:
     return 0o666 & ~current_umask()
 
 
-_TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_TEMP_FLAGS = (  # what mkstemp opens with
+    os.O_WRONLY
+    | os.O_CREAT
+    | os.O_EXCL
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+)
 _TEMP_SEQ = itertools.count()
 
 
