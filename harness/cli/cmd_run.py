@@ -42,6 +42,22 @@ def _coordinator_setup() -> None:
     become_subreaper()
 
 
+def _project_settings(cfg: Any) -> dict[str, Any]:
+    """What a run takes from ``[tool.harness]`` whatever started it (``run``, ``rerun``):
+    one place, so a new setting cannot reach one and not the other."""
+    return {
+        "root": cfg.root,
+        "default_timeout": cfg.default_timeout,
+        "allowed": cfg.allowed_packages,
+        "pass_env": cfg.pass_env,
+        "check_env": cfg.check_env,
+        "regressions": cfg.regressions,
+        "preload": cfg.preload,
+        "limits": cfg.limits,
+        "max_waiver_days": cfg.max_waiver_days,
+    }
+
+
 def _executor_choice(executor: str | None, scheduler: str | None, cfg: Any) -> tuple[str, Any]:
     """The executor and Dask scheduler a run uses: the options, else [tool.harness]. A
     scheduler means Dask; Dask needs the distributed package (one line, exit 4)."""
@@ -214,19 +230,11 @@ def run(
             scheduler=scheduler,
             evidence_root=evidence_root,
             history_root=Path(evidence_dir) if evidence_dir else cfg.evidence_dir,
-            root=cfg.root,
-            default_timeout=cfg.default_timeout,
-            allowed=cfg.allowed_packages,
             selection=selection,
             signer=signer,
             outputs=tuple(listeners),
-            pass_env=cfg.pass_env,
-            check_env=cfg.check_env,
-            regressions=cfg.regressions,
-            preload=cfg.preload,
-            limits=cfg.limits,
-            max_waiver_days=cfg.max_waiver_days,
             env_probe=probe,
+            **_project_settings(cfg),
         )
         return int(run_exit_code(run_request(request)))
     finally:
@@ -379,20 +387,12 @@ def rerun(
         seed=int(meta["seed"]),
         jobs=cfg.effective_jobs(jobs),
         evidence_root=Path(evidence_dir) if evidence_dir else cfg.evidence_dir,
-        root=cfg.root,
-        default_timeout=cfg.default_timeout,
-        allowed=cfg.allowed_packages,
         selection={**sel, "rerun_of": meta["run_id"]},
         signer=signer,
         outputs=(TerminalReporter(),),
-        pass_env=cfg.pass_env,
-        check_env=cfg.check_env,
-        regressions=cfg.regressions,
-        preload=cfg.preload,
-        limits=cfg.limits,
-        max_waiver_days=cfg.max_waiver_days,
         executor_name=executor_name,
         scheduler=chosen_scheduler,
+        **_project_settings(cfg),
     )
     new = run_request(request)
     diffs = compare_runs(contracts, old, new)
