@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -437,21 +437,25 @@ def _rel_to(path: Path, root: Path) -> str:
         return str(path)
 
 
+def _ledger_entries(ledger: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, entry)`` for each line of the registry that is a JSON object;
+    the others are skipped (the hash chain reports them)."""
+    for n, line in enumerate(ledger.read_bytes().split(b"\n"), 1):
+        try:
+            entry = json.loads(line)
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(entry, dict):
+            yield n, entry
+
+
 def _ledger_records(ledger: Path | None) -> list[dict[str, Any]]:
     """The promotion records of the registry (its chain and signatures are checked by
     ``verify_ledger``; here only what they anchor is read)."""
     if ledger is None or not ledger.is_file():
         return []
-    out = []
-    for line in ledger.read_bytes().split(b"\n"):
-        try:
-            entry = json.loads(line)
-        except (ValueError, RecursionError):
-            continue
-        record = entry.get("record") if isinstance(entry, dict) else None
-        if isinstance(record, dict):
-            out.append(record)
-    return out
+    records = (entry.get("record") for _, entry in _ledger_entries(ledger))
+    return [record for record in records if isinstance(record, dict)]
 
 
 def policy_rules(
@@ -568,24 +572,30 @@ def promote(
     root: Path | None = None,
     required: Collection[str] | None = None,
     policy: Any = None,
+    on_rules: Callable[[list[Rule]], None] | None = None,
     **options: Any,
 ) -> dict[str, Any]:
     """Refuse unless every rule of ``promotion_rules`` holds (with ``policy``: its rules
     for the target ``name`` too; ``options``: its keyword options); then append a signed
     promotion record to the hash-chained ``ledger``, binding the candidate's digests and
-    the sign-offs exactly as they were judged."""
+    the sign-offs exactly as they were judged. ``on_rules`` is shown the rules judged,
+    pass or fail (the CLI prints them): the rules are evaluated once, so what is shown
+    is what was decided."""
     from auditchain import AuditLog
     from harness.signing import PROMOTION_TYPE, canonical_json, make_envelope
 
-    if signer is None:
-        raise PromotionRefused(
-            ["a promotion must be signed: pass --sign-key (the promoter's private key)"]
-        )
     judged: dict[str, Any] = {}
-    problems = promotion_problems(
+    rules = promotion_rules(
         run_dir, allowed_keys, root, required, policy, name, evaluation=judged,
         ledger=ledger, **options,
     )  # fmt: skip
+    if on_rules is not None:
+        on_rules(rules)
+    if signer is None:  # the rules are still shown: a dry run says what would fail
+        raise PromotionRefused(
+            ["a promotion must be signed: pass --sign-key (the promoter's private key)"]
+        )
+    problems = [f"{r.name}: {r.detail}" for r in rules if not r.ok]
     if problems:
         raise PromotionRefused(problems)
     record = promotion_record(run_dir, name, signer.keyid, signer_name)
@@ -620,13 +630,7 @@ def verify_ledger(ledger: Path, public_keys: list[Any]) -> list[str]:
     problems = [f"{ledger}: {p}" for p in problems]
     if count == 0:
         return [*problems, f"{ledger}: no promotion recorded"]
-    for n, line in enumerate(ledger.read_bytes().split(b"\n"), 1):
-        try:
-            entry = json.loads(line)
-        except (ValueError, RecursionError):
-            continue  # the chain said so
-        if not isinstance(entry, dict):
-            continue
+    for n, entry in _ledger_entries(ledger):  # a line that is no object: the chain said so
         opened = open_envelope_strict(entry.get("envelope"), public_keys, PROMOTION_TYPE)
         problems += [f"{ledger}:{n}: {p}" for p in opened.problems]
         try:

@@ -184,7 +184,7 @@ def promote(
     from harness.cli.group import contract_paths
     from harness.loader import load_contract_set
     from harness.policy import find_policy
-    from harness.replay import PromotionRefused, promotion_rules
+    from harness.replay import PromotionRefused
     from harness.replay import promote as do_promote
 
     cfg = config()
@@ -207,16 +207,16 @@ def promote(
     ledger = cfg.promotions or cfg.root / "release" / "promotions.jsonl"
     gate: dict[str, Any] = {"contracts": [k.sha256 for k in contracts.contracts]}
     gate["require_policy"] = True
-    rules = promotion_rules(
-        Path(run_dir), keys, cfg.root, required, policy, name, ledger=ledger, **gate
-    )
-    for rule in rules:
-        click.echo(rule.line())
+
+    def show(rules: list[Any]) -> None:  # each rule PASS/FAIL, as judged
+        for rule in rules:
+            click.echo(rule.line())
+
     try:
         ledger.parent.mkdir(parents=True, exist_ok=True)
         record = do_promote(
             Path(run_dir), name, keys, signer, ledger, signer_name, cfg.root, required, policy,
-            **gate,
+            on_rules=show, **gate,
         )  # fmt: skip
     except PromotionRefused as exc:
         click.echo("promotion REFUSED:", err=True)

@@ -260,6 +260,28 @@ def test_promote_records_in_the_committed_registry_and_promotions_lists_it(relea
     assert r.exit_code == 1 and "problem:" in r.output
 
 
+def test_promote_judges_the_rules_once_and_prints_them_even_without_a_key(release, monkeypatch):
+    """What `harness promote` prints is what it decided on: the rules are evaluated once
+    (they read and hash the candidate; a second pass could see other bytes); without a
+    --sign-key it still prints them, then refuses."""
+    import harness.replay as replay
+
+    project, keys, run_dir = release
+    calls = []
+    real = replay.promotion_rules
+    monkeypatch.setattr(replay, "promotion_rules", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.delenv("HARNESS_SIGN_KEY", raising=False)
+    runner = CliRunner()
+    base = ["promote", str(run_dir), "--to", "production", "--allowed-key", str(keys["run.pub"])]
+    r = runner.invoke(cli, base)
+    assert r.exit_code == 1 and calls == [1], r.output
+    assert "PASS  signature: " in r.output  # the rules, judged, before the refusal
+    assert r.output.index("PASS  signature: ") < r.output.index("must be signed")
+    r = runner.invoke(cli, [*base, "--sign-key", str(keys["run"])])
+    assert r.exit_code == 1 and calls == [1, 1], r.output  # no sign-offs yet: refused
+    assert "FAIL" in r.output and "promotion REFUSED" in r.output
+
+
 def test_without_a_policy_the_command_line_never_promotes(two_key_project_run):
     project, keys, run_dir = two_key_project_run
     r = CliRunner().invoke(
