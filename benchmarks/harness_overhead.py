@@ -91,7 +91,7 @@ def main() -> None:
             if other_env is not None:
                 other = [sys.executable, "-m", "harness.cli", "run", "--no-evidence"]
                 runs["against"].append(timed(other, root, other_env))
-                other_ev = [*other[:-1], "--evidence-dir", str(root / "ev")]
+                other_ev = [*other[:-1], "--evidence-dir", str(root / "ev-against")]  # own history
                 runs["against+evidence"].append(timed(other_ev, root, other_env))
         med = {k: statistics.median(v) for k, v in runs.items()}
         print(f"{args.n} trivial checks, median of {args.repeats} alternating runs:")

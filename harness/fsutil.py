@@ -1,97 +1,74 @@
 """Atomic file writes: a temp file in the same directory, fsync, rename.
 
 The file gets the mode an ordinary write would give it: an existing file keeps
-its own, a new one gets 0666 less the umask (0644 under the usual 022). Only a
-secret asks for another mode (``mode=0o600``); private keys are written that way
-(``harness.signing``), never through a report or bundle writer. It also reads
-the files a check left without following a link (its logs, its declared artifacts).
+its own, a new one what ``open`` gives a new file (0666 less the umask, 0644
+under the usual 022, or the folder's default ACL). Only a secret asks for another
+mode (``mode=0o600``); private keys are written that way (``harness.signing``),
+never through a report or bundle writer. It also reads the files a check left
+without following a link (its logs, its declared artifacts).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import itertools
 import json
 import os
+import secrets
 import stat
-import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-_UMASK_LOCK = threading.Lock()
-
-
-def current_umask() -> int:
-    """The process's umask, read without changing it where Linux says it
-    (``/proc/self/status``), else set and restored at once under a lock."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    with _UMASK_LOCK:
-        mask = os.umask(0o077)
-        os.umask(mask)
-    return mask
-
-
-def output_mode(path: Path) -> int:
-    """The mode a rewrite of ``path`` keeps: its own when it is a regular file,
-    else the mode a new file gets (0666 less the umask)."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        st = None
-    if st is not None and stat.S_ISREG(st.st_mode):
-        return stat.S_IMODE(st.st_mode)
-    return 0o666 & ~current_umask()
-
-
-_TEMP_FLAGS = (  # what mkstemp opens with
+# a new file only, never through a link; not inherited by the processes we start
+_TEMP_FLAGS = (
     os.O_WRONLY
     | os.O_CREAT
     | os.O_EXCL
     | getattr(os, "O_NOFOLLOW", 0)
     | getattr(os, "O_CLOEXEC", 0)
 )
-_TEMP_SEQ = itertools.count()
+
+
+def _kept_mode(path: Path) -> int | None:
+    """The mode of ``path`` when it is a regular file (a rewrite keeps it), else None."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return stat.S_IMODE(st.st_mode) if stat.S_ISREG(st.st_mode) else None
 
 
 def _create_temp(parent: Path, name: str, perm: int) -> tuple[int, str]:
-    """A new file ``parent/.NAME.PID-N.tmp`` (created with ``perm`` less the umask) and
-    its path; the folder is made when missing. Names are unique within a process; one
-    left by a dead process of the same pid is stepped over."""
-    for _ in range(1000):
-        tmp = os.path.join(parent, f".{name}.{os.getpid()}-{next(_TEMP_SEQ)}.tmp")
+    """A new file ``parent/.NAME.RANDOM.tmp`` (created with ``perm`` less the umask) and
+    its path; the folder is made when missing. The name is random, as mkstemp's, so
+    names left by others (or made in advance in a shared folder) are stepped over."""
+    made = False
+    for _ in range(100):
+        tmp = os.path.join(parent, f".{name}.{secrets.token_hex(6)}.tmp")
         try:
             return os.open(tmp, _TEMP_FLAGS, perm), tmp
         except FileExistsError:
             continue
         except FileNotFoundError:
+            if made:
+                raise
             parent.mkdir(parents=True, exist_ok=True)
-    raise FileExistsError(f"{parent}: no free temporary name for {name}")
+            made = True
+    raise FileExistsError(f"{parent}: no free temporary name for {name} after 100 tries")
 
 
 def atomic_write_bytes(
     path: Path, data: bytes, *, durable: bool = True, mode: int | None = None
 ) -> None:
-    """Write ``data`` to ``path`` atomically, with ``output_mode(path)`` unless
-    ``mode`` is given (a secret: 0o600).
+    """Write ``data`` to ``path`` atomically. An existing file keeps its mode and a new
+    one gets what ``open`` gives, unless ``mode`` is given (a secret: 0o600).
 
-    A new file's temp is created with 0666 less the umask, the mode it keeps; an
-    existing file's mode and a given one are set on the temp before any byte is
-    written (a secret's temp is 0600 from its creation)."""
+    The temp is created with the mode the file keeps (0666 less the umask for a new
+    file); a given mode or an existing file's is set on the temp before any byte is
+    written, and a secret's temp is 0600 from its creation."""
     if mode is None:
-        try:
-            st = os.stat(path)
-        except OSError:
-            st = None
-        if st is not None and stat.S_ISREG(st.st_mode):
-            mode = stat.S_IMODE(st.st_mode)
+        mode = _kept_mode(path)
     fd, tmp = _create_temp(path.parent, path.name, 0o666 if mode is None else 0o600)
     try:
         with os.fdopen(fd, "wb") as fh:

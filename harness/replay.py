@@ -584,6 +584,9 @@ def promote(
     from auditchain import AuditLog
     from harness.signing import PROMOTION_TYPE, canonical_json, make_envelope
 
+    unsigned = ["a promotion must be signed: pass --sign-key (the promoter's private key)"]
+    if signer is None and on_rules is None:  # nothing to show: refused before any reading
+        raise PromotionRefused(unsigned)
     judged: dict[str, Any] = {}
     rules = promotion_rules(
         run_dir, allowed_keys, root, required, policy, name, evaluation=judged,
@@ -591,10 +594,8 @@ def promote(
     )  # fmt: skip
     if on_rules is not None:
         on_rules(rules)
-    if signer is None:  # the rules are still shown: a dry run says what would fail
-        raise PromotionRefused(
-            ["a promotion must be signed: pass --sign-key (the promoter's private key)"]
-        )
+    if signer is None:  # the rules were shown: a dry run says what would fail
+        raise PromotionRefused(unsigned)
     problems = [f"{r.name}: {r.detail}" for r in rules if not r.ok]
     if problems:
         raise PromotionRefused(problems)

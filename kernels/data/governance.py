@@ -28,6 +28,7 @@ from __future__ import annotations
 import fnmatch
 import gzip
 import os
+import reprlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,27 +113,32 @@ def default_audit_path() -> Path:
     return _lifecycle.audit_path()
 
 
-def _key_lines(text: str) -> dict[str, int]:
-    """1-based line of each key and list item of a policy: ``"licenses"``,
-    ``"licenses.allow"``, ``"licenses.allow[0]"``; a document that is no mapping of
-    mappings gives what it can."""
-    lines: dict[str, int] = {}
-
-    def walk(node: yaml.Node, at: str) -> None:
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                name = f"{at}.{key.value}" if at else str(key.value)
-                lines[name] = key.start_mark.line + 1
-                walk(value, name)
-        elif isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                lines[f"{at}[{i}]"] = item.start_mark.line + 1
-                walk(item, f"{at}[{i}]")
-
-    root = yaml.compose(text, Loader=yaml.SafeLoader)
-    if root is not None:
-        walk(root, "")
-    return lines
+def _line_of(text: str, path: tuple[str | int, ...]) -> int:
+    """1-based line of the key or list item at ``path`` in a policy (``("licenses",
+    "allow", 3)``), or of the deepest part of it that exists (1 for none). Only the
+    path is followed, so anchors and aliases cost nothing."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        keys = yaml.SafeLoader("")  # builds each key as safe_load does (yes: True)
+        line = 1
+        for step in path:
+            if isinstance(node, yaml.MappingNode):
+                for key, value in node.value:
+                    if isinstance(key, yaml.ScalarNode) and keys.construct_object(key) == step:
+                        line, node = key.start_mark.line + 1, value
+                        break
+                else:
+                    return line
+            elif isinstance(node, yaml.SequenceNode) and isinstance(step, int):
+                if step >= len(node.value):
+                    return line
+                node = node.value[step]
+                line = node.start_mark.line + 1
+            else:
+                return line
+        return line
+    except (yaml.YAMLError, RecursionError, TypeError):
+        return 1
 
 
 def load_policy(path: str | Path | None = None) -> Policy:
@@ -145,55 +151,75 @@ def load_policy(path: str | Path | None = None) -> Policy:
             f"policy {p} not found: create it (datasets/policy.yaml shows the format) "
             "or point KERNELS_DATA_POLICY at one"
         )
-    text = p.read_text(encoding="utf-8")
+    raw = p.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise PolicyError(f"policy {p}:{line}: is not UTF-8 text; save it as UTF-8") from None
     try:
         doc = yaml.safe_load(text)
-        at = _key_lines(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        where = f"{p}:{mark.line + 1}" if mark is not None else str(p)
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise PolicyError(f"policy {where}: does not parse: {problem}; fix the YAML") from None
+        if mark is not None:
+            line = mark.line + 1
+        elif isinstance(e, yaml.reader.ReaderError):  # a control character: no mark
+            line = text[: e.position].count("\n") + 1
+        else:
+            line = 1
+        problem = getattr(e, "problem", None) or getattr(e, "reason", None) or type(e).__name__
+        raise PolicyError(f"policy {p}:{line}: does not parse: {problem}; fix the YAML") from None
     if not isinstance(doc, dict):
         raise PolicyError(
             f"policy {p}:1: must be a mapping with 'version' and the sections "
             f"{', '.join(_SECTIONS)}"
         )
 
-    def fail(key: str, message: str) -> PolicyError:
-        line = at.get(key, 1)
-        return PolicyError(f"policy {p}:{line}: {message}")
+    def fail(path: tuple[str | int, ...], message: str) -> PolicyError:
+        return PolicyError(f"policy {p}:{_line_of(text, path)}: {message}")
 
     unknown = sorted(set(doc) - {"version", *_SECTIONS}, key=str)
     if unknown:
+        more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
         raise fail(
-            str(unknown[0]),
-            f"unknown key {unknown[0]!r}; the keys are 'version', "
-            f"{', '.join(repr(s) for s in _SECTIONS)} (unknown keys {unknown})",
+            (unknown[0],),
+            f"unknown key {_short(unknown[0])}{more}; the keys are 'version', "
+            f"{', '.join(repr(s) for s in _SECTIONS)}: rename or remove it",
         )
     lists: dict[str, tuple[str, ...]] = {}
     for section, kinds in _SECTIONS.items():
         sec = doc.get(section) or {}
+        have = " and ".join(f"'{k}'" for k in kinds)
         if not isinstance(sec, dict):
-            raise fail(section, f"'{section}' must be a mapping of {' and '.join(kinds)} lists")
+            raise fail(
+                (section,),
+                f"'{section}' must be a mapping with {have} lists (got {_short(sec)})",
+            )
         extra = sorted(set(sec) - set(kinds), key=str)
         if extra:
             raise fail(
-                f"{section}.{extra[0]}",
-                f"'{section}' may only have {' and '.join(kinds)} (got {extra[0]!r})",
+                (section, extra[0]),
+                f"'{section}' may only have {have} (got {_short(extra[0])}): rename or remove it",
             )
         for kind in kinds:
             key = f"{section}.{kind}"
             items = sec.get(kind) or []
             if not isinstance(items, list):
-                raise fail(key, f"'{key}' must be a list of patterns (got {items!r}); "
-                                f"write each pattern on its own '- ' line")  # fmt: skip
+                raise fail((section, kind), f"'{key}' must be a list of patterns (got "
+                                            f"{_short(items)}); write each pattern on its own "
+                                            "'- ' line")  # fmt: skip
             for i, x in enumerate(items):
                 if not isinstance(x, str) or not x:
-                    raise fail(f"{key}[{i}]", f"'{key}' item {i + 1} must be a non-empty "
-                                              f"pattern string (got {x!r}); quote it")  # fmt: skip
+                    raise fail((section, kind, i), f"'{key}' item {i + 1} must be a non-empty "
+                                                   f"pattern string (got {_short(x)}); quote "
+                                                   "it")  # fmt: skip
             lists[f"{kind}_{section}"] = tuple(items)
     return Policy(path=p, sha256=sha256_file(p), **lists)
+
+
+def _short(value: Any) -> str:
+    """A value for a one-line message: repr, at most ~60 characters, no line breaks."""
+    return reprlib.repr(value).replace("\n", "\\n")
 
 
 def _match(value: str, patterns: Iterable[str]) -> str | None:

@@ -91,17 +91,17 @@ def test_atomic_write_keeps_a_rewritten_files_mode_and_makes_its_folder(tmp_path
     assert mode(tmp_path / "group") == 0o640
 
 
-def test_atomic_write_steps_over_a_stale_temp_and_leaves_none_behind(tmp_path, monkeypatch):
+def test_atomic_write_steps_over_a_taken_temp_name_and_leaves_none_behind(tmp_path, monkeypatch):
     import harness.fsutil as fsutil
 
     target = tmp_path / "f.json"
-    seq = iter([7, 7, 8])  # a dead process of this pid left temp 7
-    monkeypatch.setattr(fsutil, "_TEMP_SEQ", seq)
-    stale = tmp_path / f".f.json.{os.getpid()}-7.tmp"
-    stale.write_text("torn")
+    names = iter(["aa", "aa", "bb"])  # someone made .f.json.aa.tmp first
+    monkeypatch.setattr(fsutil.secrets, "token_hex", lambda n: next(names))
+    taken = tmp_path / ".f.json.aa.tmp"
+    taken.write_text("theirs")
     fsutil.atomic_write_bytes(target, b"{}")
-    assert target.read_bytes() == b"{}" and stale.read_text() == "torn"
-    assert sorted(p.name for p in tmp_path.iterdir()) == [stale.name, "f.json"]
+    assert target.read_bytes() == b"{}" and taken.read_text() == "theirs"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [taken.name, "f.json"]
 
     class Boom(Exception):
         pass
@@ -109,9 +109,29 @@ def test_atomic_write_steps_over_a_stale_temp_and_leaves_none_behind(tmp_path, m
     def broken_replace(src, dst):
         raise Boom
 
-    monkeypatch.setattr(fsutil, "_TEMP_SEQ", iter([9]))
+    monkeypatch.setattr(fsutil.secrets, "token_hex", lambda n: "cc")
     monkeypatch.setattr(fsutil.os, "replace", broken_replace)
     with pytest.raises(Boom):
         fsutil.atomic_write_bytes(target, b"lost")
     assert target.read_bytes() == b"{}"  # the old content stands, the temp is gone
-    assert sorted(p.name for p in tmp_path.iterdir()) == [stale.name, "f.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [taken.name, "f.json"]
+
+
+def test_a_secrets_temp_file_is_0600_from_its_creation(tmp_path, umask, monkeypatch):
+    """Not made readable and then narrowed: the temp is created 0600, before the chmod."""
+    import harness.fsutil as fsutil
+
+    umask(0o000)
+    created = []
+    real_open = fsutil.os.open
+
+    def recording_open(path, flags, mode=0o777, *a, **k):
+        created.append((os.path.basename(path), mode))
+        return real_open(path, flags, mode, *a, **k)
+
+    monkeypatch.setattr(fsutil.os, "open", recording_open)
+    fsutil.atomic_write_bytes(tmp_path / "k.key", b"secret", mode=0o600)
+    fsutil.atomic_write_bytes(tmp_path / "plain", b"p")
+    assert [m for n, m in created if n.startswith(".k.key.")] == [0o600]
+    assert [m for n, m in created if n.startswith(".plain.")] == [0o666]
+    assert mode(tmp_path / "k.key") == 0o600 and mode(tmp_path / "plain") == 0o666

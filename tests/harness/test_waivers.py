@@ -568,25 +568,72 @@ def test_results_encode_as_dataclasses_asdict_did(project, tmp_path):
     """``RunResult.to_dict`` walks the dataclasses in one pass; it gives what
     ``dataclasses.asdict`` followed by the enum/tuple encoding gave."""
     import dataclasses
-    import enum
-
-    def old_encode(obj):
-        if isinstance(obj, enum.Enum):
-            return obj.value
-        if isinstance(obj, dict):
-            return {k: old_encode(v) for k, v in obj.items()}
-        if isinstance(obj, (list, tuple)):
-            return [old_encode(v) for v in obj]
-        return obj
 
     project.contract("c", failing(expires=SOON))
     project.contract("d", simple_contract(cid="AC-DEMO-002", inv="INV-DEMO-002"))
     out = tmp_path / "r.json"
     assert invoke("run", "-j", "1", "--output", f"json={out}").exit_code == 0
     result = RunResult.from_dict(json.loads(out.read_text()))
-    want = old_encode(dataclasses.asdict(result))
+    want = _old_encode(dataclasses.asdict(result))
     for c in want["criteria"]:
         if c.get("waiver") is None:
             c.pop("waiver", None)
     assert result.to_dict() == want
     assert json.dumps(result.to_dict(), sort_keys=True) == json.dumps(want, sort_keys=True)
+
+
+def test_encode_walks_dataclasses_like_asdict_and_leaves_no_enum_or_tuple():
+    import dataclasses
+    import enum
+    from collections import namedtuple
+
+    from harness.model import Verdict, _encode
+
+    class Plain(enum.Enum):
+        A = (1, 2)
+
+    Pair = namedtuple("Pair", "x y")
+
+    @dataclasses.dataclass
+    class Inner:
+        verdict: Verdict
+        kinds: tuple
+        note: str | None = None
+
+    @dataclasses.dataclass
+    class Outer:
+        inner: Inner
+        items: list
+        table: dict
+        pair: Pair
+        plain: Plain
+
+    value = Outer(
+        Inner(Verdict.GO, (1, (2.5, "x"), None)),
+        [Inner(Verdict.NO_GO, ())],
+        {"k": (Verdict.UNPROVEN, float("nan"))},
+        Pair(1, (2,)),
+        Plain.A,
+    )
+    got = _encode(value)
+    assert type(got["inner"]["verdict"]) is str and got["inner"]["verdict"] == "GO"
+    assert got["inner"]["kinds"] == [1, [2.5, "x"], None]
+    assert got["items"] == [{"verdict": "NO-GO", "kinds": [], "note": None}]
+    assert type(got["table"]["k"][0]) is str and got["pair"] == [1, [2]]
+    assert got["plain"] == (1, 2)  # an enum's value as it is, as before
+    assert json.dumps(got, sort_keys=True) == json.dumps(
+        _old_encode(dataclasses.asdict(value)), sort_keys=True
+    )
+
+
+def _old_encode(obj):
+    """What RunResult.to_dict applied to dataclasses.asdict before the one-pass walk."""
+    import enum
+
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if isinstance(obj, dict):
+        return {k: _old_encode(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_old_encode(v) for v in obj]
+    return obj
