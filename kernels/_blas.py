@@ -38,11 +38,10 @@ class _AttachOnImport(importlib.abc.MetaPathFinder):
     def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
         if name != "scipy.linalg":
             return None
-        sys.meta_path.remove(self)  # once; the real finders give the spec
         spec = importlib.machinery.PathFinder.find_spec(name, path)
         if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
             return spec
-        loader, blas = spec.loader, self.blas
+        loader, blas, finder = spec.loader, self.blas, self
 
         class _Loader(importlib.abc.Loader):
             def create_module(self, spec: Any) -> Any:
@@ -51,6 +50,8 @@ class _AttachOnImport(importlib.abc.MetaPathFinder):
             def exec_module(self, module: ModuleType) -> None:
                 module.cython_blas = blas  # type: ignore[attr-defined]
                 loader.exec_module(module)
+                if finder in sys.meta_path:  # imported: nothing more to attach
+                    sys.meta_path.remove(finder)
 
         spec.loader = _Loader()
         return spec

@@ -30,7 +30,11 @@ w = np.random.default_rng(1).random((17, 9)).astype(np.float32)
 y = linear(x, w, None)  # np.dot in compiled code: numba found its BLAS
 assert np.allclose(y, x @ w, rtol=1e-5), abs(y - x @ w).max()
 assert "scipy.linalg" not in sys.modules, "numba imported the whole package"
+import importlib.util
+assert importlib.util.find_spec("scipy.linalg") is not None  # looked up, not imported
+assert "scipy.linalg" not in sys.modules
 import scipy.linalg  # later, as anyone would: the package, with its submodule attribute
+assert not any(type(f).__name__ == "_AttachOnImport" for f in sys.meta_path)
 assert scipy.linalg.cython_blas is sys.modules["scipy.linalg.cython_blas"]
 import scipy.linalg.cython_blas as blas
 assert blas is scipy.linalg.cython_blas and "dgemm" in blas.__pyx_capi__
