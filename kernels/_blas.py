@@ -30,28 +30,37 @@ NAME = "scipy.linalg.cython_blas"
 
 class _AttachOnImport(importlib.abc.MetaPathFinder):
     """When ``scipy.linalg`` is imported, set its ``cython_blas`` attribute to the module
-    loaded early (an import of a submodule sets it on its package; ours could not)."""
+    loaded early (an import of a submodule sets it on its package; ours could not).
+
+    It stays in ``sys.meta_path`` and goes quiet once the package has run: removing a
+    finder while another thread walks that list would make that thread skip the next."""
 
     def __init__(self, blas: ModuleType) -> None:
-        self.blas = blas
+        self.blas: ModuleType | None = blas
 
     def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
-        if name != "scipy.linalg":
+        if name != "scipy.linalg" or self.blas is None:
             return None
         spec = importlib.machinery.PathFinder.find_spec(name, path)
         if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
             return spec
-        loader, blas, finder = spec.loader, self.blas, self
+        loader, finder = spec.loader, self
 
         class _Loader(importlib.abc.Loader):
             def create_module(self, spec: Any) -> Any:
                 return loader.create_module(spec)
 
             def exec_module(self, module: ModuleType) -> None:
-                module.cython_blas = blas  # type: ignore[attr-defined]
+                module.__loader__ = loader  # the package's own loader, as if not wrapped
+                if module.__spec__ is not None:
+                    module.__spec__.loader = loader
+                if finder.blas is not None:
+                    module.cython_blas = finder.blas  # type: ignore[attr-defined]
                 loader.exec_module(module)
-                if finder in sys.meta_path:  # imported: nothing more to attach
-                    sys.meta_path.remove(finder)
+                finder.blas = None  # imported: nothing more to attach
+
+            def __getattr__(self, attr: str) -> Any:  # get_data, get_resource_reader, ...
+                return getattr(loader, attr)
 
         spec.loader = _Loader()
         return spec

@@ -34,7 +34,12 @@ import importlib.util
 assert importlib.util.find_spec("scipy.linalg") is not None  # looked up, not imported
 assert "scipy.linalg" not in sys.modules
 import scipy.linalg  # later, as anyone would: the package, with its submodule attribute
-assert not any(type(f).__name__ == "_AttachOnImport" for f in sys.meta_path)
+finders = [f for f in sys.meta_path if type(f).__name__ == "_AttachOnImport"]
+assert len(finders) == 1 and finders[0].blas is None  # quiet now, never removed
+assert type(scipy.linalg.__spec__.loader).__name__ == "SourceFileLoader"
+assert scipy.linalg.__loader__ is scipy.linalg.__spec__.loader
+import importlib.resources
+assert importlib.resources.files("scipy.linalg").joinpath("__init__.py").is_file()
 assert scipy.linalg.cython_blas is sys.modules["scipy.linalg.cython_blas"]
 import scipy.linalg.cython_blas as blas
 assert blas is scipy.linalg.cython_blas and "dgemm" in blas.__pyx_capi__
