@@ -331,7 +331,7 @@ class WaiverResult:
     status: WaiverStatus
 
     def to_dict(self) -> dict[str, str]:
-        return dict(_encode(self))
+        return _encode(self)
 
     def note(self) -> str:
         """One line saying what the waiver did, for every report."""

@@ -449,7 +449,7 @@ def _ledger_entries(ledger: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             yield n, entry
 
 
-def _ledger_records(ledger: Path | None) -> list[dict[str, Any]]:
+def ledger_records(ledger: Path | None) -> list[dict[str, Any]]:
     """The promotion records of the registry (its chain and signatures are checked by
     ``verify_ledger``; here only what they anchor is read)."""
     if ledger is None or not ledger.is_file():
@@ -503,7 +503,7 @@ def policy_rules(
             during = {"before": "not recorded by the run", "after": None}
         anchors = [
             {**r["lifecycle"], "run_id": r.get("run_id")}
-            for r in _ledger_records(ledger)
+            for r in ledger_records(ledger)
             if isinstance(r.get("lifecycle"), dict)
             and r["lifecycle"].get("log") == _rel_to(policy.audit_log, policy.root)
         ]
@@ -536,7 +536,13 @@ def promotion_problems(
     **options: Any,
 ) -> list[str]:
     """Why ``run_dir`` may not be promoted (empty: it may)."""
-    rules = promotion_rules(run_dir, allowed_keys, root, required, policy, target, **options)
+    return _failures(
+        promotion_rules(run_dir, allowed_keys, root, required, policy, target, **options)
+    )
+
+
+def _failures(rules: list[Rule]) -> list[str]:
+    """``name: detail`` of each rule that failed."""
     return [f"{r.name}: {r.detail}" for r in rules if not r.ok]
 
 
@@ -596,7 +602,7 @@ def promote(
         on_rules(rules)
     if signer is None:  # the rules were shown: a dry run says what would fail
         raise PromotionRefused(unsigned)
-    problems = [f"{r.name}: {r.detail}" for r in rules if not r.ok]
+    problems = _failures(rules)
     if problems:
         raise PromotionRefused(problems)
     record = promotion_record(run_dir, name, signer.keyid, signer_name)

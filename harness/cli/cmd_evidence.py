@@ -238,7 +238,7 @@ def promotions(keys: tuple[str, ...]) -> int:
     """List the promotions in the release registry ([tool.harness] promotions, default
     release/promotions.jsonl) and check its hash chain and every record's signature."""
     from harness.policy import find_policy
-    from harness.replay import verify_ledger
+    from harness.replay import ledger_records, verify_ledger
     from harness.signing import load_public_key
 
     cfg = config()
@@ -251,11 +251,7 @@ def promotions(keys: tuple[str, ...]) -> int:
         *cfg.allowed_keys,
         *(policy.roles.values() if policy else ()),
     ]
-    for line in ledger.read_text().splitlines():
-        try:
-            r = json.loads(line).get("record", {})
-        except (ValueError, AttributeError):
-            continue
+    for r in ledger_records(ledger):  # what a line that is no record is: verify_ledger says
         commit = str((r.get("git") or {}).get("commit"))[:12]
         click.echo(
             f"{r.get('promoted_at')}  {r.get('name'):<12} {r.get('run_id')}  "

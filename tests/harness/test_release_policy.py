@@ -258,6 +258,12 @@ def test_promote_records_in_the_committed_registry_and_promotions_lists_it(relea
     registry.write_text(registry.read_text().replace("R. Manager", "Someone Else"))
     r = runner.invoke(cli, ["promotions", "--key", str(keys["run.pub"])])
     assert r.exit_code == 1 and "problem:" in r.output
+    # a line whose record is no object is not listed (it crashed the listing): a problem
+    with registry.open("a") as fh:
+        fh.write('{"record": ["not", "a", "record"]}\n')
+    r = runner.invoke(cli, ["promotions", "--key", str(keys["run.pub"])])
+    assert r.exit_code == 1 and isinstance(r.exception, SystemExit), r.exception
+    assert "problem:" in r.output
 
 
 def test_promote_judges_the_rules_once_and_prints_them_even_without_a_key(release, monkeypatch):
