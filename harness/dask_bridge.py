@@ -18,7 +18,8 @@ every future is cancelled and this run's fork servers on every worker are stoppe
 Bridge -> coordinator: ``ready`` (``executor``: what ran the checks) or ``refused``
 (``message``: one line); then per task ``started`` and ``done`` (``record``: a blob
 index; ``logs``: name -> [blob index, true size]; ``artifacts``: [name, blob index];
-``notes``: the retry, if any; or ``failure``: why it never ran to the end).
+``notes``: the retry, if any; ``cpu``: the check's CPU seconds, as the worker's fork
+server reaped it; or ``failure``: why it never ran to the end).
 
 A lost worker (the worker running a check died or was lost: ``KilledWorker``, a
 closed connection) is one retry, noted; lost twice, the check fails. The scheduler
@@ -273,6 +274,9 @@ class Bridge:
         blobs = [reply["record"]]
         header: dict[str, Any] = {"op": "done", "key": task.key, "record": 0, "logs": {}}
         header["artifacts"], header["notes"] = [], _notes(task, lost)
+        cpu = reply.get("cpu")
+        if isinstance(cpu, (int, float)) and not isinstance(cpu, bool) and 0 <= cpu < 1e9:
+            header["cpu"] = float(cpu)
         try:
             for name, (data, size) in dict(reply.get("logs") or {}).items():
                 header["logs"][str(name)] = [len(blobs), int(size)]

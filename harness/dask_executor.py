@@ -89,6 +89,7 @@ class DaskExecutor:
         self.log_dir = log_dir
         self.bridge: subprocess.Popen[bytes] | None = None
         self.sock: socket.socket | None = None
+        self._cpu: dict[str, float] = {}  # task key -> CPU seconds (``cpu_seconds``)
 
     # -- the bridge ----------------------------------------------------------
     def _start_bridge(self) -> None:
@@ -198,7 +199,14 @@ class DaskExecutor:
             observed = Observed.failed(str(header["failure"]))
         else:
             observed = self._write_reply(task, header, blobs)
+        cpu = header.get("cpu")
+        if isinstance(cpu, (int, float)) and not isinstance(cpu, bool) and 0 <= cpu < 1e9:
+            self._cpu[task.key] = float(cpu)
         return CheckDone(task, observed, log_files(check_dir), kept)
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds of each finished check, as its worker's fork server reaped it."""
+        return dict(self._cpu)
 
     def _write_reply(self, task: Task, header: Mapping[str, Any], blobs: list[bytes]) -> Observed:
         """Validate a worker's reply and write its logs and artifacts into the task's

@@ -274,10 +274,16 @@ def run_on_worker(task: Task, spec: WorkerSpec) -> dict[str, Any]:
     try:
         local = remap(task, tmp / "check", root)
         observed = Observed.failed("the worker's executor returned no result")
-        for event in _executor_for(spec, root).run([local]):
+        executor = _executor_for(spec, root)
+        for event in executor.run([local]):
             if isinstance(event, CheckDone):
                 observed = event.observed
-        return pack(observed, local, spec.max_transfer)
+        reply = pack(observed, local, spec.max_transfer)
+        executor.await_exits(0.5)  # the fork server reports its worker's CPU as it reaps it
+        cpu = executor.cpu_seconds().get(local.key)
+        if cpu is not None:
+            reply["cpu"] = cpu
+        return reply
     except Exception as exc:  # noqa: BLE001 - reported as the check's failure
         return _reply(Observed.failed(f"the Dask worker could not run the check: {exc!r}"))
     finally:

@@ -46,7 +46,9 @@ START_TIMEOUT = 900.0  # seconds for the fork server to preload and say ready (a
 class Executor(Protocol):
     """Runs tasks. An executor may also have ``prepare() -> dict``, which the runner
     calls once before the run starts (a refusal there is an error with no bundle
-    written) and whose answer it records in ``run.json`` as ``executor``."""
+    written) and whose answer it records in ``run.json`` as ``executor``; and
+    ``cpu_seconds() -> dict`` (task key -> CPU seconds it measured, not the check's
+    word), which the runner reads after ``shutdown`` into ``results.json``."""
 
     def run(self, tasks: Iterable[Task]) -> Iterator[ExecutorEvent]: ...
 
@@ -219,6 +221,8 @@ class LocalProcessExecutor:
         self._running: dict[int, _Running] = {}
         self._by_pid: dict[int, int] = {}
         self._exits: dict[int, int] = {}
+        self._key_of_pid: dict[int, str] = {}  # workers whose exit is not reported yet
+        self._cpu: dict[str, float] = {}  # task key -> CPU seconds, as the server reaped it
         self._next_id = 0
 
     # -- the fork server ---------------------------------------------------
@@ -482,8 +486,15 @@ class LocalProcessExecutor:
                 else:
                     run.pid = pid
                     self._by_pid[pid] = msg["id"]
-            elif op == "exited" and pid in self._by_pid:
-                self._exits[pid] = int(msg.get("status", 0))
+                if run is not None:
+                    self._key_of_pid[pid] = run.task.key
+            elif op == "exited":
+                if pid in self._by_pid:
+                    self._exits[pid] = int(msg.get("status", 0))
+                key = self._key_of_pid.pop(pid, None)
+                cpu = msg.get("cpu")
+                if key is not None and isinstance(cpu, (int, float)) and cpu >= 0:
+                    self._cpu[key] = float(cpu)
 
     def _server_lost(self) -> None:
         for run in self._running.values():
@@ -531,12 +542,30 @@ class LocalProcessExecutor:
             with contextlib.suppress(OSError):
                 self._send(("kill", pid))
 
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds of each finished task (user + system, of its worker and of what
+        the worker waited for), as the fork server reaped it: the kernel's count, not
+        the check's word. A task whose worker has not been reaped yet is absent."""
+        return dict(self._cpu)
+
+    def await_exits(self, within: float) -> None:
+        """Read the server's exit reports of workers that have ended, for ``within``
+        seconds at most (each arrives within milliseconds of its worker's end)."""
+        deadline = time.monotonic() + within
+        while self._key_of_pid and self.control is not None:
+            left = deadline - time.monotonic()
+            if left <= 0 or not wait([self.control], timeout=left):
+                return
+            self._read_control()
+
     def shutdown(self, kill: bool = False) -> None:
         for run in self._running.values():
             self._kill(run)
             run.sock.close()
             self._save_logs(run)  # what it printed until now: for the scratch kept on ^C
         self._running.clear()
+        if not kill:
+            self.await_exits(1.0)
         if self.server is not None and not self.server_info:
             self._abandon_server()  # still preloading: it would read "stop" only after
         if self.control is not None:

@@ -15,7 +15,8 @@ coordinator -> server, pickled (the coordinator is trusted):
   ``("kill", pid)``, ``("stop",)``;
 server -> coordinator, JSON: ``{"op": "ready", ...}``,
   ``{"op": "started", "id": task_id, "pid": pid}``,
-  ``{"op": "exited", "pid": pid, "status": wait_status}``.
+  ``{"op": "exited", "pid": pid, "status": wait_status, "cpu": seconds}`` (the
+  worker's user + system time and that of the processes it waited for, from ``wait4``).
 The server dies with the coordinator (parent-death signal, and EOF on the
 socket), and kills every worker and every process a worker left behind: it is a
 child subreaper, so orphans of a killed worker come back to it and are killed.
@@ -23,6 +24,7 @@ child subreaper, so orphans of a killed worker come back to it and are killed.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib
 import json
@@ -106,13 +108,24 @@ def serve(fd: int, coordinator: int, config: dict[str, Any]) -> None:
     )
     workers: set[int] = set()
     scanned = time.monotonic()
+    # a worker's end wakes the loop at once (SIGCHLD through a self-pipe), so its exit
+    # and CPU time reach the coordinator while it is still collecting the record
+    woken, wake = os.pipe()
+    os.set_blocking(woken, False)
+    os.set_blocking(wake, False)
+    signal.set_wakeup_fd(wake, warn_on_full_buffer=False)
+    signal.signal(signal.SIGCHLD, lambda signum, frame: None)
     while True:
-        ready, _, _ = select.select([sock], [], [], 0.2)
+        ready, _, _ = select.select([sock.fileno(), woken], [], [], 0.2)
+        timed_out = not ready
+        if woken in ready:
+            with contextlib.suppress(OSError):
+                os.read(woken, 4096)
         unclean = False
-        for pid, status in procs.reap_children():
+        for pid, status, cpu in procs.reap_children():
             if pid in workers:
                 workers.discard(pid)
-                _send(sock, {"op": "exited", "pid": pid, "status": status})
+                _send(sock, {"op": "exited", "pid": pid, "status": status, "cpu": cpu})
                 # child_main ends what the check started before it exits; a worker that
                 # was killed (its record sent, or timed out) may have left processes
                 unclean |= not os.WIFEXITED(status)
@@ -121,12 +134,12 @@ def serve(fd: int, coordinator: int, config: dict[str, Any]) -> None:
         # a process becomes ours only when its parent ends: reading /proc for orphans
         # costs, so look when one may have come back, and every 0.2 s (a check that
         # called os._exit itself left its children without a word)
-        if unclean or not ready or time.monotonic() - scanned >= 0.2:
+        if unclean or timed_out or time.monotonic() - scanned >= 0.2:
             scanned = time.monotonic()
             for orphan in procs.children(os.getpid()):
                 if orphan not in workers:  # left behind by a worker that was killed
                     procs.kill_tree(orphan)
-        if not ready:
+        if sock.fileno() not in ready:
             continue
         try:
             data, fds, _, _ = socket.recv_fds(sock, MAX_PACKET, 4)
@@ -152,6 +165,9 @@ def serve(fd: int, coordinator: int, config: dict[str, Any]) -> None:
             if pid == 0:  # the worker
                 log_fds = (fds[1], fds[2]) if len(fds) >= 3 else None  # stdout, stderr pipes
                 try:
+                    signal.set_wakeup_fd(-1)
+                    os.close(woken)
+                    os.close(wake)
                     sock.close()
                     for extra in fds[3:]:
                         os.close(extra)

@@ -212,9 +212,11 @@ def time_profile(result: RunResult, run_dir: Path, n: int) -> list[str]:
             checks.append((f.duration, f.falsifier_id, c.criterion_id, f.outcome.value))
     ran = [x for x in checks if x[3] != "NOT_RUN"]
     total = sum(x[0] for x in ran)
+    local = False
     try:
         meta = json.loads((run_dir / "run.json").read_text())
         jobs = f"{int(meta.get('jobs') or 0)} workers"
+        local = (meta.get("executor") or {}).get("name") == "local"
     except (OSError, ValueError, TypeError, AttributeError):
         jobs = "workers unknown"
     try:
@@ -229,13 +231,38 @@ def time_profile(result: RunResult, run_dir: Path, n: int) -> list[str]:
         f"{len(ran)} of {len(checks)} checks ran, {total:.1f} s of check time in all "
         f"({len(checks) - len(ran)} not run)"
     ]
+    cpu = result.check_cpu
+    measured = [cpu[x[1]] for x in ran if x[1] in cpu]
+    if measured:
+        used = sum(measured)
+        line = (
+            f"CPU {used:.1f} s in {len(measured)} of {len(ran)} checks (user + system, each "
+            "with the processes it waited for)"
+        )
+        cores = _cores(run_dir) if local else 0
+        if cores and walltext != "unknown":
+            line += (
+                f": {used / cores:.1f} s of this machine's {cores} cores, "
+                f"{100 * used / cores / wall:.0f}% of the wall"
+            )
+        lines.append(line)
     ran.sort(key=lambda x: (-x[0], x[1]))
     if ran[:n]:
         lines.append(f"the {min(n, len(ran))} slowest ({sum(x[0] for x in ran[:n]):.1f} s):")
     for duration, key, cid, outcome in ran[:n]:
         share = f"{100 * duration / total:4.1f}%" if total else "  - "
-        lines.append(f"  {duration:7.2f} s {share}  {key:<22} {outcome:<10} {cid}")
+        used_text = f"{cpu[key]:7.2f} s cpu" if key in cpu else "      - cpu"
+        lines.append(f"  {duration:7.2f} s {used_text} {share}  {key:<22} {outcome:<10} {cid}")
     return lines
+
+
+def _cores(run_dir: Path) -> int:
+    """The CPU cores of the machine that ran the run (its environment.json), or 0."""
+    try:
+        env = json.loads((run_dir / "environment.json").read_text())
+        return max(0, int(env["cpu"]["cores"]))
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return 0
 
 
 __all__ = [

@@ -384,6 +384,8 @@ class RunResult:
     evidence_dir: str = ""
     schema_version: int = RESULTS_SCHEMA_VERSION
     fail_on: str = FailOn.UNPROVEN.value  # the gate the run was judged by (``--fail-on``)
+    # check ID -> CPU seconds, as the executor measured it (``Executor.cpu_seconds``)
+    check_cpu: dict[str, float] = field(default_factory=dict)
 
     def counts(self) -> dict[str, int]:
         """Criteria per reported verdict: a waived criterion counts as WAIVED only
@@ -413,6 +415,8 @@ class RunResult:
         for c in data["criteria"]:
             if c.get("waiver") is None:
                 c.pop("waiver", None)  # optional: results without waivers read as before
+        if not data["check_cpu"]:
+            del data["check_cpu"]  # optional: unmeasured (the inline executor)
         return data
 
     @classmethod

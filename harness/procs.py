@@ -237,17 +237,19 @@ def kill_tree(pid: int, include_self: bool = True) -> int:
     return total
 
 
-def reap_children() -> list[tuple[int, int]]:
-    """Collect every exited child: ``[(pid, wait status)]``."""
-    out: list[tuple[int, int]] = []
+def reap_children() -> list[tuple[int, int, float]]:
+    """Collect every exited child: ``[(pid, wait status, CPU seconds)]``. The CPU is the
+    kernel's count (``wait4``): user + system time of the child and of every descendant
+    it waited for, which the child itself cannot alter."""
+    out: list[tuple[int, int, float]] = []
     while True:
         try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
+            pid, status, usage = os.wait4(-1, os.WNOHANG)
         except ChildProcessError:
             return out
         if pid == 0:
             return out
-        out.append((pid, status))
+        out.append((pid, status, usage.ru_utime + usage.ru_stime))
 
 
 # --------------------------------------------------------------------------- environment

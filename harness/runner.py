@@ -374,6 +374,9 @@ def run(request: RunRequest) -> RunResult:
                     become_subreaper(False)
         ordered = tuple(finished[c.id] for c in plan.criteria if c.id in finished)
         verdict = release_verdict(ordered) if not interrupted else Verdict.UNPROVEN
+        measure = getattr(executor, "cpu_seconds", None)
+        measured = measure() if callable(measure) else {}
+        check_cpu = {k: round(measured[k], 3) for k in sorted(done) if k in measured}
         run_result = RunResult(
             run_id=run_id,
             verdict=verdict,
@@ -387,6 +390,7 @@ def run(request: RunRequest) -> RunResult:
             interrupted=interrupted,
             evidence_dir=str(run_dir) if evidence_root is not None else "",
             fail_on=request.fail_on.value,
+            check_cpu=check_cpu,
         )
         events.run_finished(run_result)
         if not interrupted:

@@ -146,6 +146,10 @@ def test_a_run_through_dask_is_go_like_local_with_logs_and_artifacts_as_bytes(de
     assert len(meta["executor"]["workers"]) == 2
     sources = json.loads((run_dir / "sources.json").read_text())
     assert "demochecks.py" in sources["files"]  # named by the worker, digested here
+    # each check's CPU, as the worker's fork server reaped it, comes back with its record
+    ran = {r.invariant_id for c in result.criteria for r in c.invariants}
+    ran |= {f.falsifier_id for c in result.criteria for f in c.falsifiers}
+    assert set(result.check_cpu) == ran and all(v >= 0 for v in result.check_cpu.values())
 
 
 def test_a_check_sending_back_more_than_the_cap_is_a_failed_record_naming_it(demo, scheduler):
@@ -329,7 +333,7 @@ def test_executor_and_scheduler_come_from_the_options_or_tool_harness(project):
         load_config(project.root)
 
 
-VOLATILE = {"duration", "started", "finished", "run_id", "evidence_dir", "t"}
+VOLATILE = {"duration", "started", "finished", "run_id", "evidence_dir", "t", "check_cpu"}
 
 
 def _stable(value):

@@ -382,6 +382,36 @@ def test_longest_first_starts_unknown_then_the_longest_checks(project, tmp_path)
     assert last_durations(tmp_path / "nothing") == {}
 
 
+CPU_CHECKS = """
+import subprocess, sys, time
+
+BURN = "import time\\nt = time.process_time()\\nwhile time.process_time() - t < 0.5: pass"
+
+def burns_in_a_child(ctx):
+    subprocess.run([sys.executable, "-c", BURN], check=True)
+    return {"value": 1}
+
+def sleeps_and_claims(ctx):
+    time.sleep(0.5)
+    return {"value": 1, "cpu": 99.0, "check_cpu": {"INV-SLEEP-001": 99.0}}
+"""
+
+
+def test_a_checks_cpu_is_the_kernels_count_with_what_it_waited_for(project):
+    """The fork server reaps each worker with wait4: a check's CPU includes a process
+    it started and waited for, and what a check says of its own CPU is never read."""
+    (project.root / "cpuchecks.py").write_text(CPU_CHECKS)
+    project.contract("s", simple_contract(
+        check="cpuchecks:sleeps_and_claims", cid="AC-SLEEP-001", inv="INV-SLEEP-001",
+        falsifiers="").replace("name: ac-sleep-001", "name: sleep"))  # fmt: skip
+    result = run(project, simple_contract(check="cpuchecks:burns_in_a_child", falsifiers=""))
+    cpu = result.check_cpu
+    assert set(cpu) == {"INV-DEMO-001", "INV-SLEEP-001"}
+    assert cpu["INV-DEMO-001"] >= 0.5  # the child's busy loop is the check's
+    assert cpu["INV-SLEEP-001"] < 0.3  # half a second asleep, and its claim of 99 s ignored
+    assert result.to_dict()["check_cpu"] == cpu
+
+
 def test_a_preload_named_module_function_is_called_once_before_every_check(
     project, capsys, monkeypatch
 ):
