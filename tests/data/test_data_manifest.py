@@ -123,6 +123,21 @@ def test_malformed_manifest_names_the_field(tmp_path: Path):
         load_manifest(bad)
     with pytest.raises(ManifestError, match="not found"):
         load_manifest(tmp_path / "absent.yaml")
+    bad.write_text("datasets:\n- {name: x\n- [y\n")  # YAML that does not parse, libyaml or not
+    with pytest.raises(ManifestError, match=r"manifest.yaml:3 does not parse: did not find") as e:
+        load_manifest(bad)
+    assert "\n" not in str(e.value)
+
+
+def test_the_manifest_reads_as_yaml_safe_load_reads_it():
+    """load_manifest parses with libyaml when PyYAML has it: the same document."""
+    m = load_manifest()
+    raw = yaml.safe_load(m.path.read_text(encoding="utf-8"))
+    assert [d["name"] for d in raw["datasets"]] == list(m.datasets)
+    for d in raw["datasets"]:
+        e = m.datasets[d["name"]]
+        assert (e.sha256, e.size_bytes, e.splits, e.pii) == (
+            d["sha256"], d["size_bytes"], d["splits"], d["pii"])  # fmt: skip
 
 
 def test_importing_kernels_and_the_data_layer_does_not_import_numba():
