@@ -279,7 +279,7 @@ def run_on_worker(task: Task, spec: WorkerSpec) -> dict[str, Any]:
             if isinstance(event, CheckDone):
                 observed = event.observed
         reply = pack(observed, local, spec.max_transfer)
-        executor.await_exits(0.5)  # the fork server reports its worker's CPU as it reaps it
+        executor.await_exits(0.5, [local.key])  # its CPU, as the fork server reaped it
         cpu = executor.cpu_seconds().get(local.key)
         if cpu is not None:
             reply["cpu"] = cpu

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import platform
 import subprocess
@@ -127,8 +128,28 @@ def _name_version(dist: metadata.Distribution) -> tuple[str, str]:
     return found.get("Name", "").lower(), found.get("Version", "")
 
 
+def usable_cores() -> int | None:
+    """The cores this process may use: its CPU affinity, capped by a cgroup v2 CPU quota
+    (a container given 2 CPUs of a 64-core host has 2); None when unknown."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 0
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError, ZeroDivisionError):
+        pass
+    return cores or None
+
+
 def cpu_info(imports: bool = True) -> dict[str, Any]:
-    out: dict[str, Any] = {"machine": platform.machine(), "cores": os.cpu_count()}
+    out: dict[str, Any] = {
+        "machine": platform.machine(),
+        "cores": os.cpu_count(),
+        "usable_cores": usable_cores(),
+    }
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):

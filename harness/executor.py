@@ -221,6 +221,7 @@ class LocalProcessExecutor:
         self._running: dict[int, _Running] = {}
         self._by_pid: dict[int, int] = {}
         self._exits: dict[int, int] = {}
+        self._key_of_id: dict[int, str] = {}  # sent to the server, not yet said started
         self._key_of_pid: dict[int, str] = {}  # workers whose exit is not reported yet
         self._cpu: dict[str, float] = {}  # task key -> CPU seconds, as the server reaped it
         self._next_id = 0
@@ -239,6 +240,7 @@ class LocalProcessExecutor:
         self._await_server()
 
     def _spawn_server(self, root: str) -> None:
+        self._forget_workers()
         if self.control is not None:
             self.control.close()
             self.control = None
@@ -303,6 +305,7 @@ class LocalProcessExecutor:
                   file=sys.stderr)  # fmt: skip
 
     def _abandon_server(self) -> None:
+        self._forget_workers()
         if self.control is not None:
             self.control.close()
             self.control = None
@@ -371,6 +374,7 @@ class LocalProcessExecutor:
                 # after every fork)
                 task_bytes = pickle.dumps(task)
                 self._send(("run", task_id, task_bytes), [theirs.fileno(), made[1], made[3]])
+                self._key_of_id[task_id] = task.key  # its CPU is reported even if it ends first
             finally:
                 theirs.close()
                 for w in made[1::2]:
@@ -486,8 +490,9 @@ class LocalProcessExecutor:
                 else:
                     run.pid = pid
                     self._by_pid[pid] = msg["id"]
-                if run is not None:
-                    self._key_of_pid[pid] = run.task.key
+                key = self._key_of_id.pop(msg.get("id"), None)
+                if key is not None:
+                    self._key_of_pid[pid] = key
             elif op == "exited":
                 if pid in self._by_pid:
                     self._exits[pid] = int(msg.get("status", 0))
@@ -496,7 +501,13 @@ class LocalProcessExecutor:
                 if key is not None and isinstance(cpu, (int, float)) and cpu >= 0:
                     self._cpu[key] = float(cpu)
 
+    def _forget_workers(self) -> None:
+        """The server is gone: no exit report of its workers will come."""
+        self._key_of_id.clear()
+        self._key_of_pid.clear()
+
     def _server_lost(self) -> None:
+        self._forget_workers()
         for run in self._running.values():
             if not run.eof:
                 run.failure = run.failure or "the fork server died"
@@ -548,11 +559,18 @@ class LocalProcessExecutor:
         the check's word. A task whose worker has not been reaped yet is absent."""
         return dict(self._cpu)
 
-    def await_exits(self, within: float) -> None:
-        """Read the server's exit reports of workers that have ended, for ``within``
-        seconds at most (each arrives within milliseconds of its worker's end)."""
+    def await_exits(self, within: float, keys: Iterable[str] | None = None) -> None:
+        """Read the server's exit reports of the workers that ran ``keys`` (all by
+        default), for ``within`` seconds at most (each arrives within milliseconds of its
+        worker's end)."""
+        wanted = None if keys is None else set(keys)
+
+        def outstanding() -> bool:
+            waiting = [*self._key_of_pid.values(), *self._key_of_id.values()]
+            return any(wanted is None or k in wanted for k in waiting)
+
         deadline = time.monotonic() + within
-        while self._key_of_pid and self.control is not None:
+        while outstanding() and self.control is not None:
             left = deadline - time.monotonic()
             if left <= 0 or not wait([self.control], timeout=left):
                 return

@@ -216,7 +216,7 @@ def time_profile(result: RunResult, run_dir: Path, n: int) -> list[str]:
     try:
         meta = json.loads((run_dir / "run.json").read_text())
         jobs = f"{int(meta.get('jobs') or 0)} workers"
-        local = (meta.get("executor") or {}).get("name") == "local"
+        local = (meta.get("executor") or {}).get("name") in ("local", "LocalProcessExecutor")
     except (OSError, ValueError, TypeError, AttributeError):
         jobs = "workers unknown"
     try:
@@ -242,7 +242,7 @@ def time_profile(result: RunResult, run_dir: Path, n: int) -> list[str]:
         cores = _cores(run_dir) if local else 0
         if cores and walltext != "unknown":
             line += (
-                f": {used / cores:.1f} s of this machine's {cores} cores, "
+                f": {used / cores:.1f} s of the {cores} cores it could use, "
                 f"{100 * used / cores / wall:.0f}% of the wall"
             )
         lines.append(line)
@@ -257,10 +257,11 @@ def time_profile(result: RunResult, run_dir: Path, n: int) -> list[str]:
 
 
 def _cores(run_dir: Path) -> int:
-    """The CPU cores of the machine that ran the run (its environment.json), or 0."""
+    """The CPU cores the run could use (its environment.json: the process's affinity and
+    cgroup quota, else the machine's count), or 0."""
     try:
-        env = json.loads((run_dir / "environment.json").read_text())
-        return max(0, int(env["cpu"]["cores"]))
+        cpu = json.loads((run_dir / "environment.json").read_text())["cpu"]
+        return max(0, int(cpu.get("usable_cores") or cpu["cores"]))
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return 0
 

@@ -240,7 +240,8 @@ def kill_tree(pid: int, include_self: bool = True) -> int:
 def reap_children() -> list[tuple[int, int, float]]:
     """Collect every exited child: ``[(pid, wait status, CPU seconds)]``. The CPU is the
     kernel's count (``wait4``): user + system time of the child and of every descendant
-    it waited for, which the child itself cannot alter."""
+    it waited for. The child cannot report a figure of its own; it can leave work out
+    (children it never waits for, or reaped by the kernel under ``SIGCHLD`` ignored)."""
     out: list[tuple[int, int, float]] = []
     while True:
         try:

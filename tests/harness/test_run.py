@@ -412,6 +412,40 @@ def test_a_checks_cpu_is_the_kernels_count_with_what_it_waited_for(project):
     assert result.to_dict()["check_cpu"] == cpu
 
 
+def test_a_dead_fork_server_leaves_no_cpu_report_to_wait_for(project):
+    """A check kills the fork server: a new one runs the next check, and waiting for the
+    CPU reports (at shutdown; after each check on Dask) is not held up by the dead
+    server's workers, whose reports can never come."""
+    from harness.plan import CheckDone, Task
+
+    (project.root / "serverkiller.py").write_text(
+        "import os, signal\n\ndef kill(ctx):\n    os.kill(os.getppid(), signal.SIGKILL)\n"
+        "    return {'value': 1}\n\ndef ok(ctx):\n    return {'value': 1}\n"
+    )
+    project.contract("c", simple_contract(check="serverkiller:kill", falsifiers=""))
+    project.contract("d", simple_contract(
+        check="serverkiller:ok", cid="AC-OK-001", inv="INV-OK-001", falsifiers=""
+    ).replace("name: ac-ok-001", "name: ok"))  # fmt: skip
+    invariants = load_contract_set([project.root / "contracts"]).invariants
+    tasks = [
+        Task(k, invariants[k], None, 1, str(project.root / "checks" / k), 30, str(project.root))
+        for k in ("INV-DEMO-001", "INV-OK-001")
+    ]
+    ex = LocalProcessExecutor(1, root=project.root)
+    try:
+        list(ex.run(tasks[:1]))
+        ex.await_exits(20.0)  # until the coordinator sees the server gone
+        assert ex.control is None
+        (done,) = [e for e in ex.run(tasks[1:]) if isinstance(e, CheckDone)]
+        assert done.observed.status == "returned", done.observed.message
+        begun = time.monotonic()
+        ex.await_exits(20.0)
+        assert time.monotonic() - begun < 10  # not the 20 s a lost report would hold it
+        assert "INV-OK-001" in ex.cpu_seconds()
+    finally:
+        ex.shutdown()
+
+
 def test_a_preload_named_module_function_is_called_once_before_every_check(
     project, capsys, monkeypatch
 ):
