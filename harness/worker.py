@@ -53,10 +53,12 @@ def task_environment(task: Task) -> Iterator[None]:
 @contextmanager
 def captured_output(check_dir: Path, log_fds: tuple[int, int] | None = None) -> Any:
     """Send fd 1 and 2 (Python and C level) to ``log_fds`` (the coordinator's pipes,
-    which it reads as they fill: ``harness.executor``), else to files in ``check_dir``."""
+    which it reads as they fill: ``harness.executor``), else to files in ``check_dir``.
+    With ``log_fds`` (a forked worker, which exits after the check) the old fd 1 and 2,
+    the fork server's log, are not kept open for the check to write into."""
     sys.stdout.flush()
     sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
+    saved = (os.dup(1), os.dup(2)) if log_fds is None else None
     py_streams = sys.stdout, sys.stderr
     with contextlib.ExitStack() as files:
         if log_fds is not None:
@@ -77,10 +79,11 @@ def captured_output(check_dir: Path, log_fds: tuple[int, int] | None = None) -> 
             sys.stdout.flush()
             sys.stderr.flush()
             sys.stdout, sys.stderr = py_streams
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
+            if saved is not None:
+                os.dup2(saved[0], 1)
+                os.dup2(saved[1], 2)
+                os.close(saved[0])
+                os.close(saved[1])
 
 
 def log_files(check_dir: Path) -> dict[str, str]:

@@ -412,6 +412,21 @@ def test_a_checks_cpu_is_the_kernels_count_with_what_it_waited_for(project):
     assert result.to_dict()["check_cpu"] == cpu
 
 
+def test_a_check_holds_no_descriptor_of_the_fork_servers_log(project):
+    """The worker's fd 1 and 2 went to the coordinator's pipes; the fork server's log they
+    were before is not kept open, so a check cannot write lines into it."""
+    (project.root / "fds.py").write_text(
+        "import os\n\ndef open_files(ctx):\n    names = []\n"
+        "    for fd in os.listdir('/proc/self/fd'):\n"
+        "        try:\n            names.append(os.readlink(f'/proc/self/fd/{fd}'))\n"
+        "        except OSError:\n            pass\n"
+        "    return {'value': 1, 'files': sorted(names)}\n"
+    )
+    c = only(run(project, simple_contract(check="fds:open_files", falsifiers="")))
+    files = c.invariants[0].observations["files"]
+    assert files and not [f for f in files if f.endswith("forkserver.log")], files
+
+
 def test_a_dead_fork_server_leaves_no_cpu_report_to_wait_for(project):
     """A check kills the fork server: a new one runs the next check, and waiting for the
     CPU reports (at shutdown; after each check on Dask) is not held up by the dead
