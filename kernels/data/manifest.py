@@ -168,12 +168,19 @@ def load_manifest(path: str | Path | None = None) -> Manifest:
     mpath = Path(path) if path is not None else default_manifest_path()
     if not mpath.is_file():
         raise ManifestError(f"manifest {mpath} not found")
+    raw_bytes = mpath.read_bytes()
     try:
-        doc = yaml.load(mpath.read_text(encoding="utf-8"), Loader=_SafeLoader)
+        text = raw_bytes.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw_bytes[: e.start].count(b"\n") + 1
+        why = f"manifest {mpath}:{line} is not UTF-8 text; save it as UTF-8"
+        raise ManifestError(why) from None
+    try:
+        doc = yaml.load(text, Loader=_SafeLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        problem = getattr(e, "problem", None) or next(iter(str(e).splitlines()), type(e).__name__)
         why = f"manifest {mpath}{at} does not parse: {problem}; fix the YAML"
         raise ManifestError(why) from None
     if not isinstance(doc, dict) or not isinstance(doc.get("datasets"), list):

@@ -127,6 +127,9 @@ def test_malformed_manifest_names_the_field(tmp_path: Path):
     with pytest.raises(ManifestError, match=r"manifest.yaml:3 does not parse: did not find") as e:
         load_manifest(bad)
     assert "\n" not in str(e.value)
+    bad.write_bytes(b"datasets:\n- name: caf\xe9\n")  # Latin-1, not UTF-8
+    with pytest.raises(ManifestError, match=r"manifest.yaml:2 is not UTF-8 text"):
+        load_manifest(bad)
 
 
 def test_the_manifest_reads_as_yaml_safe_load_reads_it():
