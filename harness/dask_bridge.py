@@ -53,7 +53,7 @@ from harness.dask_worker import (
     stop_checks,
     worker_report,
 )
-from harness.plan import Task
+from harness.plan import Task, reported_cpu
 
 RETRY = "harness.retry"  # the note a retried check's result carries
 CLOSE_TIMEOUT = 20.0
@@ -274,9 +274,9 @@ class Bridge:
         blobs = [reply["record"]]
         header: dict[str, Any] = {"op": "done", "key": task.key, "record": 0, "logs": {}}
         header["artifacts"], header["notes"] = [], _notes(task, lost)
-        cpu = reply.get("cpu")
-        if isinstance(cpu, (int, float)) and not isinstance(cpu, bool) and 0 <= cpu < 1e9:
-            header["cpu"] = float(cpu)
+        cpu = reported_cpu(reply.get("cpu"))
+        if cpu is not None:
+            header["cpu"] = cpu
         try:
             for name, (data, size) in dict(reply.get("logs") or {}).items():
                 header["logs"][str(name)] = [len(blobs), int(size)]

@@ -38,7 +38,16 @@ from harness.dask_worker import MAX_TRANSFER, size_text
 from harness.errors import UsageError
 from harness.executor import MAX_RESULT, parse_record
 from harness.fsutil import write_beneath
-from harness.plan import MAX_SIZE, CheckDone, CheckStarted, ExecutorEvent, Observed, Task, safe_name
+from harness.plan import (
+    MAX_SIZE,
+    CheckDone,
+    CheckStarted,
+    ExecutorEvent,
+    Observed,
+    Task,
+    reported_cpu,
+    safe_name,
+)
 from harness.procs import NEVER_PASS
 from harness.worker import log_files
 
@@ -199,9 +208,9 @@ class DaskExecutor:
             observed = Observed.failed(str(header["failure"]))
         else:
             observed = self._write_reply(task, header, blobs)
-        cpu = header.get("cpu")
-        if isinstance(cpu, (int, float)) and not isinstance(cpu, bool) and 0 <= cpu < 1e9:
-            self._cpu[task.key] = float(cpu)
+        cpu = reported_cpu(header.get("cpu"))
+        if cpu is not None:
+            self._cpu[task.key] = cpu
         return CheckDone(task, observed, log_files(check_dir), kept)
 
     def cpu_seconds(self) -> dict[str, float]:

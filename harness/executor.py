@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from harness.fsutil import write_beneath
-from harness.plan import CheckDone, CheckStarted, ExecutorEvent, Observed, Task
+from harness.plan import CheckDone, CheckStarted, ExecutorEvent, Observed, Task, reported_cpu
 from harness.procs import scrubbed_environment
 from harness.worker import execute_task, log_files, task_environment
 
@@ -497,9 +497,9 @@ class LocalProcessExecutor:
                 if pid in self._by_pid:
                     self._exits[pid] = int(msg.get("status", 0))
                 key = self._key_of_pid.pop(pid, None)
-                cpu = msg.get("cpu")
-                if key is not None and isinstance(cpu, (int, float)) and cpu >= 0:
-                    self._cpu[key] = float(cpu)
+                cpu = reported_cpu(msg.get("cpu"))
+                if key is not None and cpu is not None:
+                    self._cpu[key] = cpu
 
     def _forget_workers(self) -> None:
         """The server is gone: no exit report of its workers will come."""

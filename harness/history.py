@@ -219,13 +219,14 @@ def time_profile(result: RunResult, run_dir: Path, n: int) -> list[str]:
         local = (meta.get("executor") or {}).get("name") in ("local", "LocalProcessExecutor")
     except (OSError, ValueError, TypeError, AttributeError):
         jobs = "workers unknown"
+    wall: float | None
     try:
         wall = (
             datetime.fromisoformat(result.finished) - datetime.fromisoformat(result.started)
         ).total_seconds()
-        walltext = f"{wall:.1f} s"
     except (TypeError, ValueError):
-        walltext = "unknown"
+        wall = None
+    walltext = "unknown" if wall is None else f"{wall:.1f} s"
     lines = [
         f"run {result.run_id} ({result.profile} profile): wall {walltext} on {jobs}; "
         f"{len(ran)} of {len(checks)} checks ran, {total:.1f} s of check time in all "
@@ -240,7 +241,7 @@ def time_profile(result: RunResult, run_dir: Path, n: int) -> list[str]:
             "with the processes it waited for)"
         )
         cores = _cores(run_dir) if local else 0
-        if cores and walltext != "unknown":
+        if cores and wall:
             line += (
                 f": {used / cores:.1f} s of the {cores} cores it could use, "
                 f"{100 * used / cores / wall:.0f}% of the wall"

@@ -426,6 +426,14 @@ class Observed:
         )
 
 
+def reported_cpu(value: Any) -> float | None:
+    """A CPU time as another process reported it (a fork server's ``exited``, a Dask
+    reply): a finite number of seconds >= 0, else None."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1e9:
+        return float(value)
+    return None
+
+
 def safe_name(name: str) -> bool:
     """A relative path inside a folder: no absolute path, no '..', no empty part."""
     parts = name.split("/")

@@ -394,6 +394,13 @@ def test_the_coordinator_takes_only_validated_bytes_from_the_bridge(project, tmp
     check_dir = Path(plan.tasks[0].check_dir)
     assert (check_dir / "artifacts" / "a.bin").read_bytes() == b"bytes"
     assert (check_dir / "stderr.txt").stat().st_size == 9  # its true size, for the note
+    # a CPU figure that is not a number of seconds is not recorded
+    for i, bad in enumerate(["12", True, -1.0, float("nan"), 1e300, [1]]):
+        key = f"INV-BAD-{i}"
+        executor._done(dataclasses.replace(plan.tasks[0], key=key), {"record": 0, "cpu": bad},
+                       [record])  # fmt: skip
+    executor._done(plan.tasks[0], {"record": 0, "cpu": 2.5}, [record])
+    assert executor.cpu_seconds() == {plan.tasks[0].key: 2.5}
 
 
 def test_the_coordinator_never_imports_distributed():
